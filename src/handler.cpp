@@ -1,0 +1,257 @@
+#include "handler.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+
+#include "form.h"
+#include "json_codec.h"
+#include "sanitize.h"
+#include "signer.h"
+#include "validate.h"
+
+namespace pvgate {
+
+struct Handler::Trace {
+  std::string merchant;
+  std::string action;
+  std::string phone;  // masked
+  std::int64_t upstream_status = -1;
+  long upstream_http = 0;
+  long upstream_ms = -1;
+  std::string detail;  // why, for the operator; never secret, never a phone number
+};
+
+namespace {
+
+std::string upstream_default_message(std::int64_t status) {
+  switch (status) {
+    case 200:
+      return "OK.";
+    case 400:
+      return "Request failed.";
+    case 5001:
+      return "Invalid phone number.";
+    case 5002:
+      return "Too many requests; try again later.";
+    case 5003:
+      return "A verification for this number is already in progress.";
+    case 5051:
+      return "Session expired or reference not found.";
+    case 5052:
+      return "Incorrect answer.";
+    case 9001:
+      return "Parameter error.";
+    default:
+      return "Request failed.";
+  }
+}
+
+// Quotes a value for the log line; the logger replaces control characters.
+std::string quoted(std::string_view s, std::size_t max = 120) {
+  std::string out = "\"";
+  for (const char c : s.substr(0, max)) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  if (s.size() > max) out += "...";
+  out.push_back('"');
+  return out;
+}
+
+}  // namespace
+
+std::string media_type(std::string_view content_type) {
+  const std::string_view type = content_type.substr(0, content_type.find(';'));
+  std::string out;
+  for (const char c : type) {
+    if (c == ' ' || c == '\t') continue;
+    out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  return out;
+}
+
+std::string_view last_segment(std::string_view path) {
+  const std::size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+HttpReply Handler::handle(const HttpRequest& request) {
+  const auto started = clock_.steady();
+  Trace trace;
+  Result result;
+  try {
+    const std::shared_ptr<const Config> config = config_.get();
+    result = process(request, *config, trace);
+  } catch (const std::exception& e) {
+    result = local_result(Outcome::misconfigured);
+    trace.detail = std::string("internal error: ") + e.what();
+  } catch (...) {
+    result = local_result(Outcome::misconfigured);
+    trace.detail = "internal error";
+  }
+  HttpReply reply = make_reply(result);
+
+  const LogLevel level = reply.status >= 500 ? LogLevel::warn : LogLevel::info;
+  if (log_.enabled(level)) {
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - started);
+    std::string line = "request";
+    if (!request.request_id.empty()) line += " rid=" + quoted(request.request_id, 64);
+    line += " ip=" + quoted(request.remote_addr, 64);
+    if (!trace.merchant.empty()) line += " merchant=" + trace.merchant;
+    if (!trace.action.empty()) line += " action=" + trace.action;
+    if (!trace.phone.empty()) line += " phone=" + trace.phone;
+    line += " outcome=" + std::string(outcome_name(result.outcome));
+    line += " http=" + std::to_string(reply.status);
+    if (trace.upstream_status >= 0)
+      line += " upstream_status=" + std::to_string(trace.upstream_status);
+    if (trace.upstream_http > 0) line += " upstream_http=" + std::to_string(trace.upstream_http);
+    if (trace.upstream_ms >= 0) line += " upstream_ms=" + std::to_string(trace.upstream_ms);
+    line += " ms=" + std::to_string(ms.count());
+    if (!trace.detail.empty()) line += " detail=" + quoted(trace.detail, 200);
+    log_.log(level, line);
+  }
+  return reply;
+}
+
+Result Handler::process(const HttpRequest& request, const Config& config, Trace& trace) {
+  // route
+  const auto action = action_from_route(last_segment(request.path));
+  if (!action) return local_result(Outcome::not_found);
+  trace.action = std::string(action_name(*action));
+
+  // method
+  if (request.method != "POST") return local_result(Outcome::method_not_allowed);
+
+  // merchant: a server-side setting, so a miss is a misconfiguration.
+  const MerchantConfig* merchant = config.find_merchant(request.merchant, request.merchant_given);
+  if (merchant == nullptr) {
+    trace.detail = request.merchant_given
+                       ? "unknown merchant " + quoted(request.merchant, 64)
+                       : "PVGATE_MERCHANT not set and more than one merchant configured";
+    return local_result(Outcome::misconfigured);
+  }
+  trace.merchant = merchant->name;
+
+  // size (cheap, before any parsing)
+  if (request.content_length > config.max_body_bytes ||
+      request.body.size() > config.max_body_bytes) {
+    return local_result(
+        Outcome::payload_too_large,
+        "Request body too large (at most " + std::to_string(config.max_body_bytes) + " bytes).");
+  }
+
+  // content type + decode
+  const std::string type = media_type(request.content_type);
+  FieldList fields;
+  std::optional<DecodeError> decode_error;
+  if (type == "application/json") {
+    decode_error = decode_json_fields(request.body, fields);
+  } else if (type == "application/x-www-form-urlencoded") {
+    decode_error = decode_form(request.body, fields);
+  } else {
+    return local_result(Outcome::unsupported_media,
+                        "Unsupported content type; send application/json or "
+                        "application/x-www-form-urlencoded.");
+  }
+  if (decode_error) return local_result(Outcome::invalid_input, describe(*decode_error));
+
+  // validate
+  ClientFields client;
+  if (auto bad = validate_fields(*action, fields, client)) {
+    return local_result(Outcome::invalid_input, bad->message);
+  }
+  if (client.contact_no) trace.phone = client.dialing_code + mask_phone(*client.contact_no);
+
+  return forward(config, *merchant, *action, client, trace);
+}
+
+Result Handler::forward(const Config& config, const MerchantConfig& merchant, Action action,
+                        const ClientFields& client, Trace& trace) {
+  // sign: every field sent is signed; api_secret is mixed in and never sent.
+  std::map<std::string, std::string> signed_fields{
+      {"action", std::string(action_name(action))},
+      {"timestamp", std::to_string(clock_.unix_seconds())},
+      {"api_key", merchant.api_key},
+      {"user_id", client.user_id},
+      {"contact_no_country_dialing_code", client.dialing_code},
+  };
+  if (client.contact_no) signed_fields.emplace("contact_no", *client.contact_no);
+  if (client.reference) signed_fields.emplace("reference", *client.reference);
+  if (client.answer) signed_fields.emplace("answer", *client.answer);
+  const std::string signature = pipwave_signature(signed_fields, merchant.api_secret);
+
+  std::vector<std::pair<std::string, std::string>> members(signed_fields.begin(),
+                                                           signed_fields.end());
+  members.emplace_back("signature", signature);
+  UpstreamCall call{merchant.api_key, encode_string_object(members)};
+
+  // forward
+  const auto sent = clock_.steady();
+  UpstreamResult answer = upstream_.post(config.upstream, call);
+  trace.upstream_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - sent).count();
+  trace.upstream_http = answer.http_status;
+
+  switch (answer.error) {
+    case UpstreamError::none:
+      break;
+    case UpstreamError::timeout:
+      trace.detail = "upstream timeout: " + answer.detail;
+      return local_result(Outcome::gateway_timeout);
+    case UpstreamError::not_delivered:
+      trace.detail = "upstream unreachable: " + answer.detail;
+      return local_result(Outcome::bad_gateway);
+    case UpstreamError::tls:
+      trace.detail = "upstream TLS failure: " + answer.detail;
+      return local_result(Outcome::bad_gateway);
+    case UpstreamError::too_large:
+      trace.detail =
+          "upstream answer over " + std::to_string(config.upstream.max_response_bytes) + " bytes";
+      return local_result(Outcome::bad_gateway);
+    case UpstreamError::transport:
+      trace.detail = "upstream transport error: " + answer.detail;
+      return local_result(Outcome::bad_gateway);
+  }
+
+  // sanitize: only status, message, reference and seconds_till_resend survive.
+  if (answer.http_status >= 500 || answer.http_status < 200) {
+    trace.detail = "upstream HTTP " + std::to_string(answer.http_status);
+    return local_result(Outcome::bad_gateway);
+  }
+  std::string why;
+  const std::optional<UpstreamReply> reply = parse_upstream_reply(answer.body, why);
+  if (!reply) {
+    trace.detail = why;
+    return local_result(Outcome::bad_gateway);
+  }
+  trace.upstream_status = reply->status;
+  const Outcome outcome = classify_upstream_status(reply->status);
+  if (outcome == Outcome::bad_gateway) {
+    // Merchant-setup statuses (401, 403, 404, 5004-5006...) stay in the log.
+    trace.detail = "upstream status " + std::to_string(reply->status) + ": " +
+                   clean_message(reply->message.value_or(""), 120);
+    if (contains_any(trace.detail, {merchant.api_key, merchant.api_secret, signature})) {
+      trace.detail = "upstream status " + std::to_string(reply->status) +
+                     " (message withheld: it echoed a credential)";
+    }
+    return local_result(Outcome::bad_gateway);
+  }
+
+  Result result;
+  result.outcome = outcome;
+  result.body_status = reply->status;
+  result.message = reply->message.value_or(upstream_default_message(reply->status));
+  if (contains_any(result.message, {merchant.api_key, merchant.api_secret, signature})) {
+    trace.detail = "upstream message withheld: it echoed a credential";
+    result.message = upstream_default_message(reply->status);
+  }
+  if (reply->reference && *reply->reference > 0) result.reference = reply->reference;
+  if (reply->seconds_till_resend && *reply->seconds_till_resend >= 0) {
+    result.seconds_till_resend = reply->seconds_till_resend;
+  }
+  return result;
+}
+
+}  // namespace pvgate

@@ -1,0 +1,29 @@
+// The request and reply as the handler sees them: plain data, no libfcgi.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pvgate {
+
+struct HttpRequest {
+  std::string method;              // REQUEST_METHOD
+  std::string path;                // DOCUMENT_URI (or SCRIPT_NAME)
+  std::string content_type;        // CONTENT_TYPE, as sent
+  std::size_t content_length = 0;  // CONTENT_LENGTH (0 when absent)
+  std::string body;                // at most max_body_bytes + 1 bytes were read
+  std::string merchant;            // PVGATE_MERCHANT
+  bool merchant_given = false;
+  std::string remote_addr;  // REMOTE_ADDR
+  std::string request_id;   // PVGATE_REQUEST_ID (nginx $request_id), may be empty
+};
+
+struct HttpReply {
+  int status = 500;
+  std::vector<std::pair<std::string, std::string>> headers;  // besides Content-Type
+  std::string body;
+};
+
+}  // namespace pvgate

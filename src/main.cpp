@@ -1,0 +1,114 @@
+// pvgate: the FastCGI gate between browsers and Pipwave's phone-verify API.
+// main wires the modules together; everything else lives in pvgate_core.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clock.h"
+#include "config.h"
+#include "fcgi_server.h"
+#include "handler.h"
+#include "log.h"
+#include "options.h"
+#include "upstream.h"
+#include "version.h"
+
+namespace {
+
+void print_config_summary(const pvgate::Config& config) {
+  std::cout << "config OK: " << config.source << "\n"
+            << "  upstream " << config.upstream.url
+            << (config.upstream.ca_file.empty() ? ""
+                                                : " (extra CA " + config.upstream.ca_file + ")")
+            << ", connect " << config.upstream.connect_timeout_ms << " ms, total "
+            << config.upstream.timeout_ms << " ms, answer <= " << config.upstream.max_response_bytes
+            << " bytes\n"
+            << "  request body <= " << config.max_body_bytes << " bytes\n";
+  for (const auto& [name, m] : config.merchants) {
+    std::cout << "  merchant " << name << " (api_key set, api_secret set)\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace pvgate;
+  Options options;
+  std::string error;
+  if (!parse_options(std::vector<std::string>(argv + 1, argv + argc), options, error)) {
+    std::cerr << "pvgate: " << error << "\n\n" << usage();
+    return 2;
+  }
+  if (options.help) {
+    std::cout << usage();
+    return 0;
+  }
+  if (options.version) {
+    std::cout << "pvgate " << PVGATE_VERSION << "\n";
+    return 0;
+  }
+
+  ConfigResult loaded = load_config_file(options.config_path);
+  for (const auto& w : loaded.warnings) std::cerr << "pvgate: warning: " << w << "\n";
+  if (!loaded.errors.empty()) {
+    for (const auto& e : loaded.errors) std::cerr << "pvgate: " << e << "\n";
+    std::cerr << "pvgate: " << loaded.errors.size() << " problem(s) in the configuration\n";
+    return 1;
+  }
+  if (options.check_config) {
+    print_config_summary(*loaded.config);
+    return 0;
+  }
+
+  block_signals();
+  upstream_global_init();
+  Logger log;
+  log.set_level(loaded.config->log_level);
+  ConfigHolder config(loaded.config);
+  CurlUpstream upstream;
+  SystemClock clock;
+  Handler handler(config, upstream, clock, log);
+
+  ServerOptions server_options;
+  server_options.socket = options.socket;
+  server_options.socket_mode = options.socket_mode;
+  server_options.threads = options.threads;
+  server_options.max_body_bytes = loaded.config->max_body_bytes;
+  server_options.drain_deadline =
+      std::chrono::milliseconds(loaded.config->upstream.timeout_ms + 5000);
+  FcgiServer server(server_options, handler, log);
+  if (!server.listen(error)) {
+    log.error(error);
+    return 1;
+  }
+  server.start();
+  log.info("pvgate " PVGATE_VERSION " serving with " + std::to_string(options.threads) +
+           " threads, upstream " + loaded.config->upstream.url);
+
+  const std::string config_path = options.config_path;
+  server.run_until_signal([&] {
+    ConfigResult next = load_config_file(config_path);
+    for (const auto& w : next.warnings) log.warn(w);
+    if (!next.errors.empty()) {
+      for (const auto& e : next.errors) log.error("reload rejected: " + e);
+      log.error("reload rejected: keeping the previous configuration");
+      return;
+    }
+    if (next.config->max_body_bytes != config.get()->max_body_bytes) {
+      log.warn("reload: limits.max_body_bytes takes effect for the read limit only on restart");
+    }
+    log.set_level(next.config->log_level);
+    config.set(next.config);
+    log.info("reload: configuration " + config_path + " loaded");
+  });
+  if (!server.stop()) {
+    log.warn("requests still in flight at the drain deadline; exiting anyway");
+    std::fflush(nullptr);
+    std::_Exit(0);
+  }
+  log.info("stopped after " + std::to_string(server.requests_served()) + " requests");
+  return 0;
+}

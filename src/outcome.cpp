@@ -1,0 +1,145 @@
+#include "outcome.h"
+
+#include "json_codec.h"
+#include "sanitize.h"
+
+namespace pvgate {
+namespace {
+
+constexpr std::int64_t kDefaultRetrySeconds = 60;
+
+int http_status(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::ok:
+      return 200;
+    case Outcome::invalid_input:
+      return 400;
+    case Outcome::upstream_rejected:
+      return 400;
+    case Outcome::too_frequent:
+      return 429;
+    case Outcome::method_not_allowed:
+      return 405;
+    case Outcome::not_found:
+      return 404;
+    case Outcome::payload_too_large:
+      return 413;
+    case Outcome::unsupported_media:
+      return 415;
+    case Outcome::bad_gateway:
+      return 502;
+    case Outcome::gateway_timeout:
+      return 504;
+    case Outcome::misconfigured:
+      return 500;
+  }
+  return 500;
+}
+
+}  // namespace
+
+std::string_view outcome_name(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::ok:
+      return "ok";
+    case Outcome::invalid_input:
+      return "invalid_input";
+    case Outcome::upstream_rejected:
+      return "upstream_rejected";
+    case Outcome::too_frequent:
+      return "too_frequent";
+    case Outcome::method_not_allowed:
+      return "method_not_allowed";
+    case Outcome::not_found:
+      return "not_found";
+    case Outcome::payload_too_large:
+      return "payload_too_large";
+    case Outcome::unsupported_media:
+      return "unsupported_media";
+    case Outcome::bad_gateway:
+      return "bad_gateway";
+    case Outcome::gateway_timeout:
+      return "gateway_timeout";
+    case Outcome::misconfigured:
+      return "misconfigured";
+  }
+  return "unknown";
+}
+
+Result local_result(Outcome outcome, std::string message) {
+  Result r;
+  r.outcome = outcome;
+  switch (outcome) {
+    case Outcome::ok:
+      r.body_status = 200;
+      break;
+    case Outcome::invalid_input:
+    case Outcome::upstream_rejected:
+    case Outcome::payload_too_large:
+    case Outcome::unsupported_media:
+      r.body_status = 9001;
+      break;
+    case Outcome::too_frequent:
+      r.body_status = 5002;
+      if (message.empty()) message = "Too many requests; try again later.";
+      break;
+    case Outcome::method_not_allowed:
+      r.body_status = 400;
+      if (message.empty()) message = "Method not allowed; use POST.";
+      break;
+    case Outcome::not_found:
+      r.body_status = 404;
+      if (message.empty()) message = "Unknown route; use send-token or verify-token-answer.";
+      break;
+    case Outcome::bad_gateway:
+      r.body_status = 500;
+      message = "Phone verification is temporarily unavailable.";
+      break;
+    case Outcome::gateway_timeout:
+      r.body_status = 500;
+      message = "Phone verification did not answer in time; try again.";
+      break;
+    case Outcome::misconfigured:
+      r.body_status = 500;
+      message = "Phone verification is not available.";
+      break;
+  }
+  r.message = std::move(message);
+  return r;
+}
+
+Outcome classify_upstream_status(std::int64_t status) {
+  switch (status) {
+    case 200:
+      return Outcome::ok;
+    case 400:
+    case 5001:
+    case 5003:
+    case 5051:
+    case 5052:
+    case 9001:
+      return Outcome::upstream_rejected;
+    case 5002:
+      return Outcome::too_frequent;
+    default:
+      return Outcome::bad_gateway;  // 401, 403, 404, 500, 5004-5006 and the unknown
+  }
+}
+
+HttpReply make_reply(const Result& result) {
+  HttpReply reply;
+  reply.status = http_status(result.outcome);
+  reply.headers.emplace_back("Cache-Control", "no-store");
+  reply.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  std::optional<std::int64_t> wait = result.seconds_till_resend;
+  if (result.outcome == Outcome::method_not_allowed) reply.headers.emplace_back("Allow", "POST");
+  if (result.outcome == Outcome::too_frequent) {
+    if (!wait || *wait < 1) wait = kDefaultRetrySeconds;
+    reply.headers.emplace_back("Retry-After", std::to_string(*wait));
+  }
+  reply.body = encode_client_reply(result.body_status, clean_message(result.message),
+                                   result.reference, wait);
+  return reply;
+}
+
+}  // namespace pvgate

@@ -1,0 +1,49 @@
+// pvgate's one error vocabulary, and the one function that turns an outcome
+// into the HTTP status, headers and JSON body the browser receives.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "http.h"
+
+namespace pvgate {
+
+enum class Outcome {
+  ok,                  // Pipwave accepted the call (status 200)
+  invalid_input,       // a client field broke a rule: 400 / 9001, message names it
+  upstream_rejected,   // Pipwave said no for the user's input (400, 5001, 5003, 5051, 5052, 9001)
+  too_frequent,        // Pipwave's 5002 (or pvgate's throttle): 429 + Retry-After
+  method_not_allowed,  // not POST: 405 + Allow
+  not_found,           // unknown route: 404
+  payload_too_large,   // body over the limit: 413
+  unsupported_media,   // content type not JSON or form: 415
+  bad_gateway,         // upstream fault or merchant-setup status; detail only in the log: 502
+  gateway_timeout,     // upstream did not answer in time: 504
+  misconfigured,       // server-side problem (unknown merchant, internal error): 500
+};
+
+std::string_view outcome_name(Outcome outcome);
+
+struct Result {
+  Outcome outcome = Outcome::misconfigured;
+  std::int64_t body_status = 500;  // the JSON "status"
+  std::string message;             // cleaned before it is sent
+  std::optional<std::int64_t> reference;
+  std::optional<std::int64_t> seconds_till_resend;
+};
+
+// Result for a local decision (everything but ok/upstream_*), with the body
+// status and message the table in the README gives.
+Result local_result(Outcome outcome, std::string message = {});
+
+// How a Pipwave status is classified (shared/pipwave-api.md, status appendix).
+Outcome classify_upstream_status(std::int64_t status);
+
+// Renders a result: HTTP status, Content-Type/Cache-Control, Allow for 405,
+// Retry-After for 429; message cleaned of control characters, <= 255 bytes.
+HttpReply make_reply(const Result& result);
+
+}  // namespace pvgate

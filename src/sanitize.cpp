@@ -1,0 +1,36 @@
+#include "sanitize.h"
+
+namespace pvgate {
+
+std::string clean_message(std::string_view text, std::size_t max_bytes) {
+  std::string out;
+  out.reserve(text.size() < max_bytes ? text.size() : max_bytes);
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) continue;
+    out.push_back(c);
+  }
+  if (out.size() > max_bytes) {
+    std::size_t cut = max_bytes;
+    // Step back over UTF-8 continuation bytes so no sequence is split.
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+    out.resize(cut);
+  }
+  return out;
+}
+
+bool contains_any(std::string_view text, const std::vector<std::string_view>& secrets) {
+  for (const auto s : secrets) {
+    if (!s.empty() && text.find(s) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+std::string mask_phone(std::string_view digits) {
+  if (digits.size() <= 4) return std::string(digits.size(), '*');
+  std::string out(digits.size() - 2, '*');
+  out.append(digits.substr(digits.size() - 2));
+  return out;
+}
+
+}  // namespace pvgate

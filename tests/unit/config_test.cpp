@@ -1,0 +1,168 @@
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+
+#include "config.h"
+
+using namespace pvgate;
+
+namespace {
+
+const char* kGood = R"(upstream:
+  url: https://staging-api.pipwave.com/phone-verify
+  connect_timeout_ms: 2000
+  timeout_ms: 8000
+merchants:
+  shop-a:
+    api_key: sdvdas23t3btg34bhb
+    api_secret: my_api_secret
+)";
+
+bool has_error(const ConfigResult& r, const std::string& needle) {
+  for (const auto& e : r.errors) {
+    if (e.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string all_errors(const ConfigResult& r) {
+  std::string s;
+  for (const auto& e : r.errors) s += e + "\n";
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("a good config loads into plain values") {
+  const auto r = load_config_text(kGood, "t.yaml");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  CHECK(r.config->upstream.url == "https://staging-api.pipwave.com/phone-verify");
+  CHECK(r.config->upstream.connect_timeout_ms == 2000);
+  CHECK(r.config->upstream.timeout_ms == 8000);
+  CHECK(r.config->upstream.max_response_bytes == 64 * 1024);  // default
+  CHECK(r.config->max_body_bytes == 4096);                    // default
+  CHECK_FALSE(r.config->upstream.loopback);
+  REQUIRE(r.config->merchants.count("shop-a") == 1);
+  CHECK(r.config->merchants.at("shop-a").api_secret == "my_api_secret");
+}
+
+TEST_CASE("merchant lookup: by name, or the only one when no name is given") {
+  const auto r = load_config_text(kGood, "t.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->find_merchant("shop-a", true) != nullptr);
+  CHECK(r.config->find_merchant("nosuch", true) == nullptr);
+  CHECK(r.config->find_merchant("", false) != nullptr);
+  const auto two = load_config_text(
+      std::string(kGood) + "  shop-b:\n    api_key: k2\n    api_secret: s2\n", "t");
+  REQUIRE(two.config);
+  CHECK(two.config->find_merchant("", false) == nullptr);
+  CHECK(two.config->find_merchant("shop-b", true) != nullptr);
+}
+
+TEST_CASE("config errors name the file, the line and the key path") {
+  const auto r = load_config_text(R"(upstream:
+  url: https://example.com/x
+  timeout_ms: 5
+  colour: blue
+merchants:
+  shop-a:
+    api_key: k
+)",
+                                  "bad.yaml");
+  CHECK_FALSE(r.config);
+  INFO(all_errors(r));
+  CHECK(has_error(r, "bad.yaml:3: upstream.timeout_ms: must be an integer from 100 to 120000"));
+  CHECK(has_error(r, "bad.yaml:4: upstream.colour: unknown key"));
+  CHECK(has_error(r, "bad.yaml:6: merchants.shop-a.api_secret: is required"));
+  CHECK(r.errors.size() == 3);
+}
+
+TEST_CASE("upstream must be https unless the host is loopback") {
+  bool loopback = false;
+  CHECK(check_upstream_url("https://api.pipwave.com/phone-verify", loopback).empty());
+  CHECK_FALSE(loopback);
+  CHECK_FALSE(check_upstream_url("http://api.pipwave.com/phone-verify", loopback).empty());
+  CHECK(check_upstream_url("http://127.0.0.1:8443/x", loopback).empty());
+  CHECK(loopback);
+  CHECK(check_upstream_url("http://localhost/x", loopback).empty());
+  CHECK(check_upstream_url("http://[::1]:99/x", loopback).empty());
+  CHECK(loopback);
+  CHECK_FALSE(check_upstream_url("http://127.evil.example/x", loopback).empty());
+  CHECK_FALSE(check_upstream_url("http://127.0.0.1.evil.example/x", loopback).empty());
+  CHECK_FALSE(check_upstream_url("ftp://127.0.0.1/x", loopback).empty());
+  CHECK_FALSE(check_upstream_url("https://user:pw@host/x", loopback).empty());
+  CHECK_FALSE(check_upstream_url("https:///x", loopback).empty());
+}
+
+TEST_CASE("numeric limits: at the bounds and one past") {
+  auto with = [](const std::string& key, const std::string& value) {
+    return load_config_text("upstream:\n  url: https://h/x\n  " + key + ": " + value +
+                                "\nmerchants:\n  m:\n    api_key: k\n    api_secret: s\n",
+                            "t");
+  };
+  CHECK(with("timeout_ms", "100").config);
+  CHECK(with("timeout_ms", "120000").config);
+  CHECK_FALSE(with("timeout_ms", "99").config);
+  CHECK_FALSE(with("timeout_ms", "120001").config);
+  CHECK_FALSE(with("timeout_ms", "-1").config);
+  CHECK_FALSE(with("timeout_ms", "ten").config);
+  CHECK(with("max_response_bytes", "1024").config);
+  CHECK_FALSE(with("max_response_bytes", "1023").config);
+}
+
+TEST_CASE("api_secret_file: read, trailing newline dropped, exclusive with api_secret") {
+  const std::string path = "pvgate_test_secret.txt";
+  { std::ofstream(path) << "file_secret\n"; }
+  auto r = load_config_text(
+      "upstream:\n  url: https://h/x\nmerchants:\n  m:\n    api_key: k\n"
+      "    api_secret_file: " +
+          path + "\n",
+      "t");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  CHECK(r.config->merchants.at("m").api_secret == "file_secret");
+
+  r = load_config_text(
+      "upstream:\n  url: https://h/x\nmerchants:\n  m:\n    api_key: k\n"
+      "    api_secret: s\n    api_secret_file: " +
+          path + "\n",
+      "t");
+  CHECK(has_error(r, "not both"));
+  r = load_config_text(
+      "upstream:\n  url: https://h/x\nmerchants:\n  m:\n    api_key: k\n"
+      "    api_secret_file: /nonexistent/secret\n",
+      "t");
+  CHECK(has_error(r, "t:6: merchants.m.api_secret_file: cannot read"));
+  CHECK(r.errors.size() == 1);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("errors never quote a secret") {
+  const auto r = load_config_text(
+      "upstream:\n  url: https://h/x\nmerchants:\n  m:\n"
+      "    api_key: key with spaces\n    api_secret: \"sec ret\"\n",
+      "t");
+  CHECK_FALSE(r.config);
+  for (const auto& e : r.errors) {
+    CHECK(e.find("sec ret") == std::string::npos);
+  }
+}
+
+TEST_CASE("YAML syntax errors carry a line number") {
+  const auto r = load_config_text("upstream:\n  url: [unterminated\nmerchants: {}\n", "s.yaml");
+  REQUIRE_FALSE(r.config);
+  CHECK(r.errors.at(0).rfind("s.yaml:", 0) == 0);
+  CHECK(r.errors.at(0).find("YAML syntax error") != std::string::npos);
+}
+
+TEST_CASE("missing sections and empty merchants are errors") {
+  CHECK(has_error(load_config_text("merchants:\n  m:\n    api_key: k\n    api_secret: s\n", "t"),
+                  "upstream: is required"));
+  CHECK(has_error(load_config_text("upstream:\n  url: https://h/x\n", "t"),
+                  "merchants: is required"));
+  CHECK(has_error(load_config_text("upstream:\n  url: https://h/x\nmerchants: {}\n", "t"),
+                  "at least one merchant"));
+  CHECK(has_error(load_config_text("- a\n- b\n", "t"), "must be a mapping"));
+}

@@ -1,0 +1,181 @@
+#include <catch2/catch.hpp>
+
+#include "form.h"
+#include "json_codec.h"
+
+using namespace pvgate;
+
+TEST_CASE("form decoding: pairs, plus, escapes, empty segments") {
+  FieldList f;
+  REQUIRE_FALSE(decode_form("user_id=a%40b&contact_no=12+3&&flag&x=", f));
+  REQUIRE(f.size() == 4);
+  CHECK(f[0] == std::make_pair(std::string("user_id"), std::string("a@b")));
+  CHECK(f[1].second == "12 3");
+  CHECK(f[2] == std::make_pair(std::string("flag"), std::string()));
+  CHECK(f[3] == std::make_pair(std::string("x"), std::string()));
+}
+
+TEST_CASE("form decoding keeps duplicates for validation to reject") {
+  FieldList f;
+  REQUIRE_FALSE(decode_form("a=1&a=2", f));
+  CHECK(f.size() == 2);
+}
+
+TEST_CASE("form decoding rejects bad percent-encoding, naming the field") {
+  for (const char* bad : {"a=%", "a=%4", "a=%zz", "a=%4g", "a=1&b=%%"}) {
+    FieldList f;
+    INFO(bad);
+    const auto e = decode_form(bad, f);
+    REQUIRE(e);
+    CHECK(e->kind == DecodeErrorKind::malformed);
+    CHECK_FALSE(e->field.empty());
+  }
+  FieldList f;
+  const auto e = decode_form("%zz=1", f);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::malformed);
+}
+
+TEST_CASE("form decoding: field count limit at and past kMaxFields") {
+  std::string at, past;
+  for (std::size_t i = 0; i < kMaxFields; ++i) at += "f" + std::to_string(i) + "=1&";
+  past = at + "extra=1";
+  FieldList f;
+  CHECK_FALSE(decode_form(at, f));
+  CHECK(f.size() == kMaxFields);
+  FieldList g;
+  const auto e = decode_form(past, g);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::too_many_fields);
+}
+
+TEST_CASE("form decoding: name and value length limits") {
+  FieldList f;
+  CHECK_FALSE(decode_form(std::string(kMaxFieldNameBytes, 'n') + "=1", f));
+  auto e = decode_form(std::string(kMaxFieldNameBytes + 1, 'n') + "=1", f);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::name_too_long);
+  CHECK_FALSE(decode_form("v=" + std::string(kMaxFieldValueBytes, 'v'), f));
+  e = decode_form("v=" + std::string(kMaxFieldValueBytes + 1, 'v'), f);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::value_too_long);
+  CHECK(e->field == "v");
+}
+
+TEST_CASE("json decoding: flat object of strings and non-negative integers") {
+  FieldList f;
+  REQUIRE_FALSE(
+      decode_json_fields(R"( {"user_id":"u1","reference":164,"big":18446744073709551615} )", f));
+  REQUIRE(f.size() == 3);
+  CHECK(f[0].second == "u1");
+  CHECK(f[1].second == "164");
+  CHECK(f[2].second == "18446744073709551615");
+}
+
+TEST_CASE("json decoding keeps duplicate keys") {
+  FieldList f;
+  REQUIRE_FALSE(decode_json_fields(R"({"a":"1","a":"2"})", f));
+  CHECK(f.size() == 2);
+}
+
+TEST_CASE("json decoding rejects what is not a flat object") {
+  struct Case {
+    const char* body;
+    DecodeErrorKind kind;
+    const char* field;
+  };
+  const Case cases[] = {
+      {"", DecodeErrorKind::malformed, ""},
+      {"{", DecodeErrorKind::malformed, ""},
+      {"{\"a\":\"1\"} x", DecodeErrorKind::malformed, ""},
+      {"{\"a\":\"1\"}{}", DecodeErrorKind::malformed, ""},
+      {"[1,2]", DecodeErrorKind::not_object, ""},
+      {"\"str\"", DecodeErrorKind::not_object, ""},
+      {"42", DecodeErrorKind::not_object, ""},
+      {"null", DecodeErrorKind::not_object, ""},
+      {"{\"a\":{\"b\":1}}", DecodeErrorKind::bad_value_type, "a"},
+      {"{\"a\":[1]}", DecodeErrorKind::bad_value_type, "a"},
+      {"{\"a\":true}", DecodeErrorKind::bad_value_type, "a"},
+      {"{\"a\":null}", DecodeErrorKind::bad_value_type, "a"},
+      {"{\"a\":1.5}", DecodeErrorKind::bad_value_type, "a"},
+      {"{\"a\":-1}", DecodeErrorKind::bad_value_type, "a"},
+      {"{\"a\":\"\xff\"}", DecodeErrorKind::malformed, ""},  // invalid UTF-8
+      {"{\"a\":\"x\\u0000y\"", DecodeErrorKind::malformed, ""},
+  };
+  for (const auto& c : cases) {
+    FieldList f;
+    INFO(c.body);
+    const auto e = decode_json_fields(c.body, f);
+    REQUIRE(e);
+    CHECK(e->kind == c.kind);
+    CHECK(e->field == c.field);
+  }
+}
+
+TEST_CASE("json decoding: limits at and past") {
+  std::string at = "{";
+  for (std::size_t i = 0; i < kMaxFields; ++i) at += "\"f" + std::to_string(i) + "\":\"1\",";
+  std::string past = at + "\"extra\":\"1\"}";
+  at.back() = '}';
+  FieldList f;
+  CHECK_FALSE(decode_json_fields(at, f));
+  FieldList g;
+  auto e = decode_json_fields(past, g);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::too_many_fields);
+
+  FieldList h;
+  e = decode_json_fields("{\"v\":\"" + std::string(kMaxFieldValueBytes + 1, 'v') + "\"}", h);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::value_too_long);
+  FieldList k;
+  e = decode_json_fields("{\"" + std::string(kMaxFieldNameBytes + 1, 'n') + "\":\"1\"}", k);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::name_too_long);
+}
+
+TEST_CASE("deeply nested JSON is rejected without recursion trouble") {
+  const std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  FieldList f;
+  const auto e = decode_json_fields(deep, f);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::bad_value_type);
+}
+
+TEST_CASE("upstream reply parsing keeps only the four members") {
+  std::string why;
+  auto r = parse_upstream_reply(
+      R"({"status":200,"message":"Token sent.","reference":1001,"internal_cost":"0.05"})", why);
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(*r->message == "Token sent.");
+  CHECK(*r->reference == 1001);
+  CHECK_FALSE(r->seconds_till_resend);
+
+  r = parse_upstream_reply(R"({"status":"5002","seconds_till_resend":"42"})", why);
+  REQUIRE(r);
+  CHECK(r->status == 5002);
+  CHECK(*r->seconds_till_resend == 42);
+  CHECK_FALSE(r->message);
+}
+
+TEST_CASE("upstream reply parsing rejects what is not an answer") {
+  for (const char* bad :
+       {"", "not json{", "[1,2,3]", "{}", R"({"status":"abc"})", R"({"status":123456})",
+        R"({"status":null})", R"({"status":1.5})", "<html>502</html>"}) {
+    std::string why;
+    INFO(bad);
+    CHECK_FALSE(parse_upstream_reply(bad, why));
+    CHECK_FALSE(why.empty());
+  }
+}
+
+TEST_CASE("client reply encoding") {
+  CHECK(encode_client_reply(200, "ok", 7, std::nullopt) ==
+        R"({"message":"ok","reference":7,"status":200})");
+  CHECK(encode_client_reply(5002, "wait", std::nullopt, 30) ==
+        R"({"message":"wait","seconds_till_resend":30,"status":5002})");
+  // Invalid UTF-8 is replaced, never thrown on.
+  const std::string out = encode_client_reply(400, "bad \xff byte", std::nullopt, std::nullopt);
+  CHECK(out.find("\xef\xbf\xbd") != std::string::npos);
+}

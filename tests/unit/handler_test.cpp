@@ -1,0 +1,303 @@
+// The whole pipeline with fakes: no socket, no network, no wall clock.
+#include <catch2/catch.hpp>
+
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "handler.h"
+
+using namespace pvgate;
+using nlohmann::json;
+
+namespace {
+
+class FakeClock final : public Clock {
+ public:
+  std::int64_t unix_seconds() const override { return 1539677150; }
+  std::chrono::steady_clock::time_point steady() const override { return {}; }
+};
+
+class FakeUpstream final : public Upstream {
+ public:
+  UpstreamResult next;
+  bool throw_instead = false;
+  std::vector<UpstreamCall> calls;
+  UpstreamResult post(const UpstreamConfig&, const UpstreamCall& call) override {
+    calls.push_back(call);
+    if (throw_instead) throw std::runtime_error("boom");
+    return next;
+  }
+  void answer(const std::string& body, long http = 200) {
+    next = UpstreamResult{};
+    next.http_status = http;
+    next.body = body;
+  }
+};
+
+class CapturingLogger final : public Logger {
+ public:
+  std::vector<std::string> lines;
+  void log(LogLevel, std::string_view text) override { lines.emplace_back(text); }
+  std::string all() const {
+    std::string s;
+    for (const auto& l : lines) s += l + "\n";
+    return s;
+  }
+};
+
+const char* kConfig = R"(upstream:
+  url: https://staging-api.pipwave.com/phone-verify
+merchants:
+  shop-a:
+    api_key: sdvdas23t3btg34bhb
+    api_secret: my_api_secret
+)";
+
+struct Fixture {
+  Fixture() : holder(load_config_text(kConfig, "t").config), handler(holder, upstream, clock, log) {
+    upstream.answer(R"({"status":200,"message":"Token sent.","reference":164,"internal":"x"})");
+  }
+  HttpRequest request(const std::string& route, const std::string& body,
+                      const std::string& type = "application/x-www-form-urlencoded") {
+    HttpRequest r;
+    r.method = "POST";
+    r.path = "/pvgate/" + route;
+    r.content_type = type;
+    r.body = body;
+    r.content_length = body.size();
+    r.merchant = "shop-a";
+    r.merchant_given = true;
+    r.remote_addr = "127.0.0.1";
+    return r;
+  }
+  HttpReply send(const std::string& body = kSend) {
+    return handler.handle(request("send-token", body));
+  }
+
+  static constexpr const char* kSend =
+      "user_id=505315&contact_no_country_dialing_code=60&contact_no=123456789";
+
+  ConfigHolder holder;
+  FakeUpstream upstream;
+  FakeClock clock;
+  CapturingLogger log;
+  Handler handler;
+};
+
+json body_of(const HttpReply& r) {
+  return json::parse(r.body);
+}
+
+std::string header(const HttpReply& r, const std::string& name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return v;
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(Fixture, "send-token is signed exactly as the documented example") {
+  const HttpReply reply = send();
+  REQUIRE(upstream.calls.size() == 1);
+  CHECK(upstream.calls[0].api_key == "sdvdas23t3btg34bhb");
+  const json sent = json::parse(upstream.calls[0].body);
+  CHECK(sent["signature"] == "912383aba7d0d271e2e970c6405e309f1c023c74");
+  CHECK(sent["action"] == "send-token");
+  CHECK(sent["timestamp"] == "1539677150");
+  CHECK(sent["api_key"] == "sdvdas23t3btg34bhb");
+  CHECK(sent["contact_no"] == "123456789");
+  CHECK_FALSE(sent.contains("api_secret"));
+  CHECK(upstream.calls[0].body.find("my_api_secret") == std::string::npos);
+  CHECK(sent.size() == 7);
+
+  CHECK(reply.status == 200);
+  const json out = body_of(reply);
+  CHECK(out["status"] == 200);
+  CHECK(out["reference"] == 164);
+  CHECK(out["message"] == "Token sent.");
+  CHECK(out.size() == 3);  // "internal" is dropped
+  CHECK(header(reply, "Cache-Control") == "no-store");
+}
+
+TEST_CASE_METHOD(Fixture, "verify-token-answer is signed exactly as the documented example") {
+  upstream.answer(R"({"status":200,"message":"Verified."})");
+  const HttpReply reply = handler.handle(request(
+      "verify-token-answer",
+      R"({"user_id":"505315","contact_no_country_dialing_code":"60","contact_no":"123456789",)"
+      R"("reference":164,"answer":"123456"})",
+      "application/json; charset=utf-8"));
+  REQUIRE(upstream.calls.size() == 1);
+  CHECK(json::parse(upstream.calls[0].body)["signature"] ==
+        "5e60beeec7fd00fc4b50502fe0d953f1d6ed2c42");
+  CHECK(reply.status == 200);
+}
+
+TEST_CASE_METHOD(Fixture, "local rejections answer without forwarding") {
+  struct Case {
+    const char* name;
+    HttpRequest req;
+    int http;
+    int status;
+  };
+  HttpRequest get = request("send-token", kSend);
+  get.method = "GET";
+  HttpRequest big = request("send-token", std::string(4097, 'a'));
+  HttpRequest declared_big = request("send-token", kSend);
+  declared_big.content_length = 100000;
+  HttpRequest unknown_merchant = request("send-token", kSend);
+  unknown_merchant.merchant = "nosuch";
+  const std::vector<Case> cases = {
+      {"unknown route", request("delete-everything", kSend), 404, 404},
+      {"GET", get, 405, 400},
+      {"body over limit", big, 413, 9001},
+      {"declared length over limit", declared_big, 413, 9001},
+      {"text/plain", request("send-token", kSend, "text/plain"), 415, 9001},
+      {"no content type", request("send-token", kSend, ""), 415, 9001},
+      {"bad field", request("send-token", "user_id=a&contact_no_country_dialing_code=+60"), 400,
+       9001},
+      {"bad json", request("send-token", "{", "application/json"), 400, 9001},
+      {"unknown merchant", unknown_merchant, 500, 500},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    const HttpReply reply = handler.handle(c.req);
+    CHECK(reply.status == c.http);
+    CHECK(body_of(reply)["status"] == c.status);
+  }
+  CHECK(upstream.calls.empty());
+}
+
+TEST_CASE_METHOD(Fixture, "a body of exactly the limit is accepted") {
+  std::string body = R"({"user_id":"505315","contact_no_country_dialing_code":"60"})";
+  body.append(4096 - body.size(), ' ');
+  const HttpReply reply = handler.handle(request("send-token", body, "application/json"));
+  CHECK(reply.status == 200);
+  CHECK(upstream.calls.size() == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "invalid input names the field") {
+  const HttpReply reply = send("user_id=505315&contact_no_country_dialing_code=60&contact_no=12ab");
+  CHECK(reply.status == 400);
+  CHECK(body_of(reply)["message"].get<std::string>().find("contact_no") != std::string::npos);
+}
+
+TEST_CASE_METHOD(Fixture, "upstream statuses map onto the HTTP table") {
+  struct Row {
+    std::string answer;
+    long http_in;
+    int http;
+    int status;
+  };
+  const std::vector<Row> rows = {
+      {R"({"status":5001,"message":"Invalid phone number."})", 200, 400, 5001},
+      {R"({"status":"5052","message":"Incorrect answer."})", 200, 400, 5052},
+      {R"({"status":5051})", 200, 400, 5051},
+      {R"({"status":5003})", 200, 400, 5003},
+      {R"({"status":400,"message":"failed"})", 200, 400, 400},
+      {R"({"status":9001})", 200, 400, 9001},
+      {R"({"status":5002,"seconds_till_resend":42})", 200, 429, 5002},
+      {R"({"status":401,"message":"Invalid signature"})", 200, 502, 500},
+      {R"({"status":403})", 200, 502, 500},
+      {R"({"status":404})", 200, 502, 500},
+      {R"({"status":500})", 200, 502, 500},
+      {R"({"status":5004,"message":"Insufficient credit"})", 200, 502, 500},
+      {R"({"status":5005})", 200, 502, 500},
+      {R"({"status":5006})", 200, 502, 500},
+      {"not json{", 200, 502, 500},
+      {"[1,2,3]", 200, 502, 500},
+      {"<html>oops</html>", 502, 502, 500},
+      {R"({"status":200})", 500, 502, 500},
+  };
+  for (const auto& row : rows) {
+    INFO(row.answer);
+    upstream.answer(row.answer, row.http_in);
+    const HttpReply reply = send();
+    CHECK(reply.status == row.http);
+    const json out = body_of(reply);
+    CHECK(out["status"] == row.status);
+    if (row.http == 502) {
+      CHECK(out["message"].get<std::string>().find("credit") == std::string::npos);
+      CHECK(out["message"].get<std::string>().find("ignature") == std::string::npos);
+    }
+  }
+}
+
+TEST_CASE_METHOD(Fixture, "5002 becomes 429 with Retry-After") {
+  upstream.answer(R"({"status":5002,"message":"Too frequent","seconds_till_resend":"42"})");
+  const HttpReply reply = send();
+  CHECK(reply.status == 429);
+  CHECK(header(reply, "Retry-After") == "42");
+  CHECK(body_of(reply)["seconds_till_resend"] == 42);
+}
+
+TEST_CASE_METHOD(Fixture, "transport failures map to 502/504 with a generic message") {
+  const std::pair<UpstreamError, int> rows[] = {
+      {UpstreamError::timeout, 504},   {UpstreamError::not_delivered, 502},
+      {UpstreamError::tls, 502},       {UpstreamError::too_large, 502},
+      {UpstreamError::transport, 502},
+  };
+  for (const auto& [error, http] : rows) {
+    upstream.next = UpstreamResult{};
+    upstream.next.error = error;
+    upstream.next.detail = "Connection refused to 10.0.0.1";
+    const HttpReply reply = send();
+    CHECK(reply.status == http);
+    CHECK(body_of(reply)["status"] == 500);
+    CHECK(reply.body.find("refused") == std::string::npos);
+  }
+  CHECK(log.all().find("Connection refused") != std::string::npos);  // the cause is logged
+}
+
+TEST_CASE_METHOD(Fixture, "an upstream message echoing a credential is withheld") {
+  upstream.answer(
+      R"({"status":400,"message":"bad key sdvdas23t3btg34bhb sig 912383aba7d0d271e2e970c6405e309f1c023c74","api_key":"sdvdas23t3btg34bhb"})");
+  const HttpReply reply = send();
+  CHECK(reply.status == 400);
+  CHECK(reply.body.find("sdvdas23t3btg34bhb") == std::string::npos);
+  CHECK(reply.body.find("912383aba7d0d271e2e970c6405e309f1c023c74") == std::string::npos);
+}
+
+TEST_CASE_METHOD(Fixture, "upstream messages lose control characters and are capped") {
+  upstream.answer(R"({"status":400,"message":"line1\r\nline2\u0000\u001b)" + std::string(400, 'x') +
+                  "\"}");
+  const HttpReply reply = send();
+  const std::string message = body_of(reply)["message"];
+  CHECK(message.size() == 255);
+  CHECK(message.rfind("line1line2", 0) == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "an exception inside the pipeline becomes a 500") {
+  upstream.throw_instead = true;
+  const HttpReply reply = send();
+  CHECK(reply.status == 500);
+  CHECK(body_of(reply)["status"] == 500);
+  CHECK(reply.body.find("boom") == std::string::npos);
+}
+
+TEST_CASE_METHOD(Fixture, "logs carry a masked phone number and no credential") {
+  send();
+  upstream.answer(R"({"status":401,"message":"wrong signature for sdvdas23t3btg34bhb"})");
+  send();
+  const std::string logs = log.all();
+  CHECK(logs.find("phone=60*******89") != std::string::npos);
+  CHECK(logs.find("123456789") == std::string::npos);
+  CHECK(logs.find("my_api_secret") == std::string::npos);
+  CHECK(logs.find("sdvdas23t3btg34bhb") == std::string::npos);
+  CHECK(logs.find("912383aba7d0d271e2e970c6405e309f1c023c74") == std::string::npos);
+  CHECK(logs.find("upstream_status=401") != std::string::npos);
+}
+
+TEST_CASE_METHOD(Fixture, "a config swapped in takes effect for the next request") {
+  const auto next = load_config_text(
+      "upstream:\n  url: https://h/x\nmerchants:\n  shop-b:\n    api_key: kb\n    api_secret: sb\n",
+      "t2");
+  REQUIRE(next.config);
+  holder.set(next.config);
+  CHECK(send().status == 500);  // shop-a is gone
+  HttpRequest r = request("send-token", kSend);
+  r.merchant = "shop-b";
+  CHECK(handler.handle(r).status == 200);
+  CHECK(upstream.calls.back().api_key == "kb");
+}
