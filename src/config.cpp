@@ -137,6 +137,177 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
   r.integer(node, path, "max_response_bytes", up.max_response_bytes, 1024, 16 * 1024 * 1024);
 }
 
+bool is_digits(const std::string& s, std::size_t min, std::size_t max) {
+  return s.size() >= min && s.size() <= max &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
+}
+
+// A YAML sequence of scalars (a lone scalar is accepted as a one-item list).
+std::vector<std::pair<std::string, YAML::Node>> scalars(Reader& r, const YAML::Node& node,
+                                                        const std::string& path) {
+  std::vector<std::pair<std::string, YAML::Node>> out;
+  if (node.IsScalar()) {
+    out.emplace_back(node.Scalar(), node);
+  } else if (node.IsSequence()) {
+    for (const auto& item : node) {
+      if (item.IsScalar()) {
+        out.emplace_back(item.Scalar(), item);
+      } else {
+        r.error(item, path, "items must be plain values");
+      }
+    }
+  } else {
+    r.error(node, path, "must be a list");
+  }
+  return out;
+}
+
+void read_rule(Reader& r, const YAML::Node& node, const std::string& path, ThrottleConfig& t) {
+  if (!r.is_map(node, path)) return;
+  r.only_keys(node, path, {"name", "actions", "key", "limit", "period", "dry_run"});
+  ThrottleRule rule;
+  if (r.string(node, path, "name", rule.name, true)) {
+    const bool good = !rule.name.empty() && rule.name.size() <= 64 &&
+                      std::all_of(rule.name.begin(), rule.name.end(), [](unsigned char c) {
+                        return std::islower(c) || std::isdigit(c) || c == '-' || c == '_';
+                      });
+    if (!good) r.error(node["name"], path + ".name", "must be 1-64 of a-z 0-9 - _");
+    for (const auto& other : t.rules) {
+      if (other.name == rule.name)
+        r.error(node["name"], path + ".name", "'" + rule.name + "' is used twice");
+    }
+  }
+  if (const YAML::Node actions = node["actions"]) {
+    rule.send_token = rule.verify = false;
+    for (const auto& [value, at] : scalars(r, actions, path + ".actions")) {
+      if (value == "send-token")
+        rule.send_token = true;
+      else if (value == "verify-token-answer")
+        rule.verify = true;
+      else
+        r.error(at, path + ".actions", "'" + value + "' is not send-token or verify-token-answer");
+    }
+    if (!rule.send_token && !rule.verify)
+      r.error(actions, path + ".actions", "must name an action");
+  }
+  if (const YAML::Node key = node["key"]) {
+    for (const auto& [value, at] : scalars(r, key, path + ".key")) {
+      KeyPart part;
+      if (value == "merchant")
+        part = KeyPart::merchant;
+      else if (value == "user")
+        part = KeyPart::user;
+      else if (value == "phone")
+        part = KeyPart::phone;
+      else if (value == "ip")
+        part = KeyPart::ip;
+      else if (value == "country")
+        part = KeyPart::country;
+      else {
+        r.error(at, path + ".key",
+                "'" + value + "' is not one of merchant, user, phone, ip, country");
+        continue;
+      }
+      if (std::find(rule.key.begin(), rule.key.end(), part) != rule.key.end()) {
+        r.error(at, path + ".key", "'" + value + "' is listed twice");
+      }
+      rule.key.push_back(part);
+    }
+    if (rule.key.empty()) r.error(key, path + ".key", "needs at least one part");
+  } else {
+    r.error(node, path + ".key", "is required (parts: merchant, user, phone, ip, country)");
+  }
+  if (!node["limit"]) r.error(node, path + ".limit", "is required");
+  r.integer(node, path, "limit", rule.limit, 1, 10000);
+  std::string period;
+  if (r.string(node, path, "period", period, true)) {
+    rule.period_ms = parse_period(period);
+    if (rule.period_ms < 1000 || rule.period_ms > 30LL * 24 * 3600 * 1000) {
+      r.error(node["period"], path + ".period",
+              "must be a duration from 1s to 30d, like 60s, 10m, 1h, 1d");
+    }
+  }
+  if (const YAML::Node dry = node["dry_run"]) {
+    if (dry.IsScalar() && (dry.Scalar() == "true" || dry.Scalar() == "false")) {
+      rule.dry_run = dry.Scalar() == "true";
+    } else {
+      r.error(dry, path + ".dry_run", "must be true or false");
+    }
+  }
+  t.rules.push_back(std::move(rule));
+}
+
+void read_throttle(Reader& r, const YAML::Node& node, ThrottleConfig& t) {
+  const std::string path = "throttle";
+  if (!r.is_map(node, path)) return;
+  t.enabled = true;
+  r.only_keys(node, path,
+              {"store", "path", "max_size_mb", "redis", "redis_timeout_ms", "on_store_error",
+               "rules", "countries", "max_answer_attempts", "answer_lock_period"});
+  std::string text;
+  if (r.string(node, path, "store", text, false)) {
+    if (text == "local")
+      t.store = StoreKind::local;
+    else if (text == "redis")
+      t.store = StoreKind::redis;
+    else
+      r.error(node["store"], "throttle.store", "must be local or redis");
+  }
+  r.string(node, path, "path", t.path, false);
+  if (t.path.empty()) r.error(node, "throttle.path", "must not be empty");
+  r.integer(node, path, "max_size_mb", t.max_size_mb, 1, 65536);
+  if (r.string(node, path, "redis", t.redis_url, false) && t.redis_url.rfind("redis://", 0) != 0 &&
+      t.redis_url.rfind("unix://", 0) != 0) {
+    r.error(node["redis"], "throttle.redis", "must be redis://host[:port][/db] or unix:///path");
+  }
+  r.integer(node, path, "redis_timeout_ms", t.redis_timeout_ms, 10, 5000);
+  if (r.string(node, path, "on_store_error", text, false)) {
+    if (text == "deny")
+      t.on_store_error = OnStoreError::deny;
+    else if (text == "allow")
+      t.on_store_error = OnStoreError::allow;
+    else
+      r.error(node["on_store_error"], "throttle.on_store_error", "must be deny or allow");
+  }
+  if (const YAML::Node rules = node["rules"]) {
+    if (!rules.IsSequence()) {
+      r.error(rules, "throttle.rules", "must be a list of rules");
+    } else {
+      for (std::size_t i = 0; i < rules.size(); ++i) {
+        read_rule(r, rules[i], "throttle.rules[" + std::to_string(i) + "]", t);
+      }
+    }
+  }
+  if (const YAML::Node countries = node["countries"]) {
+    if (r.is_map(countries, "throttle.countries")) {
+      r.only_keys(countries, "throttle.countries", {"allow", "deny"});
+      if (countries["allow"] && countries["deny"]) {
+        r.error(countries, "throttle.countries", "set allow or deny, not both");
+      }
+      for (const char* which : {"allow", "deny"}) {
+        if (!countries[which]) continue;
+        const std::string p = std::string("throttle.countries.") + which;
+        auto& list = std::string(which) == "allow" ? t.countries_allow : t.countries_deny;
+        for (auto& [value, at] : scalars(r, countries[which], p)) {
+          std::string code = value;
+          if (!code.empty() && code.front() == '+') code.erase(0, 1);
+          if (!is_digits(code, 1, 5))
+            r.error(at, p, "'" + value + "' is not a dialing code (1-5 digits)");
+          list.push_back(code);
+        }
+      }
+    }
+  }
+  r.integer(node, path, "max_answer_attempts", t.max_answer_attempts, 0, 100);
+  if (r.string(node, path, "answer_lock_period", text, false)) {
+    t.answer_lock_ms = parse_period(text);
+    if (t.answer_lock_ms < 1000 || t.answer_lock_ms > 30LL * 24 * 3600 * 1000) {
+      r.error(node["answer_lock_period"], "throttle.answer_lock_period",
+              "must be a duration from 1s to 30d, like 15m or 1h");
+    }
+  }
+}
+
 void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_node,
                    const YAML::Node& node, Config& config) {
   const std::string path = "merchants." + name;
@@ -192,7 +363,8 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
   if (!root.IsMap()) {
     r.error(root, "(top level)", "must be a mapping with upstream: and merchants:");
   } else {
-    r.only_keys(root, "", {"upstream", "merchants", "limits", "log"});
+    r.only_keys(root, "", {"upstream", "merchants", "limits", "log", "throttle"});
+    if (const YAML::Node throttle = root["throttle"]) read_throttle(r, throttle, config->throttle);
     if (root["upstream"]) {
       read_upstream(r, root["upstream"], config->upstream);
     } else {
@@ -286,6 +458,58 @@ bool is_ipv4_loopback(const std::string& host) {
 }
 
 }  // namespace
+
+std::string_view key_part_name(KeyPart part) {
+  switch (part) {
+    case KeyPart::merchant:
+      return "merchant";
+    case KeyPart::user:
+      return "user";
+    case KeyPart::phone:
+      return "phone";
+    case KeyPart::ip:
+      return "ip";
+    case KeyPart::country:
+      return "country";
+  }
+  return "?";
+}
+
+std::int64_t parse_period(const std::string& text) {
+  if (text.empty() || text.size() > 12) return -1;
+  std::int64_t unit = 1000;
+  std::string digits = text;
+  switch (text.back()) {
+    case 's':
+      unit = 1000;
+      digits.pop_back();
+      break;
+    case 'm':
+      unit = 60 * 1000;
+      digits.pop_back();
+      break;
+    case 'h':
+      unit = 3600 * 1000;
+      digits.pop_back();
+      break;
+    case 'd':
+      unit = 24 * 3600 * 1000;
+      digits.pop_back();
+      break;
+    default:
+      break;
+  }
+  if (!is_digits(digits, 1, 9)) return -1;
+  return std::stoll(digits) * unit;
+}
+
+std::string format_period(std::int64_t ms) {
+  const std::int64_t s = ms / 1000;
+  if (s % 86400 == 0) return std::to_string(s / 86400) + "d";
+  if (s % 3600 == 0) return std::to_string(s / 3600) + "h";
+  if (s % 60 == 0) return std::to_string(s / 60) + "m";
+  return std::to_string(s) + "s";
+}
 
 const MerchantConfig* Config::find_merchant(const std::string& name, bool given) const {
   if (!given) return merchants.size() == 1 ? &merchants.begin()->second : nullptr;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,12 +31,50 @@ struct MerchantConfig {
 
 enum class LogLevel { debug, info, warn, error };
 
+// The parts a throttle key is built from.
+enum class KeyPart {
+  merchant,  // the merchant's name
+  user,      // user_id
+  phone,     // dialing code + contact_no (user_id when no contact_no is sent)
+  ip,        // REMOTE_ADDR; IPv6 by its /64
+  country,   // dialing code
+};
+
+struct ThrottleRule {
+  std::string name;                // unique, 1-64 of a-z 0-9 - _
+  bool send_token = true;          // applies to send-token
+  bool verify = true;              // applies to verify-token-answer
+  std::vector<KeyPart> key;        // at least one part, no repeats
+  std::uint32_t limit = 1;         // 1 .. 10000 requests ...
+  std::int64_t period_ms = 60000;  // ... per this period (1 s .. 30 d)
+  bool dry_run = false;            // count and log, never reject
+};
+
+enum class StoreKind { local, redis };
+enum class OnStoreError { deny, allow };
+
+struct ThrottleConfig {
+  bool enabled = false;  // false when the config has no throttle: section
+  StoreKind store = StoreKind::local;
+  std::string path = "/var/lib/pvgate/throttle";  // local store directory
+  std::size_t max_size_mb = 64;                   // local store size bound, 1 .. 65536
+  std::string redis_url = "redis://127.0.0.1:6379/0";
+  long redis_timeout_ms = 100;  // connect and command timeout, 10 .. 5000
+  OnStoreError on_store_error = OnStoreError::deny;
+  std::vector<ThrottleRule> rules;
+  std::vector<std::string> countries_allow;  // dialing codes; empty = no allow list
+  std::vector<std::string> countries_deny;
+  std::uint32_t max_answer_attempts = 5;           // verify attempts per reference, 0 = unlimited
+  std::int64_t answer_lock_ms = 60LL * 60 * 1000;  // how long those attempts are remembered
+};
+
 struct Config {
   std::string source;  // file name, for messages
   UpstreamConfig upstream;
   std::size_t max_body_bytes = 4096;  // request body limit, 64 .. 65536
   LogLevel log_level = LogLevel::info;
   std::map<std::string, MerchantConfig> merchants;
+  ThrottleConfig throttle;
 
   // The merchant for a request: by name when given, else the only one.
   const MerchantConfig* find_merchant(const std::string& name, bool given) const;
@@ -49,6 +88,13 @@ struct ConfigResult {
 
 ConfigResult load_config_file(const std::string& path);
 ConfigResult load_config_text(const std::string& text, const std::string& source_name);
+
+std::string_view key_part_name(KeyPart part);
+// "60s" style rendering of a period, for --check-config.
+std::string format_period(std::int64_t period_ms);
+
+// "60s", "10m", "1h", "1d" or plain seconds -> milliseconds; -1 when malformed.
+std::int64_t parse_period(const std::string& text);
 
 // Parses "https://host[:port]/path"; sets `loopback`. Returns an error text or "".
 std::string check_upstream_url(const std::string& url, bool& loopback);

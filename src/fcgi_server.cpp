@@ -2,8 +2,8 @@
 
 #include <fcgiapp.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,7 +18,6 @@ namespace {
 
 constexpr int kBacklog = 1024;
 constexpr std::size_t kMaxDrainBytes = 1 << 20;  // unread body beyond this: drop the connection
-constexpr int kKeptPollSliceMs = 100;  // how often an idle kept connection re-checks for starvation
 
 std::string_view reason_phrase(int status) {
   switch (status) {
@@ -83,11 +82,21 @@ void block_signals() {
   sigaction(SIGPIPE, &ignore, nullptr);
 }
 
+struct Connection {
+  FCGX_Request request;
+};
+
 FcgiServer::FcgiServer(ServerOptions options, Handler& handler, Logger& log)
     : options_(std::move(options)), handler_(handler), log_(log) {}
 
 FcgiServer::~FcgiServer() {
-  if (!threads_.empty()) stop();
+  if (poller_.joinable() || !threads_.empty()) stop();
+  for (Connection* conn : conns_) {
+    FCGX_Free(&conn->request, 1);
+    delete conn;
+  }
+  conns_.clear();
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
   if (wake_pipe_[0] >= 0) ::close(wake_pipe_[0]);
   if (wake_pipe_[1] >= 0) ::close(wake_pipe_[1]);
   if (listen_fd_ > 0) ::close(listen_fd_);
@@ -122,9 +131,30 @@ bool FcgiServer::listen(std::string& error) {
       ::chmod(options_.socket.c_str(), static_cast<mode_t>(options_.socket_mode));
     }
   }
+  // Non-blocking: with spawn-fcgi -F N several processes share this socket,
+  // and the losers of an accept race must not block.
   set_nonblocking(listen_fd_);
   if (::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
     error = std::string("pipe2: ") + std::strerror(errno);
+    return false;
+  }
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) {
+    error = std::string("epoll_create1: ") + std::strerror(errno);
+    return false;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLEXCLUSIVE;  // one process of several wakes per connection
+  ev.data.ptr = nullptr;                 // nullptr: the listening socket
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
+    error = std::string("epoll_ctl(listen): ") + std::strerror(errno);
+    return false;
+  }
+  epoll_event wake{};
+  wake.events = EPOLLIN;
+  wake.data.ptr = wake_pipe_;  // the wake-up pipe
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_pipe_[0], &wake) != 0) {
+    error = std::string("epoll_ctl(pipe): ") + std::strerror(errno);
     return false;
   }
   return true;
@@ -133,6 +163,7 @@ bool FcgiServer::listen(std::string& error) {
 void FcgiServer::start() {
   running_ = options_.threads;
   for (int i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { worker(); });
+  poller_ = std::thread([this] { poll_loop(); });
 }
 
 bool FcgiServer::stop() {
@@ -141,6 +172,13 @@ bool FcgiServer::stop() {
     const char byte = 'x';
     [[maybe_unused]] const ssize_t n = ::write(wake_pipe_[1], &byte, 1);
   }
+  if (poller_.joinable()) poller_.join();  // returns promptly: it only waits on epoll
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    poller_done_ = true;
+  }
+  queue_cv_.notify_all();
+  // Workers finish what is queued and in flight, then exit.
   const auto deadline = std::chrono::steady_clock::now() + options_.drain_deadline;
   while (running_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -154,6 +192,15 @@ bool FcgiServer::stop() {
     }
   }
   threads_.clear();
+  if (clean) {
+    // Idle kept connections: nginx sees them close and opens new ones elsewhere.
+    std::lock_guard<std::mutex> lock(conns_mutex_);
+    for (Connection* conn : conns_) {
+      FCGX_Free(&conn->request, 1);
+      delete conn;
+    }
+    conns_.clear();
+  }
   return clean;
 }
 
@@ -176,57 +223,116 @@ void FcgiServer::run_until_signal(const std::function<void()>& on_reload) {
   }
 }
 
-// Waits until `request` has something to read: a new request on its kept
-// connection, or a new connection on the listening socket. False on stop.
-bool FcgiServer::wait_for_work(FCGX_Request& request) {
-  if (request.ipcFd < 0) {
-    free_threads_.fetch_add(1);
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
-    int rc;
-    do {
-      rc = ::poll(fds, 2, -1);
-    } while (rc < 0 && errno == EINTR);
-    free_threads_.fetch_sub(1);
-    return !stopping_.load();
+void FcgiServer::watch(Connection* conn) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+  ev.data.ptr = conn;
+  // MOD for a connection seen before, ADD for a new one.
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn->request.ipcFd, &ev) != 0 &&
+      (errno != ENOENT || ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, conn->request.ipcFd, &ev) != 0)) {
+    log_.warn(std::string("epoll_ctl(connection): ") + std::strerror(errno));
+    close_connection(conn);
   }
+}
 
-  // A kept-alive connection: nginx may send the next request on it, or never.
-  const auto idle_since = std::chrono::steady_clock::now();
-  while (!stopping_.load()) {
-    const bool starving = free_threads_.load() == 0;
-    pollfd fds[3] = {{request.ipcFd, POLLIN, 0},
-                     {wake_pipe_[0], POLLIN, 0},
-                     {starving ? listen_fd_ : -1, POLLIN, 0}};
-    const int rc = ::poll(fds, 3, kKeptPollSliceMs);
-    if (rc < 0 && errno != EINTR) break;
-    if (fds[0].revents != 0) return true;  // data or EOF: FCGX_Accept_r handles both
-    if (fds[1].revents != 0) break;        // stopping
-    if (fds[2].revents != 0 && free_threads_.load() == 0) break;  // others need this thread
-    if (std::chrono::steady_clock::now() - idle_since > options_.keepalive_idle) break;
+void FcgiServer::close_connection(Connection* conn) {
+  {
+    std::lock_guard<std::mutex> lock(conns_mutex_);
+    conns_.erase(conn);
   }
-  FCGX_Free(&request, 1);  // close the idle kept connection; nginx reconnects as needed
-  return !stopping_.load();
+  FCGX_Free(&conn->request, 1);  // closing the fd also removes it from epoll
+  delete conn;
+}
+
+void FcgiServer::accept_all() {
+  while (true) {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        log_.warn(std::string("accept: ") + std::strerror(errno));
+        // Out of fds or memory: back off briefly rather than spin.
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return;
+    }
+    auto* conn = new Connection;
+    // listen_sock -1: should libfcgi ever try to accept on its own (after
+    // nginx closed this connection), it fails instead of stealing one.
+    FCGX_InitRequest(&conn->request, -1, 0);
+    conn->request.ipcFd = fd;
+    // Makes FCGX_Accept_r's leading Finish keep the fd we just set; the
+    // request's own FCGI_KEEP_CONN flag then decides for real.
+    conn->request.keepConnection = 1;
+    {
+      std::lock_guard<std::mutex> lock(conns_mutex_);
+      conns_.insert(conn);
+    }
+    watch(conn);
+  }
+}
+
+void FcgiServer::poll_loop() {
+  constexpr int kMaxEvents = 64;
+  epoll_event events[kMaxEvents];
+  while (!stopping_.load()) {
+    const int n = ::epoll_wait(epoll_fd_, events, kMaxEvents, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      log_.error(std::string("epoll_wait: ") + std::strerror(errno));
+      break;
+    }
+    std::vector<Connection*> ready;
+    for (int i = 0; i < n; ++i) {
+      void* tag = events[i].data.ptr;
+      if (tag == wake_pipe_) return;
+      if (tag == nullptr) {
+        accept_all();
+      } else {
+        ready.push_back(static_cast<Connection*>(tag));
+      }
+    }
+    if (!ready.empty()) {
+      {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        for (Connection* c : ready) ready_.push_back(c);
+      }
+      if (ready.size() == 1) {
+        queue_cv_.notify_one();
+      } else {
+        queue_cv_.notify_all();
+      }
+    }
+  }
 }
 
 void FcgiServer::worker() {
-  FCGX_Request request;
-  FCGX_InitRequest(&request, listen_fd_, 0);
-  while (!stopping_.load()) {
-    if (!wait_for_work(request)) break;
-    const int rc = FCGX_Accept_r(&request);
+  while (true) {
+    Connection* conn = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(queue_mutex_);
+      queue_cv_.wait(lock, [this] { return !ready_.empty() || poller_done_; });
+      if (ready_.empty()) break;  // stopping and nothing left to serve
+      conn = ready_.front();
+      ready_.pop_front();
+    }
+    // The connection is readable: a request, or EOF (nginx closed it).
+    const int rc = FCGX_Accept_r(&conn->request);
     if (rc < 0) {
-      // EAGAIN: another thread won the accept race; a closed kept connection
-      // also lands here. Anything else is logged and retried.
-      if (rc != -EAGAIN && rc != -EWOULDBLOCK && rc != -EINTR && rc != -ECONNABORTED) {
-        log_.warn(std::string("FCGX_Accept_r failed: ") + std::strerror(-rc));
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
+      close_connection(conn);
       continue;
     }
-    serve(request);
-    FCGX_Finish_r(&request);
+    serve(conn->request);
+    FCGX_Finish_r(&conn->request);
+    if (conn->request.ipcFd < 0) {
+      close_connection(conn);  // nginx did not ask to keep it
+    } else if (stopping_.load()) {
+      close_connection(conn);  // the poller is gone; nothing will watch it
+    } else {
+      conn->request.keepConnection = 1;  // see accept_all()
+      watch(conn);
+    }
   }
-  FCGX_Free(&request, 1);
   running_.fetch_sub(1);
 }
 

@@ -1,21 +1,32 @@
-// The FastCGI side: a pool of threads, each accepting with FCGX_Accept_r on a
-// shared listening socket. The only user of libfcgi.
+// The FastCGI side: one poller thread and a pool of worker threads. The only
+// user of libfcgi.
 //
-// Why not libfcgi's threaded.c pattern (one accept mutex): with nginx's
-// `fastcgi_keep_conn on`, FCGX_Accept_r on a kept connection blocks reading
-// the next request while holding that mutex, and nginx may never send one on
-// that connection: every other thread waits forever. Here no lock is held
-// while waiting; each thread polls its own kept connection, the listening
-// socket (non-blocking, so losers of an accept race just poll again) and a
-// wake-up pipe, and gives up an idle kept connection when new connections
-// are waiting and no thread is free to take them.
+// Why not libfcgi's threaded.c pattern (threads blocking in FCGX_Accept_r
+// behind one accept mutex): with nginx's `fastcgi_keep_conn on` a thread that
+// finished a request blocks reading the next one on its kept connection, and
+// nginx may never send one there, so threads get pinned to idle connections
+// until none is left to accept (the classic deadlock). Closing an idle kept
+// connection to free the thread is no cure either: nginx may already be
+// writing a request into it, and it does not retry a POST, so the browser
+// would get a 502.
+//
+// So connections, not threads, wait: the poller owns the listening socket and
+// every idle connection (epoll, one-shot). When a connection turns readable it
+// is queued; a worker takes it, calls FCGX_Accept_r (which reads the request
+// from that connection), serves it, and hands the connection back to the
+// poller if nginx asked to keep it. Idle kept connections cost no thread, and
+// --threads bounds only the requests in flight.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "handler.h"
@@ -25,13 +36,14 @@ struct FCGX_Request;
 
 namespace pvgate {
 
+struct Connection;
+
 struct ServerOptions {
   std::string socket;  // "" = fd 0; "/path" or "host:port" = open it
   int socket_mode = 0660;
   int threads = 16;
   std::size_t max_body_bytes = 4096;                // read at most this + 1 bytes of a body
   std::chrono::milliseconds drain_deadline{15000};  // how long SIGTERM waits for requests in flight
-  std::chrono::milliseconds keepalive_idle{60000};  // an idle kept connection is closed after this
 };
 
 class FcgiServer {
@@ -42,13 +54,13 @@ class FcgiServer {
   // Opens (or adopts fd 0 as) the listening socket. False + message on error.
   bool listen(std::string& error);
 
-  // Serves until stop() or a SIGTERM/SIGINT delivered through run_until_signal().
+  // Starts the poller and the workers; returns at once.
   void start();
   // Stops accepting, lets requests in flight finish (up to drain_deadline).
   // Returns false if some thread was still busy at the deadline.
   bool stop();
 
-  // Blocks SIGTERM/SIGINT/SIGHUP must already be blocked in all threads (see
+  // SIGTERM/SIGINT/SIGHUP must already be blocked in all threads (see
   // block_signals()). Waits for them: SIGHUP calls `on_reload`; SIGTERM or
   // SIGINT returns. Then call stop().
   void run_until_signal(const std::function<void()>& on_reload);
@@ -56,8 +68,11 @@ class FcgiServer {
   std::size_t requests_served() const { return served_.load(); }
 
  private:
+  void poll_loop();
   void worker();
-  bool wait_for_work(::FCGX_Request& request);
+  void accept_all();
+  void watch(Connection* conn);  // (re)arm a connection in the poller, one-shot
+  void close_connection(Connection* conn);
   void serve(::FCGX_Request& request);
 
   ServerOptions options_;
@@ -65,11 +80,23 @@ class FcgiServer {
   Logger& log_;
   int listen_fd_ = -1;
   bool own_socket_path_ = false;
+  int epoll_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};
   std::atomic<bool> stopping_{false};
-  std::atomic<int> free_threads_{0};  // threads waiting with no connection
   std::atomic<int> running_{0};
   std::atomic<std::size_t> served_{0};
+
+  // Ready connections, waiting for a worker.
+  std::mutex queue_mutex_;
+  std::condition_variable queue_cv_;
+  std::deque<Connection*> ready_;
+  bool poller_done_ = false;  // guarded by queue_mutex_
+
+  // Every open connection, so shutdown can close the idle ones.
+  std::mutex conns_mutex_;
+  std::unordered_set<Connection*> conns_;
+
+  std::thread poller_;
   std::vector<std::thread> threads_;
 };
 

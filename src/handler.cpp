@@ -19,7 +19,8 @@ struct Handler::Trace {
   std::int64_t upstream_status = -1;
   long upstream_http = 0;
   long upstream_ms = -1;
-  std::string detail;  // why, for the operator; never secret, never a phone number
+  std::string detail;    // why, for the operator; never secret, never a phone number
+  std::string throttle;  // per-rule decisions, keys masked
 };
 
 namespace {
@@ -109,6 +110,7 @@ HttpReply Handler::handle(const HttpRequest& request) {
     if (trace.upstream_http > 0) line += " upstream_http=" + std::to_string(trace.upstream_http);
     if (trace.upstream_ms >= 0) line += " upstream_ms=" + std::to_string(trace.upstream_ms);
     line += " ms=" + std::to_string(ms.count());
+    if (!trace.throttle.empty()) line += " throttle=" + quoted(trace.throttle, 600);
     if (!trace.detail.empty()) line += " detail=" + quoted(trace.detail, 200);
     log_.log(level, line);
   }
@@ -164,11 +166,42 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
   }
   if (client.contact_no) trace.phone = client.dialing_code + mask_phone(*client.contact_no);
 
-  return forward(config, *merchant, *action, client, trace);
+  // throttle: country filter, rules and the wrong-answer lock, all or nothing.
+  ThrottleVerdict verdict;
+  if (config.throttle.enabled) {
+    if (store_ == nullptr && !config.throttle.rules.empty()) {
+      trace.detail = "throttle rules configured but no store open (restart to apply)";
+    }
+    ThrottleSubject subject{
+        *action,           merchant->name,   client.user_id,     client.dialing_code,
+        client.contact_no, client.reference, request.remote_addr};
+    verdict = throttle_check(config.throttle, store_, subject, clock_.unix_ms());
+    trace.throttle = describe_verdict(verdict);
+    switch (verdict.result) {
+      case ThrottleResult::pass:
+        break;
+      case ThrottleResult::reject: {
+        Result r = local_result(Outcome::too_frequent);
+        r.seconds_till_resend = verdict.retry_after_s;
+        return r;
+      }
+      case ThrottleResult::country_denied:
+        return local_result(Outcome::country_denied);
+      case ThrottleResult::store_denied:
+        trace.detail = "throttle store failed; on_store_error: deny";
+        return local_result(Outcome::store_unavailable);
+      case ThrottleResult::store_bypassed:
+        trace.detail = "throttle store failed; on_store_error: allow";
+        break;
+    }
+  }
+
+  Result result = forward(config, *merchant, *action, client, trace, verdict);
+  return result;
 }
 
 Result Handler::forward(const Config& config, const MerchantConfig& merchant, Action action,
-                        const ClientFields& client, Trace& trace) {
+                        const ClientFields& client, Trace& trace, const ThrottleVerdict& verdict) {
   // sign: every field sent is signed; api_secret is mixed in and never sent.
   std::map<std::string, std::string> signed_fields{
       {"action", std::string(action_name(action))},
@@ -201,7 +234,11 @@ Result Handler::forward(const Config& config, const MerchantConfig& merchant, Ac
       trace.detail = "upstream timeout: " + answer.detail;
       return local_result(Outcome::gateway_timeout);
     case UpstreamError::not_delivered:
+      // Provably never reached Pipwave: no SMS was sent, so give the quota back.
       trace.detail = "upstream unreachable: " + answer.detail;
+      if (store_ != nullptr && throttle_refund(*store_, verdict) != StoreStatus::ok) {
+        trace.detail += " (throttle refund failed)";
+      }
       return local_result(Outcome::bad_gateway);
     case UpstreamError::tls:
       trace.detail = "upstream TLS failure: " + answer.detail;

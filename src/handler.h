@@ -1,6 +1,7 @@
 // The request pipeline, in stage order:
 //   route -> method -> merchant -> size -> content type -> decode -> validate
 //   -> sign -> forward -> sanitize.
+//   (throttle sits between validate and sign.)
 // Each stage passes on or produces the final Result. Collaborators (config,
 // upstream, clock, logger) come in as interfaces, so the tests run the whole
 // pipeline with no socket, no network and no wall clock.
@@ -11,6 +12,7 @@
 #include "http.h"
 #include "log.h"
 #include "outcome.h"
+#include "throttle.h"
 #include "upstream.h"
 #include "validate.h"
 
@@ -18,8 +20,10 @@ namespace pvgate {
 
 class Handler {
  public:
-  Handler(const ConfigHolder& config, Upstream& upstream, const Clock& clock, Logger& log)
-      : config_(config), upstream_(upstream), clock_(clock), log_(log) {}
+  // `store` may be null when no throttle store is configured.
+  Handler(const ConfigHolder& config, Upstream& upstream, const Clock& clock, Logger& log,
+          ThrottleStore* store = nullptr)
+      : config_(config), upstream_(upstream), clock_(clock), log_(log), store_(store) {}
 
   // Never throws: any internal failure becomes a 500 with a generic message.
   HttpReply handle(const HttpRequest& request);
@@ -29,12 +33,13 @@ class Handler {
  private:
   Result process(const HttpRequest& request, const Config& config, Trace& trace);
   Result forward(const Config& config, const MerchantConfig& merchant, Action action,
-                 const ClientFields& client, Trace& trace);
+                 const ClientFields& client, Trace& trace, const ThrottleVerdict& verdict);
 
   const ConfigHolder& config_;
   Upstream& upstream_;
   const Clock& clock_;
   Logger& log_;
+  ThrottleStore* store_;
 };
 
 // Media type of a Content-Type value: lower-cased, parameters and blanks removed.

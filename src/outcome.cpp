@@ -26,6 +26,10 @@ int http_status(Outcome outcome) {
       return 413;
     case Outcome::unsupported_media:
       return 415;
+    case Outcome::country_denied:
+      return 403;
+    case Outcome::store_unavailable:
+      return 503;
     case Outcome::bad_gateway:
       return 502;
     case Outcome::gateway_timeout:
@@ -56,6 +60,10 @@ std::string_view outcome_name(Outcome outcome) {
       return "payload_too_large";
     case Outcome::unsupported_media:
       return "unsupported_media";
+    case Outcome::country_denied:
+      return "country_denied";
+    case Outcome::store_unavailable:
+      return "store_unavailable";
     case Outcome::bad_gateway:
       return "bad_gateway";
     case Outcome::gateway_timeout:
@@ -90,6 +98,14 @@ Result local_result(Outcome outcome, std::string message) {
     case Outcome::not_found:
       r.body_status = 404;
       if (message.empty()) message = "Unknown route; use send-token or verify-token-answer.";
+      break;
+    case Outcome::country_denied:
+      r.body_status = 5001;
+      if (message.empty()) message = "Phone numbers from this country are not accepted.";
+      break;
+    case Outcome::store_unavailable:
+      r.body_status = 500;
+      message = "Phone verification is temporarily unavailable; try again shortly.";
       break;
     case Outcome::bad_gateway:
       r.body_status = 500;

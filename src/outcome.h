@@ -20,6 +20,8 @@ enum class Outcome {
   not_found,           // unknown route: 404
   payload_too_large,   // body over the limit: 413
   unsupported_media,   // content type not JSON or form: 415
+  country_denied,      // dialing code outside throttle.countries: 403 / 5001
+  store_unavailable,   // throttle store failed and on_store_error is deny: 503
   bad_gateway,         // upstream fault or merchant-setup status; detail only in the log: 502
   gateway_timeout,     // upstream did not answer in time: 504
   misconfigured,       // server-side problem (unknown merchant, internal error): 500

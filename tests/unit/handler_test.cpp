@@ -14,7 +14,8 @@ namespace {
 
 class FakeClock final : public Clock {
  public:
-  std::int64_t unix_seconds() const override { return 1539677150; }
+  std::int64_t unix_ms() const override { return now_ms; }
+  std::int64_t now_ms = 1539677150'000;
   std::chrono::steady_clock::time_point steady() const override { return {}; }
 };
 

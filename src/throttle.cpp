@@ -1,0 +1,163 @@
+#include "throttle.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "sanitize.h"
+#include "signer.h"
+
+namespace pvgate {
+namespace {
+
+constexpr const char* kAnswerRule = "answer-attempts";
+
+std::string phone_part(const ThrottleSubject& s) {
+  // Without a contact_no, Pipwave uses the number it holds for the user:
+  // count such sends per user so they cannot dodge the phone rules.
+  return s.contact_no ? s.dialing_code + ":" + *s.contact_no : "user:" + s.user_id;
+}
+
+std::string part_value(KeyPart part, const ThrottleSubject& s) {
+  switch (part) {
+    case KeyPart::merchant:
+      return s.merchant;
+    case KeyPart::user:
+      return s.user_id;
+    case KeyPart::phone:
+      return phone_part(s);
+    case KeyPart::ip:
+      return ip_key(s.remote_addr);
+    case KeyPart::country:
+      return s.dialing_code;
+  }
+  return {};
+}
+
+std::string masked_value(KeyPart part, const ThrottleSubject& s) {
+  if (part == KeyPart::phone) {
+    return s.contact_no ? s.dialing_code + mask_phone(*s.contact_no) : "(user's number)";
+  }
+  return part_value(part, s);
+}
+
+std::string masked_key(const std::vector<KeyPart>& parts, const ThrottleSubject& s) {
+  std::string out;
+  for (const auto part : parts) {
+    if (!out.empty()) out.push_back(',');
+    out.append(key_part_name(part)).push_back('=');
+    out.append(masked_value(part, s));
+  }
+  return out;
+}
+
+bool applies(const ThrottleRule& rule, Action action) {
+  return action == Action::send_token ? rule.send_token : rule.verify;
+}
+
+}  // namespace
+
+std::string ip_key(std::string_view remote_addr) {
+  const std::string addr(remote_addr);
+  unsigned char bytes[16];
+  if (addr.find(':') == std::string::npos) return addr;
+  if (inet_pton(AF_INET6, addr.c_str(), bytes) != 1) return addr;
+  static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(bytes, kMapped, sizeof kMapped) == 0) {
+    char v4[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, bytes + 12, v4, sizeof v4);
+    return v4;
+  }
+  std::memset(bytes + 8, 0, 8);  // one subscriber holds a whole /64
+  char v6[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, bytes, v6, sizeof v6);
+  return std::string(v6) + "/64";
+}
+
+bool country_allowed(const ThrottleConfig& config, std::string_view code) {
+  const auto listed = [&](const std::vector<std::string>& list) {
+    return std::find(list.begin(), list.end(), code) != list.end();
+  };
+  if (!config.countries_allow.empty()) return listed(config.countries_allow);
+  return !listed(config.countries_deny);
+}
+
+std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& parts,
+                     const ThrottleSubject& subject) {
+  std::string material;
+  for (const auto part : parts) {
+    material.append(key_part_name(part)).push_back('=');
+    material.append(part_value(part, subject));
+    material.push_back('\n');  // values never contain a newline (validated)
+  }
+  return rule_name + ":" + sha1_hex(material);
+}
+
+ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* store,
+                               const ThrottleSubject& subject, std::int64_t now_ms) {
+  ThrottleVerdict verdict;
+  verdict.stamp_ms = now_ms;
+  if (!country_allowed(config, subject.dialing_code)) {
+    verdict.result = ThrottleResult::country_denied;
+    return verdict;
+  }
+  if (store == nullptr) return verdict;
+  for (const auto& rule : config.rules) {
+    if (!applies(rule, subject.action)) continue;
+    verdict.hits.push_back(ThrottleHit{rule_key(rule.name, rule.key, subject), rule.limit,
+                                       rule.period_ms, !rule.dry_run});
+    verdict.rules.push_back(
+        RuleVerdict{rule.name, false, rule.dry_run, 0, masked_key(rule.key, subject)});
+  }
+  if (subject.action == Action::verify_token_answer && subject.reference &&
+      config.max_answer_attempts > 0) {
+    // Every attempt counts up front, so parallel guesses cannot overtake the count.
+    verdict.hits.push_back(ThrottleHit{
+        std::string(kAnswerRule) + ":" + sha1_hex(subject.merchant + "\n" + *subject.reference),
+        config.max_answer_attempts, config.answer_lock_ms, true});
+    verdict.rules.push_back(
+        RuleVerdict{kAnswerRule, false, false, 0,
+                    "merchant=" + subject.merchant + ",reference=" + *subject.reference});
+  }
+  if (verdict.hits.empty()) return verdict;
+
+  ThrottleDecision decision;
+  verdict.store_status = store->check_and_commit(verdict.hits, now_ms, decision);
+  if (verdict.store_status != StoreStatus::ok) {
+    verdict.result = config.on_store_error == OnStoreError::deny ? ThrottleResult::store_denied
+                                                                 : ThrottleResult::store_bypassed;
+    verdict.hits.clear();  // nothing was committed
+    return verdict;
+  }
+  std::int64_t longest = 0;
+  for (std::size_t i = 0; i < verdict.rules.size() && i < decision.wait_ms.size(); ++i) {
+    RuleVerdict& rv = verdict.rules[i];
+    rv.wait_ms = decision.wait_ms[i];
+    rv.over = rv.wait_ms > 0;
+    if (rv.over && !rv.dry_run) longest = std::max(longest, rv.wait_ms);
+  }
+  if (!decision.allowed) {
+    verdict.result = ThrottleResult::reject;
+    verdict.retry_after_s = std::max<std::int64_t>(1, (longest + 999) / 1000);
+    verdict.hits.clear();  // nothing was committed
+  }
+  return verdict;
+}
+
+StoreStatus throttle_refund(ThrottleStore& store, const ThrottleVerdict& verdict) {
+  if (verdict.hits.empty()) return StoreStatus::ok;
+  return store.refund(verdict.hits, verdict.stamp_ms);
+}
+
+std::string describe_verdict(const ThrottleVerdict& verdict) {
+  std::string out;
+  for (const auto& r : verdict.rules) {
+    if (!out.empty()) out.push_back(' ');
+    out += r.rule + ":" + (r.over ? (r.dry_run ? "over(dry)" : "over") : "ok");
+    if (r.over) out += "[" + r.masked_key + "]";
+  }
+  return out;
+}
+
+}  // namespace pvgate

@@ -1,0 +1,317 @@
+"""Shared harness of pvgate's integration tests (Python 3 standard library only).
+
+Every tests/integration/test_*.py is a standalone script:
+
+    python3 tests/integration/test_X.py --pvgate /abs/build/pvgate [--keep]
+
+It starts its own private stack (scripts/stack.py: mock Pipwave + pvgate under spawn-fcgi +
+nginx, all on loopback) in a temporary directory, runs its cases in order, stops the stack even
+when a case fails, prints one line per case and finally exactly `N passed, M failed`, and exits 0
+iff M == 0. The run directory (logs, configs) is removed on success and kept on failure, or
+always with --keep.
+
+A case is a function taking a Ctx; it fails by raising (AssertionError with a message that says
+what was sent and what came back).
+"""
+
+import argparse
+import http.client
+import json
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(REPO_DIR / "scripts"))
+
+import stack as stacklib  # noqa: E402
+
+ALLOWED_MEMBERS = {"status", "message", "reference", "seconds_till_resend"}
+MAX_MESSAGE_BYTES = 255
+CLIENT_TIMEOUT_S = 30
+
+
+class Resp:
+    """One HTTP response from nginx, with the request that produced it (for messages)."""
+
+    def __init__(self, method, path, req_headers, req_body, status, headers, body):
+        self.method, self.path = method, path
+        self.req_headers, self.req_body = req_headers, req_body
+        self.status = status
+        self.header_list = headers
+        self.headers = {}
+        for k, v in headers:
+            self.headers.setdefault(k.lower(), v)
+        self.body = body
+        try:
+            self.json = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            self.json = None
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    def describe(self):
+        req = self.req_body if isinstance(self.req_body, (bytes, type(None))) else str(self.req_body)
+        if isinstance(req, bytes) and len(req) > 300:
+            req = req[:300] + b"...(%d bytes)" % len(self.req_body)
+        ctype = dict((k.lower(), v) for k, v in (self.req_headers or {}).items()).get(
+            "content-type")
+        body = self.body if len(self.body) <= 600 else self.body[:600] + b"..."
+        hdrs = "; ".join(f"{k}: {v}" for k, v in self.header_list)
+        return (f"request: {self.method} {self.path} content-type={ctype!r} body={req!r}\n"
+                f"      response: HTTP {self.status} [{hdrs}] body={body!r}")
+
+
+class Ctx:
+    """What a case gets: the running stack and helpers to talk to it."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.responses = []   # every Resp, for the secret-leak checks
+        self._serial = 0
+        self._lock = threading.Lock()
+
+    # -- unique values, so cases never collide in the mock's session table ------------------
+
+    def unique(self, prefix="u"):
+        with self._lock:
+            self._serial += 1
+            return f"{prefix}{self._serial}"
+
+    def phone(self):
+        with self._lock:
+            self._serial += 1
+            return f"1{self._serial:08d}"
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, conn=None):
+        """Sends one request (on `conn` if given, else a fresh connection) and returns Resp."""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        headers = dict(headers or {})
+        own = conn is None
+        if own:
+            conn = http.client.HTTPConnection("127.0.0.1", self.stack.port,
+                                              timeout=CLIENT_TIMEOUT_S)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            resp = Resp(method, path, headers, body, r.status, r.getheaders(), r.read())
+        finally:
+            if own:
+                conn.close()
+        with self._lock:
+            self.responses.append(resp)
+        return resp
+
+    def post_json(self, route, obj, **kw):
+        body = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
+        return self.request("POST", "/pvgate/" + route, body,
+                            {"Content-Type": "application/json"}, **kw)
+
+    def post_form(self, route, pairs, **kw):
+        body = pairs if isinstance(pairs, (str, bytes)) else urllib.parse.urlencode(pairs)
+        return self.request("POST", "/pvgate/" + route, body,
+                            {"Content-Type": "application/x-www-form-urlencoded"}, **kw)
+
+    def send_token(self, user_id=None, dial="60", contact=None, **kw):
+        obj = {"user_id": user_id or self.unique(), "contact_no_country_dialing_code": dial,
+               "contact_no": contact or self.phone()}
+        return self.post_json("send-token", obj, **kw), obj
+
+    # -- mock counters --------------------------------------------------------------------------
+
+    def upstream_requests(self):
+        return self.stack.mock_stats()["requests"]
+
+    def not_forwarded(self, fn):
+        """Runs fn() and asserts the mock saw no request meanwhile. Returns fn()'s result."""
+        before = self.upstream_requests()
+        r = fn()
+        after = self.upstream_requests()
+        if after != before:
+            raise AssertionError(f"request was forwarded upstream ({after - before} upstream "
+                                 f"request(s)) but must be rejected locally\n      "
+                                 + (r.describe() if isinstance(r, Resp) else ""))
+        return r
+
+    def forwarded_once(self, fn):
+        before = self.upstream_requests()
+        r = fn()
+        after = self.upstream_requests()
+        if after != before + 1:
+            raise AssertionError(f"expected exactly 1 upstream request, mock saw "
+                                 f"{after - before}\n      "
+                                 + (r.describe() if isinstance(r, Resp) else ""))
+        return r
+
+
+# -- assertions ---------------------------------------------------------------------------------
+
+
+def check_envelope(r):
+    """What every pvgate answer must look like, whatever the outcome."""
+    problems = []
+    ctype = (r.header("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        problems.append(f"Content-Type is {r.header('Content-Type')!r}, want application/json")
+    cc = r.header("Cache-Control") or ""
+    if "no-store" not in cc.lower():
+        problems.append(f"Cache-Control is {cc!r}, want no-store")
+    j = r.json
+    if not isinstance(j, dict):
+        problems.append("body is not a JSON object")
+    else:
+        extra = set(j) - ALLOWED_MEMBERS
+        if extra:
+            problems.append(f"body has members beyond {sorted(ALLOWED_MEMBERS)}: {sorted(extra)}")
+        if not (isinstance(j.get("status"), int) and not isinstance(j.get("status"), bool)):
+            problems.append(f"status is {j.get('status')!r}, want an integer")
+        msg = j.get("message")
+        if not isinstance(msg, str):
+            problems.append(f"message is {msg!r}, want a string")
+        else:
+            if any(ord(c) < 0x20 or ord(c) == 0x7f for c in msg):
+                problems.append(f"message contains control characters: {msg!r}")
+            if len(msg.encode("utf-8")) > MAX_MESSAGE_BYTES:
+                problems.append(f"message is {len(msg.encode('utf-8'))} bytes, max "
+                                f"{MAX_MESSAGE_BYTES}")
+        for k in ("reference", "seconds_till_resend"):
+            if k in j and (not isinstance(j[k], int) or isinstance(j[k], bool)):
+                problems.append(f"{k} is {j[k]!r}, want an integer")
+    if problems:
+        raise AssertionError("; ".join(problems) + "\n      " + r.describe())
+
+
+def expect(r, http_status, status=None, message_contains=None, message_lacks=()):
+    """Asserts the HTTP status, the body status and (case-insensitively) message content."""
+    if r.status != http_status:
+        raise AssertionError(f"HTTP {r.status}, want {http_status}\n      " + r.describe())
+    check_envelope(r)
+    j = r.json
+    if status is not None and j["status"] != status:
+        raise AssertionError(f"body status {j['status']}, want {status}\n      " + r.describe())
+    if message_contains is not None and message_contains.lower() not in j["message"].lower():
+        raise AssertionError(f"message {j['message']!r} does not name {message_contains!r}\n"
+                             "      " + r.describe())
+    for bad in message_lacks:
+        if bad.lower() in j["message"].lower():
+            raise AssertionError(f"message {j['message']!r} leaks {bad!r}\n      "
+                                 + r.describe())
+    return j
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def wait_until(cond, what, timeout=20.0, poll=0.02):
+    """Polls cond() until truthy (returned) or the deadline (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+class Background:
+    """Runs fn() in a thread; .done tells whether it has finished, .result()/.error after."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self.value = None
+        self.error = None
+        self.finished = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.value = self._fn()
+        except BaseException as e:  # reported by result()
+            self.error = e
+        finally:
+            self.finished.set()
+
+    @property
+    def done(self):
+        return self.finished.is_set()
+
+    def result(self, timeout=CLIENT_TIMEOUT_S + 5):
+        if not self.finished.wait(timeout):
+            raise AssertionError(f"background request still running after {timeout}s")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+# -- runner -------------------------------------------------------------------------------------
+
+
+def run(cases, stack_options=None, description="", after_stop=None):
+    """Runs `cases` (list of (name, fn(ctx))) against one fresh stack. `after_stop(stack, ctx)`
+    (optional) returns further (name, fn()) checks run once the stack is stopped. Exits."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--pvgate", default=str(REPO_DIR / "build" / "pvgate"),
+                    help="the pvgate binary under test")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("-k", dest="only", default=None, help="run only cases containing this")
+    a = ap.parse_args()
+    if a.only:
+        cases = [c for c in cases if a.only in c[0]]
+
+    run_dir = Path(tempfile.mkdtemp(prefix="pvgate-it-"))
+    st = stacklib.Stack(run_dir / "stack", pvgate=a.pvgate, **(stack_options or {}))
+    passed = failed = 0
+    ctx = None
+
+    def report(name, fn):
+        nonlocal passed, failed
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception as e:  # a case failure, whatever it is
+            failed += 1
+            detail = str(e) if isinstance(e, AssertionError) else \
+                "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+            print(f"FAIL {name}: {detail}", flush=True)
+            return
+        passed += 1
+        print(f"ok   {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
+
+    try:
+        try:
+            st.start()
+        except Exception as e:
+            print(f"FAIL stack start: {e}", flush=True)
+            failed = max(1, len(cases))
+        else:
+            ctx = Ctx(st)
+            print(f"# stack: nginx 127.0.0.1:{st.port}, mock 127.0.0.1:{st.mock_port}, "
+                  f"run dir {run_dir}", flush=True)
+            for name, fn in cases:
+                report(name, lambda fn=fn: fn(ctx))
+    finally:
+        st.stop()
+    if ctx is not None and after_stop is not None:
+        for name, fn in after_stop(st, ctx):
+            report(name, fn)
+
+    if failed or a.keep:
+        print(f"# run dir kept: {run_dir}")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    sys.exit(0 if failed == 0 else 1)
