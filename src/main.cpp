@@ -11,6 +11,7 @@
 #include "config.h"
 #include "fcgi_server.h"
 #include "handler.h"
+#include "lmdb_store.h"
 #include "log.h"
 #include "options.h"
 #include "upstream.h"
@@ -30,6 +31,59 @@ void print_config_summary(const pvgate::Config& config) {
   for (const auto& [name, m] : config.merchants) {
     std::cout << "  merchant " << name << " (api_key set, api_secret set)\n";
   }
+  const pvgate::ThrottleConfig& t = config.throttle;
+  if (!t.enabled) {
+    std::cout << "  throttle: none (no throttle: section; every valid request is forwarded)\n";
+    return;
+  }
+  if (t.store == pvgate::StoreKind::local) {
+    std::cout << "  throttle store: local " << t.path << " (at most " << t.max_size_mb << " MiB)";
+  } else {
+    std::cout << "  throttle store: redis (timeout " << t.redis_timeout_ms << " ms)";
+  }
+  std::cout << ", on_store_error: "
+            << (t.on_store_error == pvgate::OnStoreError::deny ? "deny" : "allow") << "\n";
+  for (const auto& rule : t.rules) {
+    std::string key;
+    for (const auto part : rule.key)
+      key += (key.empty() ? "" : "+") + std::string(pvgate::key_part_name(part));
+    std::cout << "  rule " << rule.name << ": " << rule.limit << " per "
+              << pvgate::format_period(rule.period_ms) << " per " << key << " on "
+              << (rule.send_token && rule.verify ? "both actions"
+                  : rule.send_token              ? "send-token"
+                                                 : "verify-token-answer")
+              << (rule.dry_run ? " (dry run: counted and logged, never rejects)" : "") << "\n";
+  }
+  if (t.max_answer_attempts > 0) {
+    std::cout << "  answer attempts: " << t.max_answer_attempts << " per reference per "
+              << pvgate::format_period(t.answer_lock_ms) << "\n";
+  }
+  if (!t.countries_allow.empty() || !t.countries_deny.empty()) {
+    std::string list;
+    for (const auto& c : t.countries_allow.empty() ? t.countries_deny : t.countries_allow) {
+      list += (list.empty() ? "" : ", ") + c;
+    }
+    std::cout << "  countries " << (t.countries_allow.empty() ? "denied: " : "allowed: ") << list
+              << "\n";
+  }
+}
+
+// Opens the throttle store the configuration asks for (null when none).
+std::unique_ptr<pvgate::ThrottleStore> open_store(const pvgate::ThrottleConfig& t,
+                                                  std::string& error) {
+  if (!t.enabled) return nullptr;
+  try {
+    if (t.store == pvgate::StoreKind::local) {
+      pvgate::LmdbStoreOptions o;
+      o.path = t.path;
+      o.max_bytes = t.max_size_mb << 20;
+      return std::make_unique<pvgate::LmdbStore>(o);
+    }
+    error = "throttle.store: redis is not available in this build";
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -70,7 +124,12 @@ int main(int argc, char** argv) {
   ConfigHolder config(loaded.config);
   CurlUpstream upstream;
   SystemClock clock;
-  Handler handler(config, upstream, clock, log);
+  std::unique_ptr<ThrottleStore> store = open_store(loaded.config->throttle, error);
+  if (loaded.config->throttle.enabled && !store) {
+    log.error(error);
+    return 1;
+  }
+  Handler handler(config, upstream, clock, log, store.get());
 
   ServerOptions server_options;
   server_options.socket = options.socket;
@@ -96,6 +155,13 @@ int main(int argc, char** argv) {
       for (const auto& e : next.errors) log.error("reload rejected: " + e);
       log.error("reload rejected: keeping the previous configuration");
       return;
+    }
+    const ThrottleConfig& now_t = config.get()->throttle;
+    const ThrottleConfig& next_t = next.config->throttle;
+    if (now_t.enabled != next_t.enabled || now_t.store != next_t.store ||
+        now_t.path != next_t.path || now_t.redis_url != next_t.redis_url ||
+        now_t.max_size_mb != next_t.max_size_mb) {
+      log.warn("reload: throttle store settings change only on restart; rules apply now");
     }
     if (next.config->max_body_bytes != config.get()->max_body_bytes) {
       log.warn("reload: limits.max_body_bytes takes effect for the read limit only on restart");

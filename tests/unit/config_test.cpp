@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 
 #include "config.h"
 
@@ -165,4 +166,102 @@ TEST_CASE("missing sections and empty merchants are errors") {
   CHECK(has_error(load_config_text("upstream:\n  url: https://h/x\nmerchants: {}\n", "t"),
                   "at least one merchant"));
   CHECK(has_error(load_config_text("- a\n- b\n", "t"), "must be a mapping"));
+}
+
+TEST_CASE("the shipped conf/pvgate.yaml is valid and documents the default rules") {
+  std::ifstream in(PVGATE_SOURCE_DIR "/conf/pvgate.yaml");
+  REQUIRE(in);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string path = "pvgate_test_shipped.secret";
+  { std::ofstream(path) << "s\n"; }
+  const std::string needle = "/etc/pvgate/shop-a.secret";
+  REQUIRE(text.find(needle) != std::string::npos);
+  text.replace(text.find(needle), needle.size(), path);
+  const auto r = load_config_text(text, "pvgate.yaml");
+  std::remove(path.c_str());
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  const auto& t = r.config->throttle;
+  CHECK(t.enabled);
+  CHECK(t.on_store_error == OnStoreError::deny);
+  CHECK(t.max_answer_attempts == 5);
+  std::vector<std::string> names;
+  for (const auto& rule : t.rules) names.push_back(rule.name);
+  CHECK(names == std::vector<std::string>{"phone-cooldown", "phone-hour", "phone-day", "user-hour",
+                                          "ip-hour", "ip-verify-hour", "merchant-hour"});
+  CHECK(t.rules[0].limit == 1);
+  CHECK(t.rules[0].period_ms == 60'000);
+  CHECK_FALSE(t.rules[0].verify);
+}
+
+TEST_CASE("throttle config: rules, periods, countries, and their errors") {
+  const std::string head =
+      "upstream:\n  url: https://h/x\nmerchants:\n  m:\n    api_key: k\n    api_secret: s\n";
+  auto r = load_config_text(head + R"(throttle:
+  store: local
+  path: /tmp/x
+  on_store_error: allow
+  rules:
+    - name: a
+      key: [merchant, ip]
+      limit: 3
+      period: 10m
+      dry_run: true
+  countries:
+    deny: ["+7", 998]
+)",
+                            "t");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  const auto& t = r.config->throttle;
+  CHECK(t.on_store_error == OnStoreError::allow);
+  REQUIRE(t.rules.size() == 1);
+  CHECK(t.rules[0].period_ms == 600'000);
+  CHECK(t.rules[0].send_token);
+  CHECK(t.rules[0].verify);
+  CHECK(t.rules[0].dry_run);
+  CHECK(t.countries_deny == std::vector<std::string>{"7", "998"});
+
+  r = load_config_text(head + R"(throttle:
+  store: memcached
+  rules:
+    - name: Bad Name
+      actions: [send-token, fly]
+      key: [phone, phone, shoe]
+      limit: 0
+      period: 5x
+    - name: b
+      limit: 1
+      period: 1s
+  countries:
+    allow: [60]
+    deny: [abc]
+)",
+                       "t");
+  CHECK_FALSE(r.config);
+  INFO(all_errors(r));
+  CHECK(has_error(r, "t:8: throttle.store: must be local or redis"));
+  CHECK(has_error(r, "t:10: throttle.rules[0].name: must be 1-64 of a-z 0-9 - _"));
+  CHECK(has_error(r, "t:11: throttle.rules[0].actions: 'fly' is not"));
+  CHECK(has_error(r, "t:12: throttle.rules[0].key: 'phone' is listed twice"));
+  CHECK(has_error(r, "t:12: throttle.rules[0].key: 'shoe' is not one of"));
+  CHECK(has_error(r, "t:13: throttle.rules[0].limit: must be an integer from 1 to 10000"));
+  CHECK(has_error(r, "t:14: throttle.rules[0].period: must be a duration"));
+  CHECK(has_error(r, "throttle.rules[1].key: is required"));
+  CHECK(has_error(r, "throttle.countries: set allow or deny, not both"));
+  CHECK(has_error(r, "throttle.countries.deny: 'abc' is not a dialing code"));
+}
+
+TEST_CASE("periods: units, bounds") {
+  CHECK(parse_period("60s") == 60'000);
+  CHECK(parse_period("60") == 60'000);
+  CHECK(parse_period("10m") == 600'000);
+  CHECK(parse_period("1h") == 3'600'000);
+  CHECK(parse_period("1d") == 86'400'000);
+  CHECK(parse_period("") == -1);
+  CHECK(parse_period("h") == -1);
+  CHECK(parse_period("-1s") == -1);
+  CHECK(parse_period("1.5h") == -1);
+  CHECK(format_period(3'600'000) == "1h");
+  CHECK(format_period(90'000) == "90s");
 }

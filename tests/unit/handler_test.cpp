@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "handler.h"
+#include "lmdb_fixture.h"
 
 using namespace pvgate;
 using nlohmann::json;
@@ -301,4 +302,86 @@ TEST_CASE_METHOD(Fixture, "a config swapped in takes effect for the next request
   r.merchant = "shop-b";
   CHECK(handler.handle(r).status == 200);
   CHECK(upstream.calls.back().api_key == "kb");
+}
+
+namespace {
+
+const char* kThrottled = R"(upstream:
+  url: https://staging-api.pipwave.com/phone-verify
+merchants:
+  shop-a:
+    api_key: sdvdas23t3btg34bhb
+    api_secret: my_api_secret
+throttle:
+  rules:
+    - name: phone-cooldown
+      actions: [send-token]
+      key: [merchant, phone]
+      limit: 1
+      period: 60s
+  countries:
+    allow: [60]
+  max_answer_attempts: 2
+)";
+
+struct ThrottledFixture : Fixture {
+  ThrottledFixture() : throttled(holder, upstream, clock, log, &store) {
+    holder.set(load_config_text(kThrottled, "t").config);
+  }
+  HttpReply send_throttled(const std::string& body = kSend) {
+    return throttled.handle(request("send-token", body));
+  }
+  pvgate_test::TempLmdbStore store;
+  Handler throttled;
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(ThrottledFixture, "pvgate's own throttle answers 429 and forwards nothing") {
+  REQUIRE(send_throttled().status == 200);
+  clock.now_ms += 15'000;
+  const HttpReply reply = send_throttled();
+  CHECK(reply.status == 429);
+  CHECK(header(reply, "Retry-After") == "45");
+  const json out = body_of(reply);
+  CHECK(out["status"] == 5002);
+  CHECK(out["seconds_till_resend"] == 45);
+  CHECK(upstream.calls.size() == 1);
+  CHECK(log.all().find("phone-cooldown:over") != std::string::npos);
+  // Another number is not affected.
+  CHECK(send_throttled("user_id=u&contact_no_country_dialing_code=60&contact_no=5550000").status ==
+        200);
+}
+
+TEST_CASE_METHOD(ThrottledFixture, "a send that never reached Pipwave gives its quota back") {
+  upstream.next = UpstreamResult{};
+  upstream.next.error = UpstreamError::not_delivered;
+  CHECK(send_throttled().status == 502);
+  upstream.answer(R"({"status":200,"reference":5})");
+  CHECK(send_throttled().status == 200);
+}
+
+TEST_CASE_METHOD(ThrottledFixture, "a send that may have reached Pipwave stays counted") {
+  upstream.next = UpstreamResult{};
+  upstream.next.error = UpstreamError::timeout;
+  CHECK(send_throttled().status == 504);
+  CHECK(send_throttled().status == 429);
+}
+
+TEST_CASE_METHOD(ThrottledFixture, "a country outside the allow list gets 403 / 5001") {
+  const HttpReply reply =
+      send_throttled("user_id=u&contact_no_country_dialing_code=65&contact_no=5550000");
+  CHECK(reply.status == 403);
+  CHECK(body_of(reply)["status"] == 5001);
+  CHECK(upstream.calls.empty());
+}
+
+TEST_CASE_METHOD(ThrottledFixture, "wrong answers lock the reference") {
+  upstream.answer(R"({"status":5052,"message":"Incorrect answer."})");
+  const std::string verify =
+      "user_id=u&contact_no_country_dialing_code=60&contact_no=5550000&reference=77&answer=1";
+  CHECK(throttled.handle(request("verify-token-answer", verify)).status == 400);
+  CHECK(throttled.handle(request("verify-token-answer", verify)).status == 400);
+  CHECK(throttled.handle(request("verify-token-answer", verify)).status == 429);
+  CHECK(upstream.calls.size() == 2);
 }

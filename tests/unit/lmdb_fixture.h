@@ -1,0 +1,41 @@
+// LmdbFactory for the store contract suite: a fresh store in a private
+// directory per test case, removed when the store is destroyed.
+#pragma once
+
+#include <memory>
+
+#include "lmdb_store.h"
+#include "temp_dir.h"
+
+namespace pvgate_test {
+
+// Owns the directory and the store living in it.
+class TempLmdbStore final : public pvgate::ThrottleStore {
+ public:
+  explicit TempLmdbStore(std::size_t max_bytes = 16 << 20)
+      : store_(pvgate::LmdbStoreOptions{dir_.path() + "/throttle", max_bytes, 8}) {}
+  pvgate::StoreStatus check_and_commit(const std::vector<pvgate::ThrottleHit>& hits,
+                                       std::int64_t now_ms,
+                                       pvgate::ThrottleDecision& out) override {
+    return store_.check_and_commit(hits, now_ms, out);
+  }
+  pvgate::StoreStatus refund(const std::vector<pvgate::ThrottleHit>& hits,
+                             std::int64_t now_ms) override {
+    return store_.refund(hits, now_ms);
+  }
+  pvgate::StoreStatus ping() override { return store_.ping(); }
+  pvgate::LmdbStore& store() { return store_; }
+  const std::string& dir() const { return dir_.path(); }
+
+ private:
+  TempDir dir_;  // declared first: outlives the store
+  pvgate::LmdbStore store_;
+};
+
+}  // namespace pvgate_test
+
+struct LmdbFactory {
+  static std::unique_ptr<pvgate::ThrottleStore> make() {
+    return std::make_unique<pvgate_test::TempLmdbStore>();
+  }
+};

@@ -1,0 +1,190 @@
+#include <catch2/catch.hpp>
+
+#include "lmdb_fixture.h"
+#include "throttle.h"
+
+using namespace pvgate;
+
+namespace {
+
+constexpr std::int64_t kT0 = 1'700'000'000'000;
+
+ThrottleConfig config_with(std::vector<ThrottleRule> rules) {
+  ThrottleConfig c;
+  c.enabled = true;
+  c.rules = std::move(rules);
+  return c;
+}
+
+ThrottleRule rule(const std::string& name, std::vector<KeyPart> key, std::uint32_t limit,
+                  std::int64_t period_ms, bool dry = false) {
+  ThrottleRule r;
+  r.name = name;
+  r.key = std::move(key);
+  r.limit = limit;
+  r.period_ms = period_ms;
+  r.dry_run = dry;
+  return r;
+}
+
+ThrottleSubject subject(const std::string& phone = "123456789", const std::string& user = "u1",
+                        const std::string& ip = "192.0.2.1") {
+  ThrottleSubject s;
+  s.merchant = "shop-a";
+  s.user_id = user;
+  s.dialing_code = "60";
+  s.contact_no = phone;
+  s.remote_addr = ip;
+  return s;
+}
+
+class FailingStore final : public ThrottleStore {
+ public:
+  StoreStatus check_and_commit(const std::vector<ThrottleHit>&, std::int64_t,
+                               ThrottleDecision&) override {
+    return StoreStatus::unavailable;
+  }
+  StoreStatus refund(const std::vector<ThrottleHit>&, std::int64_t) override {
+    return StoreStatus::unavailable;
+  }
+  StoreStatus ping() override { return StoreStatus::unavailable; }
+};
+
+}  // namespace
+
+TEST_CASE("ip_key: IPv4 as is, IPv6 by its /64, mapped IPv4 unwrapped") {
+  CHECK(ip_key("192.0.2.7") == "192.0.2.7");
+  CHECK(ip_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64");
+  CHECK(ip_key("2001:db8:1:2::1") == ip_key("2001:db8:1:2:ffff::9"));
+  CHECK(ip_key("2001:db8:1:3::1") != ip_key("2001:db8:1:2::1"));
+  CHECK(ip_key("::ffff:192.0.2.7") == "192.0.2.7");
+  CHECK(ip_key("unix:") == "unix:");
+}
+
+TEST_CASE("country filter: allow list, deny list, or everything") {
+  ThrottleConfig c;
+  CHECK(country_allowed(c, "60"));
+  c.countries_allow = {"60", "65"};
+  CHECK(country_allowed(c, "65"));
+  CHECK_FALSE(country_allowed(c, "1"));
+  CHECK_FALSE(country_allowed(c, "6"));  // no prefix matching
+  c.countries_allow.clear();
+  c.countries_deny = {"7"};
+  CHECK_FALSE(country_allowed(c, "7"));
+  CHECK(country_allowed(c, "60"));
+}
+
+TEST_CASE("rule keys: stable, distinct per part value, no phone number in clear") {
+  const auto a = rule_key("r", {KeyPart::merchant, KeyPart::phone}, subject());
+  CHECK(a == rule_key("r", {KeyPart::merchant, KeyPart::phone}, subject()));
+  CHECK(a != rule_key("r", {KeyPart::merchant, KeyPart::phone}, subject("123456780")));
+  CHECK(a != rule_key("other", {KeyPart::merchant, KeyPart::phone}, subject()));
+  CHECK(rule_key("r", {KeyPart::phone}, subject("1", "x")) ==
+        rule_key("r", {KeyPart::phone}, subject("1", "y")));
+  CHECK(a.find("123456789") == std::string::npos);
+  CHECK(a.rfind("r:", 0) == 0);
+  // IPv6 neighbours in one /64 share a key.
+  CHECK(rule_key("r", {KeyPart::ip}, subject("1", "u", "2001:db8::1")) ==
+        rule_key("r", {KeyPart::ip}, subject("1", "u", "2001:db8::2")));
+}
+
+TEST_CASE("phone cooldown: one send per minute per phone") {
+  pvgate_test::TempLmdbStore store;
+  const auto c =
+      config_with({rule("phone-cooldown", {KeyPart::merchant, KeyPart::phone}, 1, 60000)});
+  CHECK(throttle_check(c, &store, subject(), kT0).result == ThrottleResult::pass);
+  const auto again = throttle_check(c, &store, subject(), kT0 + 10'000);
+  CHECK(again.result == ThrottleResult::reject);
+  CHECK(again.retry_after_s == 50);
+  CHECK(throttle_check(c, &store, subject("555"), kT0 + 10'000).result == ThrottleResult::pass);
+  CHECK(throttle_check(c, &store, subject(), kT0 + 60'000).result == ThrottleResult::pass);
+}
+
+TEST_CASE("the longest wait among broken rules is reported") {
+  pvgate_test::TempLmdbStore store;
+  const auto c = config_with(
+      {rule("short", {KeyPart::phone}, 1, 60'000), rule("long", {KeyPart::user}, 1, 3'600'000)});
+  REQUIRE(throttle_check(c, &store, subject(), kT0).result == ThrottleResult::pass);
+  const auto v = throttle_check(c, &store, subject(), kT0 + 1000);
+  CHECK(v.result == ThrottleResult::reject);
+  CHECK(v.retry_after_s == 3599);
+  CHECK(v.rules.at(0).over);
+  CHECK(v.rules.at(1).over);
+}
+
+TEST_CASE("rules apply only to their actions") {
+  pvgate_test::TempLmdbStore store;
+  auto send_only = rule("send-only", {KeyPart::phone}, 1, 60'000);
+  send_only.verify = false;
+  const auto c = config_with({send_only});
+  auto s = subject();
+  s.action = Action::verify_token_answer;
+  s.reference = "7";
+  ThrottleConfig no_lock = c;
+  no_lock.max_answer_attempts = 0;
+  for (int i = 0; i < 3; ++i) {
+    CHECK(throttle_check(no_lock, &store, s, kT0 + i).result == ThrottleResult::pass);
+  }
+  s.action = Action::send_token;
+  CHECK(throttle_check(no_lock, &store, s, kT0).result == ThrottleResult::pass);
+  CHECK(throttle_check(no_lock, &store, s, kT0 + 1).result == ThrottleResult::reject);
+}
+
+TEST_CASE("dry-run rules count and report but never reject") {
+  pvgate_test::TempLmdbStore store;
+  const auto c = config_with({rule("trial", {KeyPart::phone}, 1, 60'000, /*dry=*/true)});
+  CHECK(throttle_check(c, &store, subject(), kT0).result == ThrottleResult::pass);
+  const auto v = throttle_check(c, &store, subject(), kT0 + 1);
+  CHECK(v.result == ThrottleResult::pass);
+  REQUIRE(v.rules.size() == 1);
+  CHECK(v.rules[0].over);
+  CHECK(v.rules[0].dry_run);
+  CHECK(describe_verdict(v).find("trial:over(dry)") != std::string::npos);
+  CHECK(describe_verdict(v).find("123456789") == std::string::npos);
+  CHECK(describe_verdict(v).find("60*******89") != std::string::npos);
+}
+
+TEST_CASE("wrong-answer lock: N attempts per reference, then 429 until it expires") {
+  pvgate_test::TempLmdbStore store;
+  auto c = config_with({});
+  c.max_answer_attempts = 3;
+  c.answer_lock_ms = 600'000;
+  auto s = subject();
+  s.action = Action::verify_token_answer;
+  s.reference = "1001";
+  for (int i = 0; i < 3; ++i)
+    CHECK(throttle_check(c, &store, s, kT0 + i).result == ThrottleResult::pass);
+  const auto locked = throttle_check(c, &store, s, kT0 + 10);
+  CHECK(locked.result == ThrottleResult::reject);
+  CHECK(locked.retry_after_s == 600);
+  auto other = s;
+  other.reference = "1002";
+  CHECK(throttle_check(c, &store, other, kT0 + 10).result == ThrottleResult::pass);
+  CHECK(throttle_check(c, &store, s, kT0 + 600'000).result == ThrottleResult::pass);
+}
+
+TEST_CASE("country outside the allow list is denied before any counting") {
+  pvgate_test::TempLmdbStore store;
+  auto c = config_with({rule("phone", {KeyPart::phone}, 1, 60'000)});
+  c.countries_allow = {"65"};
+  CHECK(throttle_check(c, &store, subject(), kT0).result == ThrottleResult::country_denied);
+  c.countries_allow = {"60"};
+  CHECK(throttle_check(c, &store, subject(), kT0).result == ThrottleResult::pass);
+}
+
+TEST_CASE("store failure follows on_store_error") {
+  FailingStore failing;
+  auto c = config_with({rule("phone", {KeyPart::phone}, 1, 60'000)});
+  CHECK(throttle_check(c, &failing, subject(), kT0).result == ThrottleResult::store_denied);
+  c.on_store_error = OnStoreError::allow;
+  CHECK(throttle_check(c, &failing, subject(), kT0).result == ThrottleResult::store_bypassed);
+}
+
+TEST_CASE("refund gives a send back") {
+  pvgate_test::TempLmdbStore store;
+  const auto c = config_with({rule("phone", {KeyPart::phone}, 1, 60'000)});
+  const auto first = throttle_check(c, &store, subject(), kT0);
+  REQUIRE(first.result == ThrottleResult::pass);
+  CHECK(throttle_refund(store, first) == StoreStatus::ok);
+  CHECK(throttle_check(c, &store, subject(), kT0 + 5).result == ThrottleResult::pass);
+}
