@@ -34,13 +34,13 @@ bool decode(const MDB_val& v, Log& out) {
   return true;
 }
 
-std::string encode(const Log& log) {
-  std::string out(kHeader + 8 * log.stamps.size(), '\0');
+void encode(const Log& log, std::string& out) {
+  out.resize(kHeader + 8 * log.stamps.size());
   const auto count = static_cast<std::uint32_t>(log.stamps.size());
   std::memcpy(&out[0], &log.expires_ms, 8);
   std::memcpy(&out[8], &count, 4);
+  std::memset(&out[12], 0, 4);
   if (count > 0) std::memcpy(&out[kHeader], log.stamps.data(), 8 * log.stamps.size());
-  return out;
 }
 
 MDB_val as_val(const std::string& s) {
@@ -161,15 +161,20 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
                                          ThrottleDecision& out) {
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return Attempt::failed;
-  std::vector<Log> logs(hits.size());
+  // Reused per thread: a request costs no allocation once warm.
+  thread_local std::vector<Log> logs;
+  thread_local std::string bytes;
+  if (logs.size() < hits.size()) logs.resize(hits.size());
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
   for (std::size_t i = 0; i < hits.size(); ++i) {
     MDB_val key = as_val(hits[i].key);
     MDB_val val;
     const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
+    logs[i].stamps.clear();
+    logs[i].expires_ms = 0;
     if (rc == 0) {
-      if (!decode(val, logs[i]) || logs[i].expires_ms <= now_ms) logs[i] = Log{};
+      if (!decode(val, logs[i]) || logs[i].expires_ms <= now_ms) logs[i].stamps.clear();
     } else if (rc != MDB_NOTFOUND) {
       return Attempt::failed;
     }
@@ -205,7 +210,7 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
 
   for (std::size_t i = 0; i < hits.size(); ++i) {
     record(logs[i], hits[i], now_ms);
-    const std::string bytes = encode(logs[i]);
+    encode(logs[i], bytes);
     MDB_val key = as_val(hits[i].key);
     MDB_val val = as_val(bytes);
     const int rc = mdb_put(txn.get(), env_->dbi, &key, &val, 0);
@@ -251,7 +256,8 @@ StoreStatus LmdbStore::refund(const std::vector<ThrottleHit>& hits, std::int64_t
     if (log.stamps.empty()) {
       put = mdb_del(txn.get(), env_->dbi, &key, nullptr);
     } else {
-      const std::string bytes = encode(log);
+      std::string bytes;
+      encode(log, bytes);
       MDB_val v = as_val(bytes);
       put = mdb_put(txn.get(), env_->dbi, &key, &v, 0);
     }

@@ -1,16 +1,43 @@
 #include "signer.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 namespace pvgate {
 
+namespace {
+
+// OpenSSL 3's one-shot SHA1() looks the algorithm up (under a lock) on every
+// call; fetch it once and keep one digest context per thread instead.
+const EVP_MD* sha1_md() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  return md;
+}
+
+struct DigestCtx {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~DigestCtx() { EVP_MD_CTX_free(ctx); }
+};
+
+}  // namespace
+
 std::string sha1_hex(std::string_view data) {
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  thread_local DigestCtx holder;
+  const bool ok = holder.ctx != nullptr && sha1_md() != nullptr &&
+                  EVP_DigestInit_ex(holder.ctx, sha1_md(), nullptr) == 1 &&
+                  EVP_DigestUpdate(holder.ctx, data.data(), data.size()) == 1 &&
+                  EVP_DigestFinal_ex(holder.ctx, digest, &size) == 1;
+  if (!ok || size != SHA_DIGEST_LENGTH) {
+    // Only on a broken OpenSSL installation; fall back to the one-shot call.
+    SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+    size = SHA_DIGEST_LENGTH;
+  }
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out(2 * SHA_DIGEST_LENGTH, '0');
-  for (int i = 0; i < SHA_DIGEST_LENGTH; ++i) {
+  for (unsigned int i = 0; i < SHA_DIGEST_LENGTH; ++i) {
     out[2 * i] = kHex[digest[i] >> 4];
     out[2 * i + 1] = kHex[digest[i] & 0x0F];
   }

@@ -103,12 +103,16 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
     return verdict;
   }
   if (store == nullptr) return verdict;
+  // Key parts per verdict, for masked keys: built only for rules that are over.
+  std::vector<const std::vector<KeyPart>*> parts;
+  verdict.hits.reserve(config.rules.size() + 1);
+  verdict.rules.reserve(config.rules.size() + 1);
   for (const auto& rule : config.rules) {
     if (!applies(rule, subject.action)) continue;
     verdict.hits.push_back(ThrottleHit{rule_key(rule.name, rule.key, subject), rule.limit,
                                        rule.period_ms, !rule.dry_run});
-    verdict.rules.push_back(
-        RuleVerdict{rule.name, false, rule.dry_run, 0, masked_key(rule.key, subject)});
+    verdict.rules.push_back(RuleVerdict{rule.name, false, rule.dry_run, 0, {}});
+    parts.push_back(&rule.key);
   }
   if (subject.action == Action::verify_token_answer && subject.reference &&
       config.max_answer_attempts > 0) {
@@ -116,9 +120,8 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
     verdict.hits.push_back(ThrottleHit{
         std::string(kAnswerRule) + ":" + sha1_hex(subject.merchant + "\n" + *subject.reference),
         config.max_answer_attempts, config.answer_lock_ms, true});
-    verdict.rules.push_back(
-        RuleVerdict{kAnswerRule, false, false, 0,
-                    "merchant=" + subject.merchant + ",reference=" + *subject.reference});
+    verdict.rules.push_back(RuleVerdict{kAnswerRule, false, false, 0, {}});
+    parts.push_back(nullptr);
   }
   if (verdict.hits.empty()) return verdict;
 
@@ -136,6 +139,11 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
     rv.wait_ms = decision.wait_ms[i];
     rv.over = rv.wait_ms > 0;
     if (rv.over && !rv.dry_run) longest = std::max(longest, rv.wait_ms);
+    if (rv.over) {
+      rv.masked_key = parts[i] != nullptr ? masked_key(*parts[i], subject)
+                                          : "merchant=" + subject.merchant +
+                                                ",reference=" + subject.reference.value_or("");
+    }
   }
   if (!decision.allowed) {
     verdict.result = ThrottleResult::reject;
