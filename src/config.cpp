@@ -9,6 +9,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "redis_store.h"
+
 namespace pvgate {
 namespace {
 
@@ -256,9 +258,13 @@ void read_throttle(Reader& r, const YAML::Node& node, ThrottleConfig& t) {
   r.string(node, path, "path", t.path, false);
   if (t.path.empty()) r.error(node, "throttle.path", "must not be empty");
   r.integer(node, path, "max_size_mb", t.max_size_mb, 1, 65536);
-  if (r.string(node, path, "redis", t.redis_url, false) && t.redis_url.rfind("redis://", 0) != 0 &&
-      t.redis_url.rfind("unix://", 0) != 0) {
-    r.error(node["redis"], "throttle.redis", "must be redis://host[:port][/db] or unix:///path");
+  if (r.string(node, path, "redis", t.redis_url, false)) {
+    ParsedRedisUrl parsed;
+    std::string problem;
+    if (!parse_redis_url(t.redis_url, parsed, problem)) {
+      r.error(node["redis"], "throttle.redis",
+              problem + " (redis://[:password@]host[:port][/db] or unix:///path[?db=N])");
+    }
   }
   r.integer(node, path, "redis_timeout_ms", t.redis_timeout_ms, 10, 5000);
   if (r.string(node, path, "on_store_error", text, false)) {

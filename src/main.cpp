@@ -14,6 +14,7 @@
 #include "lmdb_store.h"
 #include "log.h"
 #include "options.h"
+#include "redis_store.h"
 #include "upstream.h"
 #include "version.h"
 
@@ -79,7 +80,13 @@ std::unique_ptr<pvgate::ThrottleStore> open_store(const pvgate::ThrottleConfig& 
       o.max_bytes = t.max_size_mb << 20;
       return std::make_unique<pvgate::LmdbStore>(o);
     }
-    error = "throttle.store: redis is not available in this build";
+    pvgate::RedisStoreOptions o;
+    o.url = t.redis_url;
+    o.connect_timeout = std::chrono::milliseconds(t.redis_timeout_ms);
+    o.command_timeout = std::chrono::milliseconds(t.redis_timeout_ms);
+    auto store = pvgate::RedisStore::create(o, error);
+    if (store) return store;
+    error = "throttle.redis: " + error;
   } catch (const std::exception& e) {
     error = e.what();
   }

@@ -1,6 +1,6 @@
 // Where throttle counts live. Two engines implement it: LmdbStore (one host,
 // every worker process shares one file) and RedisStore (many hosts). Both pass
-// the same contract tests (tests/unit/store_contract.h).
+// the same contract tests (tests/unit/store_contract_test.cpp).
 //
 // Algorithm, the same in both: a sliding log per key holding the timestamps of
 // the last `limit` events. A hit is over its limit when `limit` events already

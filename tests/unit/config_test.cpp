@@ -265,3 +265,17 @@ TEST_CASE("periods: units, bounds") {
   CHECK(format_period(3'600'000) == "1h");
   CHECK(format_period(90'000) == "90s");
 }
+
+TEST_CASE("throttle.redis is validated at load time and never echoed") {
+  const std::string head =
+      "upstream:\n  url: https://h/x\nmerchants:\n  m:\n    api_key: k\n    api_secret: s\n";
+  auto r = load_config_text(
+      head + "throttle:\n  store: redis\n  redis: redis://:pw@127.0.0.1:6379/2\n", "t");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  CHECK(r.config->throttle.store == StoreKind::redis);
+  r = load_config_text(head + "throttle:\n  store: redis\n  redis: http://:hunter2@h/\n", "t");
+  REQUIRE_FALSE(r.config);
+  CHECK(has_error(r, "t:9: throttle.redis:"));
+  for (const auto& e : r.errors) CHECK(e.find("hunter2") == std::string::npos);
+}

@@ -1,0 +1,760 @@
+#include "redis_store.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+#include <utility>
+
+namespace pvgate {
+namespace {
+
+// Why a sorted set (score = event time in ms, member = a unique nonce) and
+// not a list: callers on different threads and hosts reach Redis with
+// slightly out-of-order timestamps. A list orders events by arrival, so its
+// "oldest" element would not be the oldest event and waits would be wrong; a
+// sorted set orders by time whatever the arrival order. The set keeps only the
+// newest `limit` events (ZREMRANGEBYRANK), so memory per key stays bounded by
+// the limit, as in the LMDB engine.
+//
+// A hit is over its limit when the limit-th newest event is still inside the
+// window (score > now - period): then `limit` events are in it. Its wait is
+// the time until that event leaves. Events newer than `now` (a caller whose
+// clock runs ahead) count too, which errs on the side of the limit.
+//
+// KEYS[i]: the hit's Redis key. ARGV[1]: now_ms; ARGV[2]: a nonce unique to
+// this call; ARGV[3i], ARGV[3i+1], ARGV[3i+2]: limit, period_ms, enforce (1/0)
+// of hit i. Returns {allowed (1/0), wait_ms of hit 1, ..., wait_ms of hit n}.
+constexpr const char* kCheckScript = R"lua(
+local now = tonumber(ARGV[1])
+local result = {1}
+local allowed = true
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[3 * i])
+  local period = tonumber(ARGV[3 * i + 1])
+  local wait = 0
+  local nth = redis.call('ZREVRANGE', KEYS[i], limit - 1, limit - 1, 'WITHSCORES')
+  if nth[2] then
+    local leaves = tonumber(nth[2]) + period
+    if leaves > now then
+      wait = leaves - now
+      if ARGV[3 * i + 2] == '1' then allowed = false end
+    end
+  end
+  result[i + 1] = wait
+end
+if not allowed then
+  result[1] = 0
+  return result
+end
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[3 * i])
+  local period = tonumber(ARGV[3 * i + 1])
+  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2] .. ':' .. i)
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(limit + 1))
+  -- Keep the key until this event leaves the window, never shortening a
+  -- longer expiry set for an event stamped later than this one.
+  if redis.call('PTTL', KEYS[i]) < period then
+    redis.call('PEXPIRE', KEYS[i], period)
+  end
+end
+return result
+)lua";
+
+// Removes one event scored exactly ARGV[1] from each key. Returns {removed}.
+constexpr const char* kRefundScript = R"lua(
+local removed = 0
+for i = 1, #KEYS do
+  local found = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[1], 'LIMIT', 0, 1)
+  if found[1] then
+    removed = removed + redis.call('ZREM', KEYS[i], found[1])
+  end
+end
+return {removed}
+)lua";
+
+constexpr std::size_t kMaxHitKeyBytes = 200;  // ThrottleHit::key's documented bound
+constexpr std::int64_t kMinPeriodMs = 1000;
+// Far beyond any real rule; keeps now + period exact in Lua's doubles.
+constexpr std::int64_t kMaxPeriodMs = std::int64_t{1} << 45;
+constexpr std::size_t kMaxErrorBytes = 200;  // of a hiredis or Redis error kept for the log
+
+struct ReplyDeleter {
+  void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+std::string clip(std::string text) {
+  if (text.size() > kMaxErrorBytes) text.resize(kMaxErrorBytes);
+  return text;
+}
+
+// hiredis writes with write(2): a Redis that closed the connection would raise
+// SIGPIPE and kill the process unless it is ignored. pvgate's main ignores it,
+// but the store must not depend on that (tests, benchmarks), so SIGPIPE is
+// blocked on this thread around each exchange and a pending one is consumed
+// (the technique libcurl uses).
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigset_t pipe_set = sigpipe_set();
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_);
+    was_blocked_ = sigismember(&old_, SIGPIPE) == 1;
+  }
+  ~SigpipeGuard() {
+    if (was_blocked_) return;
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+      sigset_t pipe_set = sigpipe_set();
+      const timespec zero{0, 0};
+      sigtimedwait(&pipe_set, nullptr, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  static sigset_t sigpipe_set() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    return set;
+  }
+  sigset_t old_;
+  bool was_blocked_ = false;
+};
+
+std::string make_nonce_prefix() {
+  std::uint64_t value = 0;
+  try {
+    std::random_device rd;
+    value = (std::uint64_t{rd()} << 32) ^ rd();
+  } catch (...) {
+    // No entropy source: the clock and the pid still differ between processes.
+    value =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        (static_cast<std::uint64_t>(::getpid()) << 40);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 0; i < 16; ++i) out[i] = kHex[(value >> (60 - 4 * i)) & 0xf];
+  return out;
+}
+
+bool is_printable_ascii(const std::string& s) {
+  for (char c : s) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+// ThrottleHit's documented ranges. The config validates rules, so a failure
+// here is a bug upstream; it is answered `unavailable`, never sent to Redis.
+bool valid_hit(const ThrottleHit& hit) {
+  return !hit.key.empty() && hit.key.size() <= kMaxHitKeyBytes && is_printable_ascii(hit.key) &&
+         hit.limit >= 1 && hit.limit <= kMaxRuleLimit && hit.period_ms >= kMinPeriodMs &&
+         hit.period_ms <= kMaxPeriodMs;
+}
+
+// ---- URL parsing ----------------------------------------------------------
+
+bool starts_with_nocase(const std::string& s, const char* prefix) {
+  const std::size_t n = std::strlen(prefix);
+  if (s.size() < n) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    char c = s[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != prefix[i]) return false;
+  }
+  return true;
+}
+
+bool all_digits(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+// Digits only, no sign, no leading junk, value within [min, max].
+bool parse_bounded(const std::string& s, std::int64_t min, std::int64_t max, std::int64_t& out) {
+  if (!all_digits(s) || s.size() > 18) return false;
+  std::int64_t v = 0;
+  for (char c : s) v = v * 10 + (c - '0');
+  if (v < min || v > max) return false;
+  out = v;
+  return true;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool percent_decode(const std::string& in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    const int hi = hex_value(in[i + 1]);
+    const int lo = hex_value(in[i + 2]);
+    if (hi < 0 || lo < 0) return false;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return true;
+}
+
+// "user:password" (either part may be %-encoded; the user may be empty).
+bool parse_userinfo(const std::string& userinfo, ParsedRedisUrl& out, std::string& error) {
+  const std::size_t colon = userinfo.find(':');
+  if (colon == std::string::npos) {
+    error =
+        "credentials need a ':' before the password (redis://:password@host or "
+        "redis://user:password@host)";
+    return false;
+  }
+  if (!percent_decode(userinfo.substr(0, colon), out.user) ||
+      !percent_decode(userinfo.substr(colon + 1), out.password)) {
+    error = "bad %-escape in the credentials";
+    return false;
+  }
+  if (out.password.empty()) {
+    error = "credentials are given but the password is empty";
+    return false;
+  }
+  return true;
+}
+
+bool valid_host_name(const std::string& host) {
+  for (char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '.' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool valid_ipv6_literal(const std::string& host) {
+  if (host.find(':') == std::string::npos) return false;
+  for (char c : host) {
+    if (hex_value(c) < 0 && c != ':' && c != '.') return false;
+  }
+  return true;
+}
+
+bool parse_tcp(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
+  out.kind = ParsedRedisUrl::Kind::tcp;
+  // The credentials end at the last '@', so an unencoded '@' or '/' in a
+  // password still parses (the host part holds neither).
+  std::string hostpart = rest;
+  const std::size_t at = rest.rfind('@');
+  if (at != std::string::npos) {
+    if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
+    hostpart = rest.substr(at + 1);
+  }
+  std::string db_text;
+  const std::size_t slash = hostpart.find('/');
+  if (slash != std::string::npos) {
+    db_text = hostpart.substr(slash + 1);
+    hostpart.resize(slash);
+  }
+  std::string port_text;
+  if (!hostpart.empty() && hostpart[0] == '[') {
+    const std::size_t close = hostpart.find(']');
+    if (close == std::string::npos) {
+      error = "IPv6 host has no closing ']'";
+      return false;
+    }
+    out.host = hostpart.substr(1, close - 1);
+    const std::string after = hostpart.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') {
+        error = "unexpected text after the IPv6 host (expected ':port')";
+        return false;
+      }
+      port_text = after.substr(1);
+      if (port_text.empty()) {
+        error = "port is empty";
+        return false;
+      }
+    }
+    if (!valid_ipv6_literal(out.host)) {
+      error = "host is not a valid IPv6 address";
+      return false;
+    }
+  } else {
+    const std::size_t colon = hostpart.find(':');
+    out.host = hostpart.substr(0, colon);
+    if (colon != std::string::npos) {
+      port_text = hostpart.substr(colon + 1);
+      if (port_text.empty()) {
+        error = "port is empty";
+        return false;
+      }
+    }
+    if (out.host.empty()) {
+      error = "host is missing";
+      return false;
+    }
+    if (out.host.size() > kMaxRedisHostBytes || !valid_host_name(out.host)) {
+      error = "host must be a DNS name or an IP address (letters, digits, '-', '.', '_'; at most " +
+              std::to_string(kMaxRedisHostBytes) + " bytes)";
+      return false;
+    }
+  }
+  if (out.host.empty()) {
+    error = "host is missing";
+    return false;
+  }
+  if (!port_text.empty()) {
+    std::int64_t port = 0;
+    if (!parse_bounded(port_text, 1, 65535, port)) {
+      error = "port must be a number in 1..65535";
+      return false;
+    }
+    out.port = static_cast<int>(port);
+  }
+  if (!db_text.empty() && !parse_bounded(db_text, 0, kMaxRedisDb, out.db)) {
+    error =
+        "database (the path after the host) must be a number in 0.." + std::to_string(kMaxRedisDb);
+    return false;
+  }
+  return true;
+}
+
+bool parse_unix(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
+  out.kind = ParsedRedisUrl::Kind::unix_socket;
+  std::string pathpart = rest;
+  if (!rest.empty() && rest[0] != '/') {
+    // unix://user:password@/path: the credentials end where the path begins.
+    const std::size_t at = rest.find("@/");
+    if (at == std::string::npos) {
+      error = "socket path must be absolute (unix:///path/to/redis.sock)";
+      return false;
+    }
+    if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
+    pathpart = rest.substr(at + 1);
+  }
+  const std::size_t q = pathpart.find('?');
+  std::string query;
+  if (q != std::string::npos) {
+    query = pathpart.substr(q + 1);
+    pathpart.resize(q);
+  }
+  if (pathpart.size() < 2 || pathpart[0] != '/' || pathpart.back() == '/') {
+    error = "socket path must be an absolute path to a file (unix:///path/to/redis.sock)";
+    return false;
+  }
+  if (pathpart.size() > kMaxRedisSocketPathBytes) {
+    error = "socket path is longer than " + std::to_string(kMaxRedisSocketPathBytes) + " bytes";
+    return false;
+  }
+  out.path = pathpart;
+  if (q != std::string::npos) {
+    if (query.compare(0, 3, "db=") != 0 || query.find('&') != std::string::npos) {
+      error = "the only query parameter allowed is ?db=N";
+      return false;
+    }
+    if (!parse_bounded(query.substr(3), 0, kMaxRedisDb, out.db)) {
+      error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& error) {
+  out = ParsedRedisUrl{};
+  error.clear();
+  if (url.empty()) {
+    error = "is empty";
+    return false;
+  }
+  if (url.size() > kMaxRedisUrlBytes) {
+    error = "is longer than " + std::to_string(kMaxRedisUrlBytes) + " bytes";
+    return false;
+  }
+  for (unsigned char c : url) {
+    if (c < 0x20 || c == 0x7f) {
+      error = "contains a control character";
+      return false;
+    }
+  }
+  ParsedRedisUrl parsed;
+  bool ok = false;
+  if (starts_with_nocase(url, "redis://")) {
+    ok = parse_tcp(url.substr(8), parsed, error);
+  } else if (starts_with_nocase(url, "unix://")) {
+    ok = parse_unix(url.substr(7), parsed, error);
+  } else if (starts_with_nocase(url, "rediss://")) {
+    error = "TLS (rediss://) is not supported; use redis:// on a trusted network or unix://";
+  } else {
+    error = "must start with redis:// or unix://";
+  }
+  if (!ok) return false;
+  out = std::move(parsed);
+  return true;
+}
+
+// ---- the store ------------------------------------------------------------
+
+class RedisStore::Connection {
+ public:
+  Connection(redisContext* ctx, std::uint64_t generation) : ctx_(ctx), generation_(generation) {}
+  ~Connection() {
+    if (ctx_ != nullptr) redisFree(ctx_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  redisContext* get() const { return ctx_; }
+  std::uint64_t generation() const { return generation_; }
+  std::string error() const { return clip(ctx_->errstr); }
+
+  // One command, binary-safe arguments. nullptr on an I/O error (then the
+  // context is unusable: see error()).
+  Reply command(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    argv.reserve(args.size());
+    lens.reserve(args.size());
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    void* raw = redisCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), lens.data());
+    return Reply(static_cast<redisReply*>(raw));
+  }
+
+ private:
+  redisContext* ctx_;
+  std::uint64_t generation_;
+};
+
+namespace {
+
+bool is_error(const Reply& reply) {
+  return reply->type == REDIS_REPLY_ERROR;
+}
+
+std::string reply_text(const Reply& reply) {
+  return clip(reply->str != nullptr ? std::string(reply->str, reply->len) : std::string());
+}
+
+}  // namespace
+
+std::unique_ptr<RedisStore> RedisStore::create(const RedisStoreOptions& options, std::string& error,
+                                               const Clock* clock) {
+  ParsedRedisUrl url;
+  std::string url_error;
+  if (!parse_redis_url(options.url, url, url_error)) {
+    error = "url: " + url_error;
+    return nullptr;
+  }
+  if (options.connect_timeout.count() <= 0) {
+    error = "connect_timeout must be > 0 ms";
+    return nullptr;
+  }
+  if (options.command_timeout.count() <= 0) {
+    error = "command_timeout must be > 0 ms";
+    return nullptr;
+  }
+  if (options.retry_after.count() < 0) {
+    error = "retry_after must be >= 0 ms";
+    return nullptr;
+  }
+  if (options.key_prefix.size() > kMaxHitKeyBytes) {
+    error = "key_prefix is longer than " + std::to_string(kMaxHitKeyBytes) + " bytes";
+    return nullptr;
+  }
+  return std::unique_ptr<RedisStore>(new RedisStore(options, std::move(url), clock));
+}
+
+RedisStore::RedisStore(const RedisStoreOptions& options, ParsedRedisUrl url, const Clock* clock)
+    : options_(options),
+      url_(std::move(url)),
+      own_clock_(clock == nullptr ? std::make_unique<SystemClock>() : nullptr),
+      clock_(clock != nullptr ? *clock : *own_clock_),
+      nonce_prefix_(make_nonce_prefix()) {}
+
+RedisStore::~RedisStore() = default;
+
+RedisStore::Stats RedisStore::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+std::string RedisStore::last_error() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return last_error_;
+}
+
+void RedisStore::trip(const std::string& why, bool during_connect, std::uint64_t generation) {
+  std::vector<std::unique_ptr<Connection>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (during_connect) {
+      ++stats_.connect_failures;
+    } else {
+      ++stats_.io_errors;
+    }
+    last_error_ = why;
+    // A connection from before the last trip failing late (it was in flight
+    // on a hung Redis) says nothing new, and must not reopen a breaker that
+    // a successful probe has closed since.
+    if (generation != generation_) return;
+    breaker_open_ = true;
+    retry_at_ = clock_.steady() + options_.retry_after;
+    ++generation_;
+    dropped.swap(idle_);
+  }
+  // `dropped` closes its sockets here, outside the lock.
+}
+
+void RedisStore::note_error_reply(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.error_replies;
+  last_error_ = why;
+}
+
+std::unique_ptr<RedisStore::Connection> RedisStore::acquire() {
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!idle_.empty()) {
+      auto conn = std::move(idle_.back());
+      idle_.pop_back();
+      return conn;
+    }
+    if (breaker_open_) {
+      const auto now = clock_.steady();
+      if (now < retry_at_) {
+        ++stats_.short_circuited;
+        return nullptr;
+      }
+      // This caller probes; every other one keeps failing fast meanwhile, so
+      // a dead Redis sees one connect per retry_after, not one per request.
+      retry_at_ = now + options_.retry_after;
+    }
+    ++stats_.connects;
+    generation = generation_;
+  }
+  return connect(generation);
+}
+
+std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t generation) {
+  const timeval connect_tv = to_timeval(options_.connect_timeout);
+  redisContext* ctx = url_.kind == ParsedRedisUrl::Kind::tcp
+                          ? redisConnectWithTimeout(url_.host.c_str(), url_.port, connect_tv)
+                          : redisConnectUnixWithTimeout(url_.path.c_str(), connect_tv);
+  if (ctx == nullptr) {
+    trip("connect: out of memory", true, generation);
+    return nullptr;
+  }
+  auto conn = std::make_unique<Connection>(ctx, generation);
+  if (ctx->err != 0) {
+    trip("connect: " + conn->error(), true, generation);
+    return nullptr;
+  }
+  if (redisSetTimeout(ctx, to_timeval(options_.command_timeout)) != REDIS_OK) {
+    trip("connect: cannot set the command timeout", true, generation);
+    return nullptr;
+  }
+  SigpipeGuard guard;
+  if (!url_.password.empty()) {
+    std::vector<std::string> auth{"AUTH"};
+    if (!url_.user.empty()) auth.push_back(url_.user);
+    auth.push_back(url_.password);
+    Reply reply = conn->command(auth);
+    if (!reply) {
+      trip("AUTH: " + conn->error(), true, generation);
+      return nullptr;
+    }
+    // Redis's answer names no credential ("WRONGPASS invalid username-password pair").
+    if (is_error(reply)) {
+      trip("AUTH: " + reply_text(reply), true, generation);
+      return nullptr;
+    }
+  }
+  if (url_.db != 0) {
+    Reply reply = conn->command({"SELECT", std::to_string(url_.db)});
+    if (!reply) {
+      trip("SELECT: " + conn->error(), true, generation);
+      return nullptr;
+    }
+    if (is_error(reply)) {
+      trip("SELECT: " + reply_text(reply), true, generation);
+      return nullptr;
+    }
+  }
+  return conn;
+}
+
+void RedisStore::release(std::unique_ptr<Connection> conn) {
+  std::unique_ptr<Connection> stale;  // closed after the lock is released
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (conn->generation() != generation_) {
+    stale = std::move(conn);
+    return;
+  }
+  breaker_open_ = false;  // Redis answered: close the breaker
+  idle_.push_back(std::move(conn));
+}
+
+StoreStatus RedisStore::run_script(Script script, const std::vector<std::string>& keys,
+                                   const std::vector<std::string>& args,
+                                   std::vector<long long>& reply_ints) {
+  reply_ints.clear();
+  std::unique_ptr<Connection> conn = acquire();
+  if (!conn) return StoreStatus::unavailable;
+  SigpipeGuard guard;
+
+  const char* source = script == Script::check ? kCheckScript : kRefundScript;
+  std::string sha;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    sha = script == Script::check ? check_sha_ : refund_sha_;
+  }
+  // Loads the script (first use, or after Redis restarted or SCRIPT FLUSH).
+  auto load = [&]() -> StoreStatus {
+    Reply reply = conn->command({"SCRIPT", "LOAD", source});
+    if (!reply) {
+      trip("SCRIPT LOAD: " + conn->error(), false, conn->generation());
+      return StoreStatus::unavailable;
+    }
+    if (reply->type != REDIS_REPLY_STRING) {
+      note_error_reply("SCRIPT LOAD: " + (is_error(reply) ? reply_text(reply) : "bad reply"));
+      release(std::move(conn));
+      return StoreStatus::unavailable;
+    }
+    sha.assign(reply->str, reply->len);
+    std::lock_guard<std::mutex> lock(mutex_);
+    (script == Script::check ? check_sha_ : refund_sha_) = sha;
+    return StoreStatus::ok;
+  };
+  if (sha.empty() && load() != StoreStatus::ok) return StoreStatus::unavailable;
+
+  std::vector<std::string> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.push_back("EVALSHA");
+  argv.push_back(sha);
+  argv.push_back(std::to_string(keys.size()));
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+
+  Reply reply = conn->command(argv);
+  if (reply && is_error(reply) && reply_text(reply).compare(0, 8, "NOSCRIPT") == 0) {
+    if (load() != StoreStatus::ok) return StoreStatus::unavailable;
+    argv[1] = sha;
+    reply = conn->command(argv);
+  }
+  if (!reply) {
+    trip("EVALSHA: " + conn->error(), false, conn->generation());
+    return StoreStatus::unavailable;
+  }
+  if (is_error(reply)) {
+    note_error_reply("EVALSHA: " + reply_text(reply));
+    release(std::move(conn));
+    return StoreStatus::unavailable;
+  }
+  bool well_formed = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0;
+  for (std::size_t i = 0; well_formed && i < reply->elements; ++i) {
+    if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+      well_formed = false;
+    } else {
+      reply_ints.push_back(reply->element[i]->integer);
+    }
+  }
+  if (!well_formed) {
+    reply_ints.clear();
+    note_error_reply("EVALSHA: unexpected reply shape");
+    release(std::move(conn));
+    return StoreStatus::unavailable;
+  }
+  release(std::move(conn));
+  return StoreStatus::ok;
+}
+
+StoreStatus RedisStore::check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                                         ThrottleDecision& out) {
+  out = ThrottleDecision{};
+  if (hits.empty()) return StoreStatus::ok;
+  std::vector<std::string> keys;
+  std::vector<std::string> args;
+  keys.reserve(hits.size());
+  args.reserve(2 + 3 * hits.size());
+  args.push_back(std::to_string(now_ms));
+  args.push_back(nonce_prefix_ + ":" +
+                 std::to_string(nonce_counter_.fetch_add(1, std::memory_order_relaxed)));
+  for (const auto& hit : hits) {
+    if (!valid_hit(hit)) return StoreStatus::unavailable;
+    keys.push_back(options_.key_prefix + hit.key);
+    args.push_back(std::to_string(hit.limit));
+    args.push_back(std::to_string(hit.period_ms));
+    args.push_back(hit.enforce ? "1" : "0");
+  }
+  std::vector<long long> ints;
+  const StoreStatus status = run_script(Script::check, keys, args, ints);
+  if (status != StoreStatus::ok) return status;
+  if (ints.size() != hits.size() + 1) {
+    note_error_reply("EVALSHA: unexpected reply length");
+    return StoreStatus::unavailable;
+  }
+  out.allowed = ints[0] == 1;
+  out.wait_ms.assign(ints.begin() + 1, ints.end());
+  return StoreStatus::ok;
+}
+
+StoreStatus RedisStore::refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) {
+  if (hits.empty()) return StoreStatus::ok;
+  std::vector<std::string> keys;
+  keys.reserve(hits.size());
+  for (const auto& hit : hits) {
+    if (!valid_hit(hit)) return StoreStatus::unavailable;
+    keys.push_back(options_.key_prefix + hit.key);
+  }
+  std::vector<long long> ints;
+  return run_script(Script::refund, keys, {std::to_string(now_ms)}, ints);
+}
+
+StoreStatus RedisStore::ping() {
+  std::unique_ptr<Connection> conn = acquire();
+  if (!conn) return StoreStatus::unavailable;
+  SigpipeGuard guard;
+  Reply reply = conn->command({"PING"});
+  if (!reply) {
+    trip("PING: " + conn->error(), false, conn->generation());
+    return StoreStatus::unavailable;
+  }
+  if (reply->type != REDIS_REPLY_STATUS) {
+    note_error_reply("PING: " + (is_error(reply) ? reply_text(reply) : "bad reply"));
+    release(std::move(conn));
+    return StoreStatus::unavailable;
+  }
+  release(std::move(conn));
+  return StoreStatus::ok;
+}
+
+}  // namespace pvgate

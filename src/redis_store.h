@@ -1,0 +1,136 @@
+// The Redis engine of ThrottleStore: many pvgate hosts share their throttle
+// counts through one Redis. The only module that includes hiredis.
+//
+// Each check is one Lua script run server-side (EVALSHA), so the whole
+// check-and-commit across every hit is atomic with respect to every other
+// pvgate on every host. Every key carries a PEXPIRE, so idle keys vanish on
+// their own and Redis needs no cleanup job.
+//
+// A dead or hung Redis must not add seconds to every request: each connection
+// has a connect and a command timeout; on an I/O error the store opens a
+// circuit breaker and answers `unavailable` without touching the network until
+// `retry_after` has passed, then lets one caller probe. It recovers by itself.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "clock.h"
+#include "throttle_store.h"
+
+namespace pvgate {
+
+inline constexpr std::size_t kMaxRedisUrlBytes = 4096;
+inline constexpr std::size_t kMaxRedisHostBytes = 253;        // a DNS name's limit
+inline constexpr std::size_t kMaxRedisSocketPathBytes = 107;  // sizeof(sockaddr_un::sun_path) - 1
+inline constexpr std::int64_t kMaxRedisDb = 2147483647;
+
+struct ParsedRedisUrl {
+  enum class Kind { tcp, unix_socket };
+  Kind kind = Kind::tcp;
+  std::string host;      // tcp: a name, an IPv4 address or an IPv6 address (without brackets)
+  int port = 6379;       // tcp
+  std::string path;      // unix_socket: absolute path of the socket
+  std::string user;      // "" = none (AUTH <password>); else AUTH <user> <password> (Redis 6 ACL)
+  std::string password;  // "" = no AUTH
+  std::int64_t db = 0;   // SELECT db when not 0
+};
+
+// Accepts `redis://[[user]:password@]host[:port][/db]` (port 6379 and db 0 by
+// default; an IPv6 host in brackets; user and password may be %-encoded) and
+// `unix://[[user]:password@]/path/to/redis.sock[?db=N]`. On failure returns
+// false with `error` saying what is wrong; the error never quotes the URL, so
+// a password in it can never leak into a log.
+bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& error);
+
+struct RedisStoreOptions {
+  std::string url;
+  std::chrono::milliseconds connect_timeout{100};  // per connect attempt (DNS lookup excluded)
+  std::chrono::milliseconds command_timeout{100};  // per blocking read or write of a command
+  std::chrono::milliseconds retry_after{500};      // circuit breaker: wait between reconnect tries
+  std::string key_prefix = "pvgate:";              // Redis key = key_prefix + ThrottleHit::key
+};
+
+class RedisStore final : public ThrottleStore {
+ public:
+  // Counters for health reporting and tests; monotonic since construction.
+  struct Stats {
+    std::uint64_t connects = 0;          // connection attempts (each one touches the network)
+    std::uint64_t connect_failures = 0;  // connect, AUTH or SELECT failed
+    std::uint64_t io_errors = 0;         // a command on an established connection failed
+    std::uint64_t error_replies = 0;     // Redis answered with an error (other than NOSCRIPT)
+    std::uint64_t short_circuited = 0;   // calls answered `unavailable` by the open breaker
+  };
+
+  // Returns nullptr and an error (naming the option, never quoting the URL)
+  // when the options are invalid. Does not connect: the first call does, so
+  // pvgate starts even while Redis is down. `clock` (only its steady() is
+  // read, for the breaker) must outlive the store; nullptr = the system clock.
+  static std::unique_ptr<RedisStore> create(const RedisStoreOptions& options, std::string& error,
+                                            const Clock* clock = nullptr);
+
+  ~RedisStore() override;
+  RedisStore(const RedisStore&) = delete;
+  RedisStore& operator=(const RedisStore&) = delete;
+
+  // All three are safe to call from many threads at once and never throw.
+  // Hits that break ThrottleHit's documented ranges answer `unavailable`.
+  StoreStatus check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                               ThrottleDecision& out) override;
+  StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) override;
+  StoreStatus ping() override;
+
+  Stats stats() const;
+  // The last failure, for the log: a hiredis or Redis error text (no secret).
+  std::string last_error() const;
+
+ private:
+  class Connection;  // RAII owner of one redisContext*; defined in redis_store.cpp
+
+  RedisStore(const RedisStoreOptions& options, ParsedRedisUrl url, const Clock* clock);
+
+  enum class Script { check, refund };
+
+  // Takes an idle connection or opens one; nullptr while the breaker is open
+  // or when connecting fails (the breaker is then opened).
+  std::unique_ptr<Connection> acquire();
+  // Returns a connection that got an answer from Redis to the pool and
+  // closes the breaker, unless a trip() happened since it was opened.
+  void release(std::unique_ptr<Connection> conn);
+  // Connects, sets the command timeout, AUTH, SELECT; trips on failure.
+  std::unique_ptr<Connection> connect(std::uint64_t generation);
+  // Opens the breaker and drops every idle connection (they share the fate of
+  // the one that failed: a dead Redis would cost each of them a timeout).
+  // Only a failure of a current-generation connection trips.
+  void trip(const std::string& why, bool during_connect, std::uint64_t generation);
+  void note_error_reply(const std::string& why);
+
+  // Runs `script` by EVALSHA (SCRIPT LOAD first, and again on NOSCRIPT);
+  // fills `reply_ints` from its array-of-integers reply.
+  StoreStatus run_script(Script script, const std::vector<std::string>& keys,
+                         const std::vector<std::string>& args, std::vector<long long>& reply_ints);
+
+  const RedisStoreOptions options_;
+  const ParsedRedisUrl url_;
+  std::unique_ptr<Clock> own_clock_;  // set when no clock was passed in
+  const Clock& clock_;
+  const std::string nonce_prefix_;  // makes event members unique across processes and hosts
+  std::atomic<std::uint64_t> nonce_counter_{0};
+
+  mutable std::mutex mutex_;  // guards everything below
+  std::vector<std::unique_ptr<Connection>> idle_;
+  std::uint64_t generation_ = 0;  // bumped by trip(); older connections are not pooled again
+  bool breaker_open_ = false;
+  std::chrono::steady_clock::time_point retry_at_{};  // while open: next probe allowed at
+  std::string check_sha_;  // SHA1 of the scripts, as SCRIPT LOAD returned them
+  std::string refund_sha_;
+  Stats stats_;
+  std::string last_error_;
+};
+
+}  // namespace pvgate
