@@ -3,7 +3,8 @@
 
 Used by scripts/demo and by every tests/integration/test_*.py. Python 3 standard library only.
 
-    python3 scripts/stack.py start --dir /tmp/pvgate-demo [--port 8080]
+    python3 scripts/stack.py start --dir /tmp/pvgate-demo [--port 8080] [--workers 2]
+                                   [--throttle default]
     python3 scripts/stack.py status --dir /tmp/pvgate-demo
     python3 scripts/stack.py stop --dir /tmp/pvgate-demo
 
@@ -18,10 +19,21 @@ Everything lives in the run directory:
     mock.port mock.log  the mock upstream
     pvgate.yaml         pvgate's config (0600: it holds the merchant secret)
     pvgate.sock         pvgate's FastCGI socket (spawn-fcgi creates it)
-    pvgate.log          pvgate's stderr
+    pvgate.log          pvgate's stderr (every worker's), and spawn-fcgi's messages
+    pvgate.pids         with workers=N: the pids spawn-fcgi -F N forked (its -P file)
+    throttle/           the local (LMDB) throttle store, when the config has a throttle: section
     nginx.conf          from nginx/demo.conf.in; fastcgi_params beside it
     nginx-*.log nginx.pid nginx-tmp/
     stack.json          pids of what `start` launched, read by `stop`
+
+pvgate runs one of two ways. By default `spawn-fcgi -n` execs a single pvgate in place, so the
+stack's child *is* pvgate. With workers=N, `spawn-fcgi -F N` forks N pvgate processes sharing
+one listening socket and exits (-n cannot be combined with -F). Those workers are nobody's
+child then, so the stack finds them by scanning /proc for a pvgate whose command line holds
+this run directory's config path, and it re-reads a worker's start time (/proc/PID/stat) right
+before signalling it, so a reused pid is never hit. When the stack runs inside a long-lived
+Python process (tests), that process becomes a child subreaper so it can reap the workers and
+see their exit codes; otherwise (`stack.py start`) they are re-parented to init.
 
 Readiness is always a condition (port file written, socket present, HTTP answer), polled with a
 bounded deadline; a process that dies while being waited for fails the start at once, with the
@@ -29,17 +41,20 @@ tail of its log.
 """
 
 import argparse
+import ctypes
 import http.client
 import json
 import re
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -48,9 +63,11 @@ DEFAULT_PVGATE = REPO_DIR / "build" / "pvgate"
 MOCK = REPO_DIR / "tests" / "mock" / "mock_pipwave.py"
 MAKE_CERTS = REPO_DIR / "tests" / "mock" / "make_certs.sh"
 NGINX_TEMPLATE = REPO_DIR / "nginx" / "demo.conf.in"
+SHIPPED_CONFIG = REPO_DIR / "conf" / "pvgate.yaml"
 SYSTEM_FASTCGI_PARAMS = Path("/etc/nginx/fastcgi_params")
 
 START_TIMEOUT_S = 20.0   # per component
+RELOAD_TIMEOUT_S = 10.0  # SIGHUP until every pvgate process has logged the reload
 STOP_TIMEOUT_S = 15.0    # per process, after which it is killed
 POLL_S = 0.02
 LOG_TAIL_BYTES = 4000
@@ -133,6 +150,93 @@ def pid_alive(pid, starttime=None):
         return False
 
 
+def proc_cmdline(pid):
+    """The process's argv (list of str), or None when it is gone or a zombie (empty cmdline)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    if not raw:
+        return None
+    return raw.rstrip(b"\0").decode("utf-8", "replace").split("\0")
+
+
+def runs_config(argv, config_path):
+    """True when argv is a pvgate as the stack starts it: `BINARY --config config_path ...`
+    (the stack always puts --config first; spawn-fcgi and the sh wrapper have other argv[1])."""
+    return bool(argv) and argv[1:3] == ["--config", str(config_path)]
+
+
+def find_pvgate_processes(config_path):
+    """[(pid, starttime)] of every live (non-zombie) pvgate started with --config config_path,
+    found by scanning /proc. The run directory is private, so its config path identifies the
+    stack's workers and nothing else."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if not runs_config(proc_cmdline(pid), config_path):
+            continue
+        st = proc_starttime(pid)
+        if st is not None and pid_alive(pid, st):
+            found.append((pid, st))
+    return sorted(found)
+
+
+def signal_verified(pid, starttime, sig):
+    """Signals pid only if it is still the process that started at `starttime`. True if sent."""
+    if proc_starttime(pid) != starttime:
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def reap(pid):
+    """Collects pid's exit status if it is our child (or re-parented to us, a subreaper) and has
+    exited: the returncode in Popen's convention (-signal when killed), else None."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if got == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def become_subreaper():
+    """PR_SET_CHILD_SUBREAPER: orphans of our descendants (spawn-fcgi's workers once it exits)
+    are re-parented to this process, which can then reap them and read their exit codes. Best
+    effort: False where prctl is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0   # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def shipped_throttle_section(store_path):
+    """conf/pvgate.yaml's throttle: section, verbatim (the shipped default rules), with its
+    `path:` pointed at store_path. Raises StackError if the file's layout changed."""
+    lines = SHIPPED_CONFIG.read_text().splitlines()
+    try:
+        start = lines.index("throttle:")
+    except ValueError:
+        raise StackError(f"{SHIPPED_CONFIG}: no top-level throttle: section") from None
+    end = start + 1
+    while end < len(lines) and (not lines[end] or lines[end][0] in " \t"):
+        end += 1
+    section = lines[start:end]
+    paths = [i for i, l in enumerate(section) if re.match(r"^  path:", l)]
+    if len(paths) != 1:
+        raise StackError(f"{SHIPPED_CONFIG}: want exactly one `  path:` in throttle:")
+    section[paths[0]] = f"  path: {store_path}"
+    return "\n".join(section).rstrip() + "\n"
+
+
 class Stack:
     """One private stack. start() brings it up or raises StackError (after stopping whatever it
     had started); stop() ends every process it started and waits for each.
@@ -146,13 +250,20 @@ class Stack:
     in the server block; @SOCKET@ is replaced by the socket path), mock_args (more
     mock_pipwave.py options), mock_cert (certs/NAME.pem|.key the mock serves), ca_file
     (pvgate's ca_file; default certs/ca.pem), upstream_host (default 127.0.0.1),
-    nginx_keepalive, nginx_workers, pvgate_args (more pvgate options)."""
+    nginx_keepalive, nginx_workers, pvgate_args (more pvgate options),
+    workers (None: `spawn-fcgi -n`, one pvgate that is the stack's child; N: `spawn-fcgi -F N`,
+    N pvgate processes on one socket), throttle (None: no throttle: section; "default": the
+    shipped section of conf/pvgate.yaml; other text: the section's body, keys at column 0, to
+    which `store: local` and `path: RUN_DIR/throttle` are added unless it sets them),
+    upstream_url (default the mock), real_ip (nginx takes the client address from
+    X-Forwarded-For sent by loopback, so a test can pose as other clients; tests only)."""
 
     def __init__(self, run_dir, pvgate=None, port=None, threads=None, timeout_ms=10000,
                  connect_timeout_ms=3000, merchant="shop-a", api_key=None, api_secret=None,
                  secret_in_file=False, extra_pvgate_config="", extra_locations="",
                  mock_args=(), mock_cert="server", ca_file=None, upstream_host="127.0.0.1",
-                 nginx_keepalive=8, nginx_workers=1, pvgate_args=()):
+                 nginx_keepalive=8, nginx_workers=1, pvgate_args=(), workers=None,
+                 throttle=None, upstream_url=None, real_ip=False):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -174,6 +285,12 @@ class Stack:
         self.nginx_keepalive = nginx_keepalive
         self.nginx_workers = nginx_workers
         self.pvgate_args = list(pvgate_args)
+        self.workers = workers
+        self.throttle = throttle
+        self.upstream_url = upstream_url
+        self.real_ip = real_ip
+        self.worker_exits = {}   # pid -> returncode, for reaped workers (workers=N mode)
+        self._spawned = set()    # every worker pid spawn-fcgi reported, reaped at stop()
         self.procs = {}          # name -> Popen, in start order
         self.exit_codes = {}     # name -> returncode after stop()
         self.mock_port = None
@@ -198,6 +315,14 @@ class Stack:
         return self.run_dir / "pvgate.yaml"
 
     @property
+    def pid_file(self):
+        return self.run_dir / "pvgate.pids"
+
+    @property
+    def throttle_path(self):
+        return self.run_dir / "throttle"
+
+    @property
     def base_url(self):
         return f"http://127.0.0.1:{self.port}"
 
@@ -220,11 +345,12 @@ class Stack:
         for tool in ("nginx", "spawn-fcgi", "openssl"):
             find_tool(tool)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.workers is not None:
+            become_subreaper()
         try:
             self._make_certs()
             self._start_mock()
-            self._write_pvgate_config()
-            self._check_pvgate_config()
+            self.write_pvgate_config()
             self.start_pvgate()
             self._start_nginx()
             self._write_state()
@@ -283,15 +409,45 @@ class Stack:
 
         self.mock_port = self._wait("mock upstream", port, p, self.run_dir / "mock.log")
 
+    def _throttle_text(self):
+        """The throttle: section for pvgate.yaml ("" for none)."""
+        if self.throttle is None:
+            return ""
+        if self.throttle == "default":
+            return shipped_throttle_section(self.throttle_path)
+        body = textwrap.dedent(self.throttle).strip("\n")
+        head = []
+        if not re.search(r"^store:", body, re.M):
+            head.append("store: local")
+        if not re.search(r"^path:", body, re.M):
+            head.append(f"path: {self.throttle_path}")
+        return "throttle:\n" + textwrap.indent("\n".join(head + [body]), "  ") + "\n"
+
+    def write_pvgate_config(self, **changes):
+        """(Re)writes pvgate.yaml; keyword arguments change the corresponding options first
+        (throttle, upstream_url, timeout_ms, ...). Used by start() and reload_pvgate()."""
+        for k, v in changes.items():
+            if not hasattr(self, k):
+                raise TypeError(f"unknown stack option {k!r}")
+            setattr(self, k, v)
+        self._write_pvgate_config()
+        self._check_pvgate_config()
+
     def _write_pvgate_config(self):
         ca = self.ca_file or (self.certs / "ca.pem")
+        url = self.upstream_url or f"https://{self.upstream_host}:{self.mock_port}/phone-verify"
         lines = [
             "# Written by scripts/stack.py for a private demo/test stack.",
             "upstream:",
-            f"  url: https://{self.upstream_host}:{self.mock_port}/phone-verify",
+            f"  url: {url}",
             f"  ca_file: {ca}",
             f"  connect_timeout_ms: {self.connect_timeout_ms}",
             f"  timeout_ms: {self.timeout_ms}",
+        ]
+        throttle = self._throttle_text()
+        if throttle:
+            lines.append(throttle.rstrip("\n"))
+        lines += [
             "merchants:",
             f"  {self.merchant}:",
             f"    api_key: {self.api_key}",
@@ -321,22 +477,176 @@ class Stack:
                              f"(exit {r.returncode}):\n{r.stdout}{r.stderr}")
 
     def start_pvgate(self):
-        """(Re)starts pvgate under spawn-fcgi on the stack's socket; waits for the socket."""
+        """(Re)starts pvgate under spawn-fcgi on the stack's socket; waits for the socket (and
+        with workers=N for spawn-fcgi to report every worker started)."""
+        if self.workers is not None:
+            return self._start_workers()
         if "pvgate" in self.procs and self.procs["pvgate"].poll() is None:
             raise StackError("pvgate is already running")
         self.socket_path.unlink(missing_ok=True)
-        argv = [find_tool("spawn-fcgi"), "-n", "-s", str(self.socket_path), "-M", "0666", "--",
-                str(self.pvgate), "--config", str(self.pvgate_config)]
-        if self.threads is not None:
-            argv += ["--threads", str(self.threads)]
-        argv += self.pvgate_args
+        argv = [find_tool("spawn-fcgi"), "-n", "-s", str(self.socket_path), "-M", "0666",
+                "--"] + self._pvgate_argv()
         # spawn-fcgi -n creates the socket and execs pvgate in place: this pid is pvgate's.
         p = self._popen("pvgate", argv, "pvgate.log")
         self._wait("pvgate socket", self.socket_path.is_socket, p, self.pvgate_log)
 
+    def _pvgate_argv(self):
+        argv = [str(self.pvgate), "--config", str(self.pvgate_config)]
+        if self.threads is not None:
+            argv += ["--threads", str(self.threads)]
+        return argv + self.pvgate_args
+
+    def _start_workers(self):
+        """spawn-fcgi -F N: creates the socket, forks N pvgate processes on it (checking each
+        is still alive 100 ms later), writes their pids to pvgate.pids and exits. Returns the
+        pids."""
+        running = self.worker_pids()
+        if running:
+            raise StackError(f"pvgate workers already running: {[p for p, _ in running]}")
+        self.socket_path.unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
+        # In fork mode spawn-fcgi points each child's stdout and stderr at /dev/null, so a
+        # shell puts pvgate.log back before it execs pvgate (whose command line then is
+        # pvgate's own, as find_pvgate_processes expects).
+        redirect = f'exec "$0" "$@" >>{shlex.quote(str(self.pvgate_log))} 2>&1'
+        argv = [find_tool("spawn-fcgi"), "-F", str(self.workers), "-P", str(self.pid_file),
+                "-s", str(self.socket_path), "-M", "0666", "--",
+                "/bin/sh", "-c", redirect] + self._pvgate_argv()
+        p = self._popen("spawn-fcgi", argv, "pvgate.log")
+        try:
+            rc = p.wait(timeout=START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = None
+        del self.procs["spawn-fcgi"]
+        if rc != 0:
+            self.kill_workers()   # whichever did start
+            raise StackError(f"spawn-fcgi -F {self.workers} failed (exit {rc})\n"
+                             f"--- {self.pvgate_log} ---\n{tail(self.pvgate_log)}")
+        try:
+            spawned = [int(x) for x in self.pid_file.read_text().split()]
+        except (OSError, ValueError) as e:
+            raise StackError(f"spawn-fcgi left no usable pid file {self.pid_file}: {e}") \
+                from None
+        self._spawned.update(spawned)
+        # Each child is `sh -c 'exec pvgate ...'` until its exec: wait for all of them to be
+        # this stack's pvgate, failing at once if one is gone.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            live = self.worker_pids()
+            missing = sorted(set(spawned) - {pid for pid, _ in live})
+            dead = [pid for pid in missing if not pid_alive(pid)]
+            if len(spawned) != self.workers or dead or \
+                    (missing and time.monotonic() > deadline):
+                self.kill_workers()
+                for pid in missing:   # a child stuck before its exec (still sh)
+                    argv = proc_cmdline(pid) or []
+                    if str(self.pvgate_config) in argv and not dead:
+                        signal_verified(pid, proc_starttime(pid), signal.SIGKILL)
+                raise StackError(f"spawn-fcgi reported pids {spawned}; not running as this "
+                                 f"stack's pvgate: {missing} (gone: {dead})\n"
+                                 f"--- {self.pvgate_log} ---\n{tail(self.pvgate_log)}")
+            if not missing:
+                break
+            time.sleep(POLL_S)
+        self._wait("pvgate socket", self.socket_path.is_socket, None, self.pvgate_log)
+        if self.procs:
+            self._write_state()
+        return [pid for pid, _ in live]
+
+    def worker_pids(self):
+        """[(pid, starttime)] of the live pvgate processes of this stack (any mode), by /proc."""
+        found = find_pvgate_processes(self.pvgate_config)
+        for pid, _ in found:
+            self._reap_worker(pid)   # nothing to collect from a live one; keeps the table tidy
+        return found
+
+    def _reap_worker(self, pid):
+        rc = reap(pid)
+        if rc is not None:
+            self.worker_exits[pid] = rc
+        return rc
+
+    def _wait_workers_gone(self, workers, timeout):
+        """Polls until none of `workers` [(pid, starttime)] is alive (reaping those that are
+        our children). True if they all went within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for pid, _ in workers:
+                if pid not in self.worker_exits:
+                    self._reap_worker(pid)
+            if not any(pid_alive(pid, st) for pid, st in workers):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_S)
+
+    def kill_workers(self, sig=signal.SIGKILL, timeout=STOP_TIMEOUT_S):
+        """Sends `sig` (default SIGKILL) to every live pvgate process of this stack, each
+        after re-checking its start time, and waits until they are all gone (escalating to
+        SIGKILL after `timeout`). Returns the pids signalled. The socket file stays; nginx
+        gets connection errors until start_pvgate() spawns new workers on the same path."""
+        workers = self.worker_pids()
+        for pid, st in workers:
+            signal_verified(pid, st, sig)
+        if not self._wait_workers_gone(workers, timeout):
+            for pid, st in workers:
+                signal_verified(pid, st, signal.SIGKILL)
+            self._wait_workers_gone(workers, STOP_TIMEOUT_S)
+            self.exit_codes["pvgate_killed"] = True
+        if "pvgate" in self.procs:   # -n mode: the Popen is pvgate itself
+            self.procs["pvgate"].wait()
+        return [pid for pid, _ in workers]
+
+    def worker_exit_codes(self, pids):
+        """{pid: returncode} for those of `pids` this process reaped (a subreaper sees its
+        re-parented workers' codes; others are missing)."""
+        return {pid: self.worker_exits[pid] for pid in pids if pid in self.worker_exits}
+
+    def reload_pvgate(self, **changes):
+        """Rewrites pvgate.yaml with `changes` (see write_pvgate_config), sends SIGHUP to every
+        pvgate process and waits until each has logged that it loaded the file. Raises
+        StackError if one rejects it or the reloads do not all show up in time."""
+        self.write_pvgate_config(**changes)
+        marker = f"reload: configuration {self.pvgate_config} loaded"
+
+        def count(text):
+            return text.count(marker), text.count("reload rejected")
+
+        before, rejected_before = count(self.pvgate_log.read_text(errors="replace"))
+        workers = self.worker_pids()
+        if not workers:
+            raise StackError("reload: no pvgate process running")
+        sent = sum(signal_verified(pid, st, signal.SIGHUP) for pid, st in workers)
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        while True:
+            loaded, rejected = count(self.pvgate_log.read_text(errors="replace"))
+            if rejected > rejected_before:
+                raise StackError(f"reload rejected\n--- {self.pvgate_log} ---\n"
+                                 f"{tail(self.pvgate_log)}")
+            if loaded >= before + sent:
+                return sent
+            if time.monotonic() > deadline:
+                raise StackError(f"reload: {loaded - before} of {sent} pvgate processes "
+                                 f"logged the reload in {RELOAD_TIMEOUT_S:.0f}s\n"
+                                 f"--- {self.pvgate_log} ---\n{tail(self.pvgate_log)}")
+            time.sleep(POLL_S)
+
     def stop_pvgate(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT_S):
         """Signals pvgate and waits for it to exit: its exit code, or None if it had to be
-        killed after `timeout` seconds."""
+        killed after `timeout` seconds. With workers=N: 0 when every worker exited with 0
+        (or exited at all where its code cannot be seen), the first other code, or None."""
+        if self.workers is not None:
+            workers = self.worker_pids()
+            for pid, st in workers:
+                signal_verified(pid, st, sig)
+            if not self._wait_workers_gone(workers, timeout):
+                self.kill_workers(signal.SIGKILL)
+                return None
+            codes = self.worker_exit_codes([pid for pid, _ in workers])
+            bad = [c for c in codes.values() if c != 0]
+            return bad[0] if bad else 0
         p = self.procs["pvgate"]
         if p.poll() is None:
             p.send_signal(sig)
@@ -361,6 +671,8 @@ class Stack:
             # run directory; as root they may stay root (loopback-only demo/test stack).
             "USER_LINE": "user root;" if os.geteuid() == 0 else "",
             "EXTRA_LOCATIONS": self.extra_locations.replace("@SOCKET@", str(self.socket_path)),
+            "REAL_IP": ("set_real_ip_from 127.0.0.1;\n        real_ip_header X-Forwarded-For;"
+                        if self.real_ip else "# (none: the demo uses the peer address)"),
         }
         for k, v in values.items():
             template = template.replace(f"@{k}@", v)
@@ -414,11 +726,15 @@ class Stack:
         return status != 502
 
     def stop(self):
-        """Stops nginx, then pvgate (SIGTERM: it finishes requests in flight), then the mock;
-        each is waited for, and killed if it outlives STOP_TIMEOUT_S. Records exit codes."""
-        order = [n for n in ("nginx", "pvgate", "mock") if n in self.procs]
-        for name in order:
-            p = self.procs[name]
+        """Stops nginx, then pvgate (SIGTERM: it finishes requests in flight; with workers=N
+        every worker found in /proc), then the mock; each is waited for, and killed if it
+        outlives STOP_TIMEOUT_S. Records exit codes."""
+        for name in ("nginx", "pvgate", "spawn-fcgi", "mock"):
+            if name == "pvgate" and self.workers is not None:
+                self._stop_all_workers()
+            p = self.procs.get(name)
+            if p is None:
+                continue
             if p.poll() is None:
                 p.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
                 try:
@@ -429,6 +745,8 @@ class Stack:
                     self.exit_codes[name + "_killed"] = True
             self.exit_codes[name] = p.returncode
         # nginx workers die with their master; reap any straggler of nginx's process group.
+        for pid in self._spawned - set(self.worker_exits):   # one that died on its own
+            self._reap_worker(pid)
         if "nginx" in self.procs:
             try:
                 os.killpg(self.procs["nginx"].pid, signal.SIGKILL)
@@ -444,14 +762,25 @@ class Stack:
             pass
         return self.exit_codes
 
+    def _stop_all_workers(self):
+        """workers=N: SIGTERM every worker (they finish requests in flight), SIGKILL after
+        STOP_TIMEOUT_S; records exit_codes["pvgate"] as stop_pvgate() returns it."""
+        if self.worker_pids():
+            self.exit_codes["pvgate"] = self.stop_pvgate(signal.SIGTERM, STOP_TIMEOUT_S)
+            if self.exit_codes["pvgate"] is None:
+                self.exit_codes["pvgate_killed"] = True
+
     def _write_state(self):
         state = {
             "port": self.port,
             "url": self.url("/pvgate/"),
             "mock_port": self.mock_port,
             "merchant": self.merchant,
+            "config": str(self.pvgate_config),
             "pids": {n: {"pid": p.pid, "starttime": proc_starttime(p.pid)}
                      for n, p in self.procs.items()},
+            "workers": [{"pid": pid, "starttime": st} for pid, st in
+                        (self.worker_pids() if self.workers is not None else [])],
         }
         (self.run_dir / "stack.json").write_text(json.dumps(state, indent=2) + "\n")
 
@@ -495,6 +824,33 @@ class Stack:
 # -- CLI (the demo's start/stop) --------------------------------------------------------------
 
 
+def _cli_workers(state):
+    """[(pid, starttime)] of the stack's live pvgate workers: those stack.json recorded, plus any
+    pvgate in /proc running this run directory's config (workers restarted since)."""
+    found = {(w["pid"], w.get("starttime")) for w in state.get("workers", [])
+             if pid_alive(w["pid"], w.get("starttime"))}
+    if state.get("config"):
+        found.update(find_pvgate_processes(state["config"]))
+    return sorted(found)
+
+
+def _cli_stop_group(name, procs, sig):
+    """Signals every (pid, starttime) in procs (start time re-checked), waits for all, kills
+    stragglers after STOP_TIMEOUT_S. 0, or 1 if one had to be killed."""
+    procs = [(pid, st) for pid, st in procs if signal_verified(pid, st, sig)]
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while any(pid_alive(pid, st) for pid, st in procs) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    rc = 0
+    for pid, st in procs:
+        if pid_alive(pid, st):
+            print(f"stack.py: {name} (pid {pid}) did not stop in {STOP_TIMEOUT_S:.0f}s; killing")
+            signal_verified(pid, st, signal.SIGKILL)
+            rc = 1
+        print(f"stack.py: stopped {name} (pid {pid})")
+    return rc
+
+
 def cli_stop(run_dir):
     state_file = Path(run_dir) / "stack.json"
     if not state_file.exists():
@@ -505,20 +861,13 @@ def cli_stop(run_dir):
     rc = 0
     for name in ("nginx", "pvgate", "mock"):
         info = pids.get(name)
-        if not info:
-            continue
-        pid, st = info["pid"], info.get("starttime")
-        if not pid_alive(pid, st):
-            continue
-        os.kill(pid, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while pid_alive(pid, st) and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        if pid_alive(pid, st):
-            print(f"stack.py: {name} (pid {pid}) did not stop in {STOP_TIMEOUT_S:.0f}s; killing")
-            os.kill(pid, signal.SIGKILL)
-            rc = 1
-        print(f"stack.py: stopped {name} (pid {pid})")
+        if name == "pvgate":
+            group = _cli_workers(state)
+        elif info and pid_alive(info["pid"], info.get("starttime")):
+            group = [(info["pid"], info.get("starttime"))]
+        else:
+            group = []
+        rc |= _cli_stop_group(name, group, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
     state_file.unlink(missing_ok=True)
     return rc
 
@@ -534,6 +883,10 @@ def cli_status(run_dir):
         alive = pid_alive(info["pid"], info.get("starttime"))
         ok = ok and alive
         print(f"{name:7} pid {info['pid']:>7} {'running' if alive else 'NOT running'}")
+    for w in state.get("workers", []):
+        alive = pid_alive(w["pid"], w.get("starttime"))
+        ok = ok and alive
+        print(f"{'worker':7} pid {w['pid']:>7} {'running' if alive else 'NOT running'}")
     print(f"url     {state['url']}")
     return 0 if ok else 1
 
@@ -548,6 +901,12 @@ def main(argv=None):
     s.add_argument("--threads", type=int, default=None, help="pvgate --threads")
     s.add_argument("--timeout-ms", type=int, default=10000, help="upstream timeout_ms")
     s.add_argument("--merchant", default="shop-a", help="merchant name (pvgate.conf uses shop-a)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="pvgate processes (spawn-fcgi -F N; default one, spawn-fcgi -n)")
+    s.add_argument("--throttle", choices=("none", "default"), default="none",
+                   help="default: conf/pvgate.yaml's throttle: section, store in --dir")
+    s.add_argument("--fresh-store", action="store_true",
+                   help="start with an empty throttle store (removes --dir/throttle)")
     s.add_argument("--json", action="store_true", help="print stack.json instead of a summary")
     for name in ("stop", "status"):
         p = sub.add_parser(name)
@@ -562,7 +921,8 @@ def main(argv=None):
     state_file = Path(a.dir) / "stack.json"
     if state_file.exists():
         state = json.loads(state_file.read_text())
-        if any(pid_alive(i["pid"], i.get("starttime")) for i in state.get("pids", {}).values()):
+        if any(pid_alive(i["pid"], i.get("starttime")) for i in state.get("pids", {}).values()) \
+                or _cli_workers(state):
             print(f"stack.py: a stack is already running in {a.dir} ({state['url']}); "
                   f"stop it first: python3 {sys.argv[0]} stop --dir {a.dir}", file=sys.stderr)
             return 1
@@ -576,7 +936,10 @@ def main(argv=None):
                   "choose another with --port", file=sys.stderr)
             return 1
     st = Stack(a.dir, pvgate=a.pvgate, port=a.port, threads=a.threads, timeout_ms=a.timeout_ms,
-               merchant=a.merchant)
+               merchant=a.merchant, workers=a.workers,
+               throttle=None if a.throttle == "none" else a.throttle)
+    if a.fresh_store and st.throttle_path.exists():
+        shutil.rmtree(st.throttle_path)
     try:
         st.start()
     except StackError as e:
@@ -590,8 +953,11 @@ def main(argv=None):
     else:
         print(f"stack up in {st.run_dir}")
         print(f"  nginx   {st.url('/pvgate/')}  (pid {st.procs['nginx'].pid})")
-        print(f"  pvgate  {st.socket_path}  (pid {st.procs['pvgate'].pid}, "
-              f"log {st.pvgate_log})")
+        pids = [pid for pid, _ in st.worker_pids()]
+        print(f"  pvgate  {st.socket_path}  (pid{'s' if len(pids) > 1 else ''} "
+              f"{', '.join(map(str, pids))}, log {st.pvgate_log})")
+        if st.throttle is not None:
+            print(f"  throttle store {st.throttle_path} (rules: {st.pvgate_config})")
         print(f"  mock    https://127.0.0.1:{st.mock_port}/phone-verify  "
               f"(pid {st.procs['mock'].pid}, log {st.run_dir / 'mock.log'})")
     return 0

@@ -323,7 +323,9 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
                          });
   if (!good_name) r.error(key_node, path, "merchant names are 1-64 of A-Z a-z 0-9 - _ .");
   if (!r.is_map(node, path)) return;
-  r.only_keys(node, path, {"api_key", "api_secret", "api_secret_file"});
+  r.only_keys(node, path,
+              {"api_key", "api_secret", "api_secret_file", "allowed_origins",
+               "allow_missing_origin", "user_id_param"});
   MerchantConfig m;
   m.name = name;
   if (r.string(node, path, "api_key", m.api_key, true, &key_node) &&
@@ -358,6 +360,37 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   if (secret_read && m.api_secret.empty()) r.error(node, path + ".api_secret", "must not be empty");
   if (!m.api_secret.empty() && !printable_token(m.api_secret)) {
     r.error(node, path + ".api_secret", "must be printable characters, no spaces");
+  }
+  if (const YAML::Node origins = node["allowed_origins"]) {
+    for (const auto& [value, at] : scalars(r, origins, path + ".allowed_origins")) {
+      const std::string origin = normalize_origin(value);
+      if (origin.empty() || value.find('*') != std::string::npos) {
+        r.error(at, path + ".allowed_origins",
+                "'" + value + "' is not an origin like https://shop.example (no wildcards)");
+        continue;
+      }
+      m.allowed_origins.push_back(origin);
+    }
+  } else {
+    r.warn(key_node, path,
+           "no allowed_origins: any web page can make its visitors' browsers send tokens");
+  }
+  if (const YAML::Node missing = node["allow_missing_origin"]) {
+    if (missing.IsScalar() && (missing.Scalar() == "true" || missing.Scalar() == "false")) {
+      m.allow_missing_origin = missing.Scalar() == "true";
+    } else {
+      r.error(missing, path + ".allow_missing_origin", "must be true or false");
+    }
+  }
+  if (r.string(node, path, "user_id_param", m.user_id_param, false)) {
+    const bool good =
+        !m.user_id_param.empty() && m.user_id_param.size() <= 64 &&
+        std::all_of(m.user_id_param.begin(), m.user_id_param.end(),
+                    [](unsigned char c) { return std::isupper(c) || std::isdigit(c) || c == '_'; });
+    if (!good) {
+      r.error(node["user_id_param"], path + ".user_id_param",
+              "must be a FastCGI param name: 1-64 of A-Z 0-9 _");
+    }
   }
   config.merchants.emplace(name, std::move(m));
 }
@@ -464,6 +497,36 @@ bool is_ipv4_loopback(const std::string& host) {
 }
 
 }  // namespace
+
+std::string normalize_origin(const std::string& url) {
+  std::string lower = url;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string scheme;
+  if (lower.rfind("https://", 0) == 0) {
+    scheme = "https";
+  } else if (lower.rfind("http://", 0) == 0) {
+    scheme = "http";
+  } else {
+    return {};
+  }
+  std::string rest = lower.substr(scheme.size() + 3);
+  const std::size_t end = rest.find_first_of("/?#");
+  std::string authority = rest.substr(0, end);
+  if (authority.empty() || authority.find('@') != std::string::npos) return {};
+  const bool allowed = std::all_of(authority.begin(), authority.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+  });
+  if (!allowed) return {};
+  const std::string default_port = scheme == "https" ? ":443" : ":80";
+  if (authority.size() > default_port.size() &&
+      authority.compare(authority.size() - default_port.size(), default_port.size(),
+                        default_port) == 0) {
+    authority.resize(authority.size() - default_port.size());
+  }
+  if (authority.empty() || authority.front() == ':') return {};
+  return scheme + "://" + authority;
+}
 
 std::string_view key_part_name(KeyPart part) {
   switch (part) {

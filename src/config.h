@@ -27,7 +27,16 @@ struct MerchantConfig {
   std::string name;
   std::string api_key;     // Pipwave's merchant key, 1-32 printable characters
   std::string api_secret;  // never logged, never sent
+  // Browser origins ("https://shop.example", lower case, no path) allowed to
+  // call; empty = any origin (pvgate warns at start-up).
+  std::vector<std::string> allowed_origins;
+  bool allow_missing_origin = false;  // accept requests with neither Origin nor Referer
+  std::string user_id_param;          // FastCGI param holding the user id; "" = from the client
 };
+
+// "https://Shop.Example:443/x?y" -> "https://shop.example" (default ports
+// dropped, path removed); "" when it is not an http(s) URL with a host.
+std::string normalize_origin(const std::string& url);
 
 enum class LogLevel { debug, info, warn, error };
 

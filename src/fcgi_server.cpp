@@ -354,6 +354,14 @@ void FcgiServer::serve(FCGX_Request& request) {
     if (merchant != nullptr) http.merchant = merchant;
     http.remote_addr = param(request, "REMOTE_ADDR");
     http.request_id = param(request, "PVGATE_REQUEST_ID");
+    http.origin = param(request, "HTTP_ORIGIN");
+    http.referer = param(request, "HTTP_REFERER");
+    char** envp = request.envp;
+    http.param = [envp](const std::string& name) -> std::optional<std::string> {
+      const char* v = FCGX_GetParam(name.c_str(), envp);
+      if (v == nullptr) return std::nullopt;
+      return std::string(v);
+    };
 
     // Read at most limit + 1 bytes: enough to tell "over the limit".
     const std::size_t want = std::min(http.content_length, options_.max_body_bytes + 1);

@@ -19,8 +19,9 @@ struct Handler::Trace {
   std::int64_t upstream_status = -1;
   long upstream_http = 0;
   long upstream_ms = -1;
-  std::string detail;    // why, for the operator; never secret, never a phone number
-  std::string throttle;  // per-rule decisions, keys masked
+  std::string detail;       // why, for the operator; never secret, never a phone number
+  std::string throttle;     // per-rule decisions, keys masked
+  std::string cors_origin;  // the request's Origin when the merchant allows it
 };
 
 namespace {
@@ -91,7 +92,7 @@ HttpReply Handler::handle(const HttpRequest& request) {
     result = local_result(Outcome::misconfigured);
     trace.detail = "internal error";
   }
-  HttpReply reply = make_reply(result);
+  HttpReply reply = make_reply(result, trace.cors_origin);
 
   const LogLevel level = reply.status >= 500 ? LogLevel::warn : LogLevel::info;
   if (log_.enabled(level)) {
@@ -123,9 +124,6 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
   if (!action) return local_result(Outcome::not_found);
   trace.action = std::string(action_name(*action));
 
-  // method
-  if (request.method != "POST") return local_result(Outcome::method_not_allowed);
-
   // merchant: a server-side setting, so a miss is a misconfiguration.
   const MerchantConfig* merchant = config.find_merchant(request.merchant, request.merchant_given);
   if (merchant == nullptr) {
@@ -135,6 +133,30 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
     return local_result(Outcome::misconfigured);
   }
   trace.merchant = merchant->name;
+
+  // origin: a hostile page could make its visitors' browsers send tokens, so
+  // a listed merchant refuses any other Origin (or Referer) before anything else.
+  if (!merchant->allowed_origins.empty()) {
+    const bool none = request.origin.empty() && request.referer.empty();
+    const std::string claimed =
+        normalize_origin(!request.origin.empty() ? request.origin : request.referer);
+    const auto& list = merchant->allowed_origins;
+    const bool listed =
+        !claimed.empty() && std::find(list.begin(), list.end(), claimed) != list.end();
+    if (none ? !merchant->allow_missing_origin : !listed) {
+      trace.detail =
+          none
+              ? "no Origin or Referer"
+              : "origin " + quoted(!request.origin.empty() ? request.origin : request.referer, 80) +
+                    " not allowed";
+      return local_result(Outcome::origin_denied);
+    }
+    if (!request.origin.empty()) trace.cors_origin = claimed;
+  }
+
+  // method: OPTIONS is a CORS preflight; anything else but POST is refused.
+  if (request.method == "OPTIONS") return local_result(Outcome::preflight);
+  if (request.method != "POST") return local_result(Outcome::method_not_allowed);
 
   // size (cheap, before any parsing)
   if (request.content_length > config.max_body_bytes ||
@@ -161,8 +183,21 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
 
   // validate
   ClientFields client;
-  if (auto bad = validate_fields(*action, fields, client)) {
+  const bool user_from_server = !merchant->user_id_param.empty();
+  if (auto bad = validate_fields(*action, fields, client, user_from_server)) {
     return local_result(Outcome::invalid_input, bad->message);
+  }
+  if (user_from_server) {
+    // Set by nginx after its own authentication (auth_request): trusted, but
+    // still checked, since it is signed like any other field.
+    const std::optional<std::string> user =
+        request.param ? request.param(merchant->user_id_param) : std::nullopt;
+    if (!user || !valid_user_id(*user)) {
+      trace.detail = "FastCGI param " + merchant->user_id_param +
+                     (user ? " is not a valid user id" : " is not set (is nginx authenticating?)");
+      return local_result(Outcome::misconfigured);
+    }
+    client.user_id = *user;
   }
   if (client.contact_no) trace.phone = client.dialing_code + mask_phone(*client.contact_no);
 

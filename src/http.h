@@ -1,6 +1,7 @@
 // The request and reply as the handler sees them: plain data, no libfcgi.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +19,10 @@ struct HttpRequest {
   bool merchant_given = false;
   std::string remote_addr;  // REMOTE_ADDR
   std::string request_id;   // PVGATE_REQUEST_ID (nginx $request_id), may be empty
+  std::string origin;       // HTTP_ORIGIN
+  std::string referer;      // HTTP_REFERER
+  // Any other FastCGI param by name (nullopt when absent); may be unset in tests.
+  std::function<std::optional<std::string>(const std::string&)> param;
 };
 
 struct HttpReply {

@@ -56,7 +56,9 @@ std::int64_t wait_for(const Log& log, const ThrottleHit& hit, std::int64_t now) 
   if (live < hit.limit) return 0;
   // The limit-th newest event decides when a slot frees.
   const std::int64_t pivot = *(log.stamps.end() - hit.limit);
-  return std::max<std::int64_t>(1, pivot + hit.period_ms - now);
+  // An event stamped later than `now` (another worker's clock read a moment
+  // after ours) must not make the wait longer than one period.
+  return std::clamp<std::int64_t>(pivot + hit.period_ms - now, 1, hit.period_ms);
 }
 
 void record(Log& log, const ThrottleHit& hit, std::int64_t now) {

@@ -30,7 +30,12 @@ void print_config_summary(const pvgate::Config& config) {
             << " bytes\n"
             << "  request body <= " << config.max_body_bytes << " bytes\n";
   for (const auto& [name, m] : config.merchants) {
-    std::cout << "  merchant " << name << " (api_key set, api_secret set)\n";
+    std::string origins;
+    for (const auto& o : m.allowed_origins) origins += (origins.empty() ? "" : " ") + o;
+    std::cout << "  merchant " << name << ": api_key set, api_secret set; origins: "
+              << (origins.empty() ? "ANY (set allowed_origins)" : origins)
+              << (m.allow_missing_origin ? ", or none" : "")
+              << (m.user_id_param.empty() ? "" : "; user id from param " + m.user_id_param) << "\n";
   }
   const pvgate::ThrottleConfig& t = config.throttle;
   if (!t.enabled) {

@@ -28,6 +28,10 @@ int http_status(Outcome outcome) {
       return 415;
     case Outcome::country_denied:
       return 403;
+    case Outcome::origin_denied:
+      return 403;
+    case Outcome::preflight:
+      return 204;
     case Outcome::store_unavailable:
       return 503;
     case Outcome::bad_gateway:
@@ -62,6 +66,10 @@ std::string_view outcome_name(Outcome outcome) {
       return "unsupported_media";
     case Outcome::country_denied:
       return "country_denied";
+    case Outcome::origin_denied:
+      return "origin_denied";
+    case Outcome::preflight:
+      return "preflight";
     case Outcome::store_unavailable:
       return "store_unavailable";
     case Outcome::bad_gateway:
@@ -98,6 +106,13 @@ Result local_result(Outcome outcome, std::string message) {
     case Outcome::not_found:
       r.body_status = 404;
       if (message.empty()) message = "Unknown route; use send-token or verify-token-answer.";
+      break;
+    case Outcome::origin_denied:
+      r.body_status = 403;
+      if (message.empty()) message = "This site is not allowed to use phone verification.";
+      break;
+    case Outcome::preflight:
+      r.body_status = 204;
       break;
     case Outcome::country_denied:
       r.body_status = 5001;
@@ -142,11 +157,22 @@ Outcome classify_upstream_status(std::int64_t status) {
   }
 }
 
-HttpReply make_reply(const Result& result) {
+HttpReply make_reply(const Result& result, const std::string& cors_origin) {
   HttpReply reply;
   reply.status = http_status(result.outcome);
   reply.headers.emplace_back("Cache-Control", "no-store");
   reply.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  if (!cors_origin.empty()) {
+    // Never "*": only an origin the merchant listed, echoed back.
+    reply.headers.emplace_back("Access-Control-Allow-Origin", cors_origin);
+    reply.headers.emplace_back("Vary", "Origin");
+  }
+  if (result.outcome == Outcome::preflight) {
+    reply.headers.emplace_back("Access-Control-Allow-Methods", "POST");
+    reply.headers.emplace_back("Access-Control-Allow-Headers", "Content-Type");
+    reply.headers.emplace_back("Access-Control-Max-Age", "600");
+    return reply;  // 204: no body
+  }
   std::optional<std::int64_t> wait = result.seconds_till_resend;
   if (result.outcome == Outcome::method_not_allowed) reply.headers.emplace_back("Allow", "POST");
   if (result.outcome == Outcome::too_frequent) {

@@ -21,6 +21,8 @@ enum class Outcome {
   payload_too_large,   // body over the limit: 413
   unsupported_media,   // content type not JSON or form: 415
   country_denied,      // dialing code outside throttle.countries: 403 / 5001
+  origin_denied,       // Origin/Referer not in the merchant's allowed_origins: 403 / 403
+  preflight,           // CORS preflight (OPTIONS) from an allowed origin: 204, no body
   store_unavailable,   // throttle store failed and on_store_error is deny: 503
   bad_gateway,         // upstream fault or merchant-setup status; detail only in the log: 502
   gateway_timeout,     // upstream did not answer in time: 504
@@ -46,6 +48,7 @@ Outcome classify_upstream_status(std::int64_t status);
 
 // Renders a result: HTTP status, Content-Type/Cache-Control, Allow for 405,
 // Retry-After for 429; message cleaned of control characters, <= 255 bytes.
-HttpReply make_reply(const Result& result);
+// `cors_origin` (an allowed origin, or "") adds Access-Control-Allow-Origin.
+HttpReply make_reply(const Result& result, const std::string& cors_origin = {});
 
 }  // namespace pvgate

@@ -41,7 +41,7 @@ for i = 1, #KEYS do
   if nth[2] then
     local leaves = tonumber(nth[2]) + period
     if leaves > now then
-      wait = leaves - now
+      wait = math.min(leaves - now, period)
       if ARGV[3 * i + 2] == '1' then allowed = false end
     end
   end

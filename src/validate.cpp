@@ -80,8 +80,8 @@ bool valid_answer(std::string_view v) {
   return !v.empty() && v.size() <= 6 && std::all_of(v.begin(), v.end(), is_alnum);
 }
 
-std::optional<FieldError> validate_fields(Action action, const FieldList& fields,
-                                          ClientFields& out) {
+std::optional<FieldError> validate_fields(Action action, const FieldList& fields, ClientFields& out,
+                                          bool user_from_server) {
   out = ClientFields{};
   std::array<bool, kRules.size()> seen{};
   for (const auto& [name, value] : fields) {
@@ -91,6 +91,9 @@ std::optional<FieldError> validate_fields(Action action, const FieldList& fields
     const FieldRule* rule = find_rule(name);
     if (rule == nullptr || (rule->verify_only && action != Action::verify_token_answer)) {
       return error(name, "unknown field '" + name + "'");
+    }
+    if (rule->slot == Slot::user_id && user_from_server) {
+      return error(name, "field 'user_id' is set by the server for this site and must not be sent");
     }
     const auto index = static_cast<std::size_t>(rule - kRules.data());
     if (seen[index]) return error(name, "field '" + name + "' given more than once");
@@ -121,6 +124,7 @@ std::optional<FieldError> validate_fields(Action action, const FieldList& fields
   }
   for (const auto& rule : kRules) {
     const bool required = rule.slot != Slot::contact_no &&
+                          !(rule.slot == Slot::user_id && user_from_server) &&
                           (!rule.verify_only || action == Action::verify_token_answer);
     const auto index = static_cast<std::size_t>(&rule - kRules.data());
     if (required && !seen[index])

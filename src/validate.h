@@ -47,7 +47,9 @@ bool valid_answer(std::string_view v);        // 1-6 of [A-Za-z0-9]
 // Checks the whole field list for `action`: no duplicates, no unknown
 // fields, none of the server-owned fields (api_key, api_secret, signature,
 // timestamp, action), every required field present and well-formed.
-std::optional<FieldError> validate_fields(Action action, const FieldList& fields,
-                                          ClientFields& out);
+// With `user_from_server` (the merchant's user_id_param), user_id is not
+// required and a client that sends it is refused: the server provides it.
+std::optional<FieldError> validate_fields(Action action, const FieldList& fields, ClientFields& out,
+                                          bool user_from_server = false);
 
 }  // namespace pvgate

@@ -112,15 +112,18 @@ class Ctx:
             self.responses.append(resp)
         return resp
 
-    def post_json(self, route, obj, **kw):
+    def post_json(self, route, obj, headers=None, **kw):
+        """POSTs obj as JSON to /pvgate/<route>; `headers` adds request headers (e.g.
+        X-Forwarded-For on a stack with real_ip=True)."""
         body = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
         return self.request("POST", "/pvgate/" + route, body,
-                            {"Content-Type": "application/json"}, **kw)
+                            {"Content-Type": "application/json", **(headers or {})}, **kw)
 
-    def post_form(self, route, pairs, **kw):
+    def post_form(self, route, pairs, headers=None, **kw):
         body = pairs if isinstance(pairs, (str, bytes)) else urllib.parse.urlencode(pairs)
         return self.request("POST", "/pvgate/" + route, body,
-                            {"Content-Type": "application/x-www-form-urlencoded"}, **kw)
+                            {"Content-Type": "application/x-www-form-urlencoded",
+                             **(headers or {})}, **kw)
 
     def send_token(self, user_id=None, dial="60", contact=None, **kw):
         obj = {"user_id": user_id or self.unique(), "contact_no_country_dialing_code": dial,

@@ -236,7 +236,7 @@ def reserved_fields(ctx):
 
 
 def method_not_allowed(ctx):
-    for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS"):
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
         for route in (SEND, VERIFY):
             body = json.dumps(fields(ctx)) if method in ("PUT", "PATCH") else None
             hdrs = {"Content-Type": "application/json"} if body else {}
@@ -244,6 +244,18 @@ def method_not_allowed(ctx):
             expect(r, 405, 400)
             check(r.header("Allow") == "POST",
                   f"Allow header is {r.header('Allow')!r}, want 'POST'\n      " + r.describe())
+
+
+def options_is_a_preflight(ctx):
+    # OPTIONS is a CORS preflight: 204, no body. This merchant lists no
+    # allowed_origins, so no Access-Control-Allow-Origin is ever granted.
+    for route in (SEND, VERIFY):
+        r = ctx.not_forwarded(lambda: ctx.request(
+            "OPTIONS", "/pvgate/" + route, None,
+            {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"}))
+        check(r.status == 204, "want 204\n      " + r.describe())
+        check(r.header("Access-Control-Allow-Origin") is None,
+              "no allowed_origins, yet ACAO granted\n      " + r.describe())
 
 
 def head_not_allowed(ctx):
@@ -340,6 +352,7 @@ CASES += [
     ("unknown field -> 400/9001 naming it", unknown_field),
     ("client sends api_key/api_secret/signature/timestamp/action -> 400", reserved_fields),
     ("not POST -> 405 + Allow: POST", method_not_allowed),
+    ("OPTIONS -> 204 preflight, no CORS grant without allowed_origins", options_is_a_preflight),
     ("HEAD -> 405", head_not_allowed),
     ("unknown route -> 404", unknown_route),
     ("route by last path segment", route_by_last_segment),

@@ -279,3 +279,27 @@ TEST_CASE("throttle.redis is validated at load time and never echoed") {
   CHECK(has_error(r, "t:9: throttle.redis:"));
   for (const auto& e : r.errors) CHECK(e.find("hunter2") == std::string::npos);
 }
+
+TEST_CASE("origins are normalised; wildcards and non-URLs are errors; none is a warning") {
+  CHECK(normalize_origin("https://Shop.Example") == "https://shop.example");
+  CHECK(normalize_origin("https://shop.example:443/path?q") == "https://shop.example");
+  CHECK(normalize_origin("http://shop.example:80") == "http://shop.example");
+  CHECK(normalize_origin("http://shop.example:8080") == "http://shop.example:8080");
+  CHECK(normalize_origin("https://[::1]:8443") == "https://[::1]:8443");
+  CHECK(normalize_origin("null").empty());
+  CHECK(normalize_origin("ftp://x").empty());
+  CHECK(normalize_origin("https://user@x").empty());
+  CHECK(normalize_origin("https://").empty());
+  const std::string head =
+      "upstream:\n  url: https://h/x\nmerchants:\n  m:\n    api_key: k\n    api_secret: s\n";
+  auto r = load_config_text(head, "t");
+  REQUIRE(r.config);
+  bool warned = false;
+  for (const auto& w : r.warnings) warned |= w.find("no allowed_origins") != std::string::npos;
+  CHECK(warned);
+  r = load_config_text(head + "    allowed_origins: [\"https://*.shop.example\", nonsense]\n", "t");
+  CHECK_FALSE(r.config);
+  CHECK(r.errors.size() == 2);
+  r = load_config_text(head + "    user_id_param: lower-case\n", "t");
+  CHECK(has_error(r, "merchants.m.user_id_param"));
+}

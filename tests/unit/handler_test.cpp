@@ -385,3 +385,110 @@ TEST_CASE_METHOD(ThrottledFixture, "wrong answers lock the reference") {
   CHECK(throttled.handle(request("verify-token-answer", verify)).status == 429);
   CHECK(upstream.calls.size() == 2);
 }
+
+namespace {
+
+const char* kOrigins = R"(upstream:
+  url: https://staging-api.pipwave.com/phone-verify
+merchants:
+  shop-a:
+    api_key: sdvdas23t3btg34bhb
+    api_secret: my_api_secret
+    allowed_origins: [https://shop.example, "http://localhost:8080"]
+  shop-b:
+    api_key: kb
+    api_secret: sb
+    allowed_origins: [https://b.example]
+    allow_missing_origin: true
+    user_id_param: PVGATE_USER_ID
+)";
+
+struct OriginFixture : Fixture {
+  OriginFixture() { holder.set(load_config_text(kOrigins, "t").config); }
+  HttpRequest from(const std::string& origin, const std::string& referer = {},
+                   const std::string& merchant = "shop-a") {
+    HttpRequest r = request("send-token", kSend);
+    r.origin = origin;
+    r.referer = referer;
+    r.merchant = merchant;
+    return r;
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(OriginFixture, "an allowed Origin is served and echoed, never as *") {
+  const HttpReply reply = handler.handle(from("https://shop.example"));
+  CHECK(reply.status == 200);
+  CHECK(header(reply, "Access-Control-Allow-Origin") == "https://shop.example");
+  CHECK(header(reply, "Vary") == "Origin");
+  CHECK(handler.handle(from("HTTPS://SHOP.EXAMPLE:443")).status == 200);
+  CHECK(handler.handle(from("http://localhost:8080")).status == 200);
+}
+
+TEST_CASE_METHOD(OriginFixture, "other origins are refused with 403 before anything else") {
+  for (const char* bad :
+       {"https://evil.example", "http://shop.example", "https://shop.example.evil", "null",
+        "https://shop.example:8443", "file://"}) {
+    INFO(bad);
+    HttpRequest r = from(bad);
+    r.method = "GET";           // would be 405 ...
+    r.content_type = "text/x";  // ... or 415, but the origin is checked first
+    const HttpReply reply = handler.handle(r);
+    CHECK(reply.status == 403);
+    CHECK(body_of(reply)["status"] == 403);
+    CHECK(header(reply, "Access-Control-Allow-Origin").empty());
+  }
+  CHECK(upstream.calls.empty());
+}
+
+TEST_CASE_METHOD(OriginFixture,
+                 "without Origin the Referer decides; with neither, allow_missing_origin") {
+  CHECK(handler.handle(from("", "https://shop.example/checkout?step=2")).status == 200);
+  CHECK(handler.handle(from("", "https://evil.example/shop.example")).status == 403);
+  CHECK(handler.handle(from("", "")).status == 403);  // shop-a: allow_missing_origin false
+  HttpRequest b = from("", "", "shop-b");
+  b.body = "contact_no_country_dialing_code=60&contact_no=123456789";
+  b.content_length = b.body.size();
+  b.param = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "PVGATE_USER_ID") return std::string("server-user-7");
+    return std::nullopt;
+  };
+  CHECK(handler.handle(b).status == 200);
+  CHECK(json::parse(upstream.calls.back().body)["user_id"] == "server-user-7");
+}
+
+TEST_CASE_METHOD(OriginFixture, "CORS preflight: 204 with the allowed origin, 403 otherwise") {
+  HttpRequest pre = from("https://shop.example");
+  pre.method = "OPTIONS";
+  pre.body.clear();
+  pre.content_type.clear();
+  HttpReply reply = handler.handle(pre);
+  CHECK(reply.status == 204);
+  CHECK(reply.body.empty());
+  CHECK(header(reply, "Access-Control-Allow-Origin") == "https://shop.example");
+  CHECK(header(reply, "Access-Control-Allow-Methods") == "POST");
+  CHECK(header(reply, "Access-Control-Allow-Headers") == "Content-Type");
+  pre.origin = "https://evil.example";
+  reply = handler.handle(pre);
+  CHECK(reply.status == 403);
+  CHECK(upstream.calls.empty());
+}
+
+TEST_CASE_METHOD(OriginFixture, "user_id_param: the server's user id, a client's own is refused") {
+  HttpRequest r = from("https://b.example", "", "shop-b");
+  r.param = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "PVGATE_USER_ID") return std::string("alice");
+    return std::nullopt;
+  };
+  HttpReply reply = handler.handle(r);  // kSend carries user_id
+  CHECK(reply.status == 400);
+  CHECK(body_of(reply)["message"].get<std::string>().find("user_id") != std::string::npos);
+  r.body = "contact_no_country_dialing_code=60&contact_no=123456789";
+  r.content_length = r.body.size();
+  CHECK(handler.handle(r).status == 200);
+  CHECK(json::parse(upstream.calls.back().body)["user_id"] == "alice");
+  r.param = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  CHECK(handler.handle(r).status == 500);  // nginx did not authenticate: misconfiguration
+  CHECK(upstream.calls.size() == 1);
+}

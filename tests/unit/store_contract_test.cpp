@@ -141,3 +141,14 @@ TEMPLATE_TEST_CASE("store contract: ping", "[store]", LmdbFactory, RedisFactory)
   auto store = TestType::make();
   CHECK(store->ping() == StoreStatus::ok);
 }
+
+TEMPLATE_TEST_CASE("store contract: a wait never exceeds the period", "[store]", LmdbFactory,
+                   RedisFactory) {
+  // Another worker stamped its event 5 ms after this caller read the clock.
+  auto store = TestType::make();
+  const std::vector<ThrottleHit> hits{hit("c:skew", 1, kMinute)};
+  CHECK(allowed(*store, hits, kT0 + 5));
+  ThrottleDecision d;
+  CHECK_FALSE(allowed(*store, hits, kT0, &d));
+  CHECK(d.wait_ms[0] == kMinute);
+}
