@@ -102,6 +102,9 @@ std::unique_ptr<pvgate::ThrottleStore> open_store(const pvgate::ThrottleConfig& 
 
 int main(int argc, char** argv) {
   using namespace pvgate;
+  // First of all: a SIGTERM from a supervisor during start-up must wait for
+  // the orderly shutdown path, not kill the process half-initialised.
+  block_signals();
   Options options;
   std::string error;
   if (!parse_options(std::vector<std::string>(argv + 1, argv + argc), options, error)) {
@@ -129,7 +132,6 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  block_signals();
   upstream_global_init();
   Logger log;
   log.set_level(loaded.config->log_level);
