@@ -388,7 +388,7 @@ void FcgiServer::serve(FCGX_Request& request) {
     const HttpReply reply = handler_.handle(http);
     std::string head = "Status: " + std::to_string(reply.status) + " " +
                        std::string(reason_phrase(reply.status)) + "\r\n";
-    head += "Content-Type: application/json\r\n";
+    head += "Content-Type: " + reply.content_type + "\r\n";
     for (const auto& [name, value] : reply.headers) head += name + ": " + value + "\r\n";
     head += "Content-Length: " + std::to_string(reply.body.size()) + "\r\n\r\n";
     FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.out);

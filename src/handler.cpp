@@ -78,8 +78,55 @@ std::string_view last_segment(std::string_view path) {
   return slash == std::string_view::npos ? path : path.substr(slash + 1);
 }
 
+namespace {
+
+bool is_loopback(const std::string& addr) {
+  return addr.rfind("127.", 0) == 0 || addr == "::1" || addr.rfind("::ffff:127.", 0) == 0;
+}
+
+HttpReply plain(int status, std::string content_type, std::string body) {
+  HttpReply r;
+  r.status = status;
+  r.content_type = std::move(content_type);
+  r.headers.emplace_back("Cache-Control", "no-store");
+  r.body = std::move(body);
+  return r;
+}
+
+}  // namespace
+
+std::optional<HttpReply> Handler::operations(const HttpRequest& request) {
+  const std::string_view route = last_segment(request.path);
+  if (route != "healthz" && route != "metrics") return std::nullopt;
+  if (request.method != "GET" && request.method != "HEAD") {
+    HttpReply r = plain(405, "application/json", R"({"status":400,"message":"Use GET."})");
+    r.headers.emplace_back("Allow", "GET");
+    return r;
+  }
+  if (route == "healthz") {
+    // Healthy when a configuration is loaded and the throttle store answers.
+    const bool config_ok = config_.get() != nullptr;
+    const bool store_ok = store_ == nullptr || store_->ping() == StoreStatus::ok;
+    if (config_ok && store_ok) return plain(200, "application/json", R"({"status":"ok"})");
+    return plain(503, "application/json",
+                 std::string(R"({"status":"unavailable","message":")") +
+                     (config_ok ? "throttle store not answering" : "no configuration") + "\"}");
+  }
+  // Metrics are for the operator's scraper on this host, never for browsers.
+  if (metrics_ == nullptr || !is_loopback(request.remote_addr)) {
+    return plain(404, "application/json", R"({"status":404,"message":"Unknown route."})");
+  }
+  return plain(200, "text/plain; version=0.0.4; charset=utf-8", metrics_->render());
+}
+
 HttpReply Handler::handle(const HttpRequest& request) {
+  if (auto ops = operations(request)) {
+    if (metrics_ != nullptr)
+      metrics_->request(2, ops->status == 200 ? Outcome::ok : Outcome::not_found);
+    return *ops;
+  }
   const auto started = clock_.steady();
+  if (metrics_ != nullptr) metrics_->in_flight(1);
   Trace trace;
   Result result;
   try {
@@ -93,6 +140,11 @@ HttpReply Handler::handle(const HttpRequest& request) {
     trace.detail = "internal error";
   }
   HttpReply reply = make_reply(result, trace.cors_origin);
+  if (metrics_ != nullptr) {
+    metrics_->in_flight(-1);
+    const auto action = action_from_route(last_segment(request.path));
+    metrics_->request(action ? static_cast<int>(*action) : 2, result.outcome);
+  }
 
   const LogLevel level = reply.status >= 500 ? LogLevel::warn : LogLevel::info;
   if (log_.enabled(level)) {
@@ -212,6 +264,14 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
         client.contact_no, client.reference, request.remote_addr};
     verdict = throttle_check(config.throttle, store_, subject, clock_.unix_ms());
     trace.throttle = describe_verdict(verdict);
+    if (metrics_ != nullptr) {
+      for (const auto& rv : verdict.rules) {
+        metrics_->throttle(rv.rule, !rv.over ? "ok" : rv.dry_run ? "over_dry_run" : "over");
+      }
+      if (verdict.store_status != StoreStatus::ok) {
+        metrics_->store_error(verdict.store_status == StoreStatus::full ? "full" : "unavailable");
+      }
+    }
     switch (verdict.result) {
       case ThrottleResult::pass:
         break;
@@ -261,6 +321,29 @@ Result Handler::forward(const Config& config, const MerchantConfig& merchant, Ac
   trace.upstream_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - sent).count();
   trace.upstream_http = answer.http_status;
+  if (metrics_ != nullptr) {
+    metrics_->upstream_latency(std::chrono::duration<double>(clock_.steady() - sent).count());
+    metrics_->upstream_connections_opened(answer.connections_opened);
+    switch (answer.error) {
+      case UpstreamError::none:
+        break;
+      case UpstreamError::not_delivered:
+        metrics_->upstream_fault(UpstreamFault::not_delivered);
+        break;
+      case UpstreamError::timeout:
+        metrics_->upstream_fault(UpstreamFault::timeout);
+        break;
+      case UpstreamError::tls:
+        metrics_->upstream_fault(UpstreamFault::tls);
+        break;
+      case UpstreamError::too_large:
+        metrics_->upstream_fault(UpstreamFault::too_large);
+        break;
+      case UpstreamError::transport:
+        metrics_->upstream_fault(UpstreamFault::transport);
+        break;
+    }
+  }
 
   switch (answer.error) {
     case UpstreamError::none:
@@ -289,18 +372,21 @@ Result Handler::forward(const Config& config, const MerchantConfig& merchant, Ac
 
   // sanitize: only status, message, reference and seconds_till_resend survive.
   if (answer.http_status >= 500 || answer.http_status < 200) {
+    if (metrics_ != nullptr) metrics_->upstream_fault(UpstreamFault::bad_http);
     trace.detail = "upstream HTTP " + std::to_string(answer.http_status);
     return local_result(Outcome::bad_gateway);
   }
   std::string why;
   const std::optional<UpstreamReply> reply = parse_upstream_reply(answer.body, why);
   if (!reply) {
+    if (metrics_ != nullptr) metrics_->upstream_fault(UpstreamFault::bad_answer);
     trace.detail = why;
     return local_result(Outcome::bad_gateway);
   }
   trace.upstream_status = reply->status;
   const Outcome outcome = classify_upstream_status(reply->status);
   if (outcome == Outcome::bad_gateway) {
+    if (metrics_ != nullptr) metrics_->upstream_fault(UpstreamFault::bad_status);
     // Merchant-setup statuses (401, 403, 404, 5004-5006...) stay in the log.
     trace.detail = "upstream status " + std::to_string(reply->status) + ": " +
                    clean_message(reply->message.value_or(""), 120);

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "outcome.h"
 #include "throttle.h"
 #include "upstream.h"
@@ -22,8 +23,13 @@ class Handler {
  public:
   // `store` may be null when no throttle store is configured.
   Handler(const ConfigHolder& config, Upstream& upstream, const Clock& clock, Logger& log,
-          ThrottleStore* store = nullptr)
-      : config_(config), upstream_(upstream), clock_(clock), log_(log), store_(store) {}
+          ThrottleStore* store = nullptr, Metrics* metrics = nullptr)
+      : config_(config),
+        upstream_(upstream),
+        clock_(clock),
+        log_(log),
+        store_(store),
+        metrics_(metrics) {}
 
   // Never throws: any internal failure becomes a 500 with a generic message.
   HttpReply handle(const HttpRequest& request);
@@ -32,6 +38,9 @@ class Handler {
 
  private:
   Result process(const HttpRequest& request, const Config& config, Trace& trace);
+  // GET .../healthz and .../metrics (metrics from loopback only); nullopt
+  // when the request is for neither.
+  std::optional<HttpReply> operations(const HttpRequest& request);
   Result forward(const Config& config, const MerchantConfig& merchant, Action action,
                  const ClientFields& client, Trace& trace, const ThrottleVerdict& verdict);
 
@@ -40,6 +49,7 @@ class Handler {
   const Clock& clock_;
   Logger& log_;
   ThrottleStore* store_;
+  Metrics* metrics_;
 };
 
 // Media type of a Content-Type value: lower-cased, parameters and blanks removed.

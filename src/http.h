@@ -27,6 +27,7 @@ struct HttpRequest {
 
 struct HttpReply {
   int status = 500;
+  std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  // besides Content-Type
   std::string body;
 };

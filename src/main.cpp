@@ -143,7 +143,8 @@ int main(int argc, char** argv) {
     log.error(error);
     return 1;
   }
-  Handler handler(config, upstream, clock, log, store.get());
+  Metrics metrics;
+  Handler handler(config, upstream, clock, log, store.get(), &metrics);
 
   ServerOptions server_options;
   server_options.socket = options.socket;
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
     if (!next.errors.empty()) {
       for (const auto& e : next.errors) log.error("reload rejected: " + e);
       log.error("reload rejected: keeping the previous configuration");
+      metrics.reload(false);
       return;
     }
     const ThrottleConfig& now_t = config.get()->throttle;
@@ -182,6 +184,7 @@ int main(int argc, char** argv) {
     }
     log.set_level(next.config->log_level);
     config.set(next.config);
+    metrics.reload(true);
     log.info("reload: configuration " + config_path + " loaded");
   });
   if (!server.stop()) {

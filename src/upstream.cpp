@@ -196,6 +196,7 @@ UpstreamResult CurlUpstream::post(const UpstreamConfig& config, const UpstreamCa
   if (code == CURLE_FILESIZE_EXCEEDED) h->too_large = true;
   result.error = classify(code, h->too_large);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &result.http_status);
+  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &result.connections_opened);
   if (result.error == UpstreamError::none) {
     result.body = std::move(h->response);
   } else {

@@ -29,7 +29,8 @@ struct UpstreamResult {
   UpstreamError error = UpstreamError::none;
   long http_status = 0;
   std::string body;
-  std::string detail;  // for the log; never contains request data
+  std::string detail;           // for the log; never contains request data
+  long connections_opened = 0;  // new connections this call needed (0 when one was reused)
 };
 
 class Upstream {

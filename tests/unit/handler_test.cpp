@@ -492,3 +492,89 @@ TEST_CASE_METHOD(OriginFixture, "user_id_param: the server's user id, a client's
   CHECK(handler.handle(r).status == 500);  // nginx did not authenticate: misconfiguration
   CHECK(upstream.calls.size() == 1);
 }
+
+namespace {
+
+class DownStore final : public ThrottleStore {
+ public:
+  StoreStatus check_and_commit(const std::vector<ThrottleHit>&, std::int64_t,
+                               ThrottleDecision&) override {
+    return StoreStatus::unavailable;
+  }
+  StoreStatus refund(const std::vector<ThrottleHit>&, std::int64_t) override {
+    return StoreStatus::unavailable;
+  }
+  StoreStatus ping() override { return StoreStatus::unavailable; }
+};
+
+struct MetricsFixture : ThrottledFixture {
+  MetricsFixture() : observed(holder, upstream, clock, log, &store, &metrics) {}
+  HttpReply get(const std::string& route, const std::string& ip = "127.0.0.1") {
+    HttpRequest r = request(route, "");
+    r.method = "GET";
+    r.content_type.clear();
+    r.remote_addr = ip;
+    return observed.handle(r);
+  }
+  Metrics metrics;
+  Handler observed;
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(MetricsFixture, "metrics count requests, throttle decisions and upstream calls") {
+  REQUIRE(observed.handle(request("send-token", kSend)).status == 200);
+  REQUIRE(observed.handle(request("send-token", kSend)).status == 429);
+  REQUIRE(observed.handle(request("send-token", "user_id=bad id")).status == 400);
+  const HttpReply reply = get("metrics");
+  CHECK(reply.status == 200);
+  CHECK(reply.content_type.rfind("text/plain; version=0.0.4", 0) == 0);
+  const std::string& text = reply.body;
+  CHECK(text.find("pvgate_requests_total{action=\"send-token\",outcome=\"ok\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("pvgate_requests_total{action=\"send-token\",outcome=\"too_frequent\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("pvgate_requests_total{action=\"send-token\",outcome=\"invalid_input\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("pvgate_throttle_decisions_total{rule=\"phone-cooldown\",result=\"ok\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("pvgate_throttle_decisions_total{rule=\"phone-cooldown\",result=\"over\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("pvgate_upstream_latency_seconds_count 1\n") != std::string::npos);
+  CHECK(text.find("pvgate_upstream_latency_seconds_bucket{le=\"+Inf\"} 1\n") != std::string::npos);
+  CHECK(text.find("pvgate_requests_in_flight 0\n") != std::string::npos);
+  // No phone number, user id or IP in any label.
+  CHECK(text.find("123456789") == std::string::npos);
+  CHECK(text.find("505315") == std::string::npos);
+  CHECK(text.find("127.0.0.1") == std::string::npos);
+}
+
+TEST_CASE_METHOD(MetricsFixture, "metrics are for loopback only; health reports the store") {
+  CHECK(get("metrics", "203.0.113.9").status == 404);
+  CHECK(get("metrics", "::1").status == 200);
+  const HttpReply health = get("healthz", "203.0.113.9");
+  CHECK(health.status == 200);
+  CHECK(body_of(health)["status"] == "ok");
+  HttpRequest post = request("healthz", "");
+  CHECK(observed.handle(post).status == 405);
+
+  DownStore down_store;
+  Handler broken(holder, upstream, clock, log, &down_store, &metrics);
+  HttpRequest r = request("healthz", "");
+  r.method = "GET";
+  const HttpReply down = broken.handle(r);
+  CHECK(down.status == 503);
+  CHECK(body_of(down)["status"] == "unavailable");
+}
+
+TEST_CASE_METHOD(MetricsFixture, "upstream faults are counted by kind") {
+  upstream.next = UpstreamResult{};
+  upstream.next.error = UpstreamError::timeout;
+  observed.handle(request("send-token", kSend));
+  upstream.answer(R"({"status":5004})");
+  observed.handle(
+      request("send-token", "user_id=u&contact_no_country_dialing_code=60&contact_no=1"));
+  const std::string text = get("metrics").body;
+  CHECK(text.find("pvgate_upstream_errors_total{kind=\"timeout\"} 1\n") != std::string::npos);
+  CHECK(text.find("pvgate_upstream_errors_total{kind=\"bad_status\"} 1\n") != std::string::npos);
+}

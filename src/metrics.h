@@ -1,0 +1,71 @@
+// Prometheus counters, gauges and one histogram, kept with atomics (no
+// third-party library). Labels never carry a phone number, user id or IP:
+// only fixed vocabularies (action, outcome, error kind) and operator-chosen
+// rule names.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "outcome.h"
+
+namespace pvgate {
+
+// Why an upstream call failed, for the metric's `kind` label.
+enum class UpstreamFault {
+  not_delivered,  // refused, DNS failure
+  timeout,
+  tls,
+  too_large,
+  transport,
+  bad_http,    // HTTP status outside 2xx-4xx
+  bad_answer,  // not a JSON object with a status
+  bad_status,  // a merchant-setup status (401, 403, 404, 500, 5004-5006, unknown)
+  kCount,
+};
+
+class Metrics {
+ public:
+  Metrics();
+
+  // action: 0 send-token, 1 verify-token-answer, 2 none (unknown route, health, metrics).
+  void request(int action, Outcome outcome);
+  void throttle(const std::string& rule, std::string_view result);  // ok | over | over_dry_run
+  void upstream_latency(double seconds);
+  void upstream_fault(UpstreamFault kind);
+  void upstream_connections_opened(long n);
+  void store_error(std::string_view kind);  // unavailable | full
+  void reload(bool ok);
+  void in_flight(int delta) { in_flight_.fetch_add(delta, std::memory_order_relaxed); }
+
+  // The Prometheus text exposition format (version 0.0.4).
+  std::string render() const;
+
+  static constexpr std::array<double, 12> kLatencyBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                             0.5,   1,    2.5,   5,    10,  30};
+
+ private:
+  static constexpr int kOutcomes = static_cast<int>(Outcome::preflight) + 1;
+  std::array<std::array<std::atomic<std::uint64_t>, kOutcomes>, 3> requests_{};
+  std::array<std::atomic<std::uint64_t>, kLatencyBuckets.size() + 1> latency_buckets_{};
+  std::atomic<std::uint64_t> latency_count_{0};
+  std::atomic<std::uint64_t> latency_sum_micros_{0};
+  std::array<std::atomic<std::uint64_t>, static_cast<int>(UpstreamFault::kCount)> faults_{};
+  std::atomic<std::uint64_t> connections_opened_{0};
+  std::atomic<std::uint64_t> store_unavailable_{0};
+  std::atomic<std::uint64_t> store_full_{0};
+  std::atomic<std::uint64_t> reloads_ok_{0};
+  std::atomic<std::uint64_t> reloads_rejected_{0};
+  std::atomic<std::int64_t> in_flight_{0};
+
+  mutable std::mutex throttle_mutex_;
+  std::map<std::pair<std::string, std::string>, std::uint64_t> throttle_;
+};
+
+}  // namespace pvgate
