@@ -417,7 +417,22 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
     }
     if (const YAML::Node log = root["log"]) {
       if (r.is_map(log, "log")) {
-        r.only_keys(log, "log", {"level"});
+        r.only_keys(log, "log", {"level", "format", "destination"});
+        std::string text;
+        if (r.string(log, "log", "format", text, false)) {
+          if (text == "json" || text == "text") {
+            config->log_json = text == "json";
+          } else {
+            r.error(log["format"], "log.format", "must be json or text");
+          }
+        }
+        if (r.string(log, "log", "destination", text, false)) {
+          if (text == "stderr" || text == "fastcgi") {
+            config->log_to_fastcgi = text == "fastcgi";
+          } else {
+            r.error(log["destination"], "log.destination", "must be stderr or fastcgi");
+          }
+        }
         std::string level;
         if (r.string(log, "log", "level", level, false)) {
           if (level == "debug")

@@ -82,6 +82,8 @@ struct Config {
   UpstreamConfig upstream;
   std::size_t max_body_bytes = 4096;  // request body limit, 64 .. 65536
   LogLevel log_level = LogLevel::info;
+  bool log_json = true;         // log.format: json (one object per line) or text
+  bool log_to_fastcgi = false;  // log.destination: fastcgi puts request lines in nginx's error log
   std::map<std::string, MerchantConfig> merchants;
   ThrottleConfig throttle;
 

@@ -393,6 +393,11 @@ void FcgiServer::serve(FCGX_Request& request) {
     head += "Content-Length: " + std::to_string(reply.body.size()) + "\r\n\r\n";
     FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.out);
     FCGX_PutStr(reply.body.data(), static_cast<int>(reply.body.size()), request.out);
+    if (!reply.log_line.empty()) {
+      // nginx writes FastCGI stderr to its error log, one entry per record.
+      const std::string line = reply.log_line + "\n";
+      FCGX_PutStr(line.data(), static_cast<int>(line.size()), request.err);
+    }
   } catch (const std::exception& e) {
     log_.error(std::string("request failed: ") + e.what());
     static const char kFallback[] =

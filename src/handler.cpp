@@ -129,8 +129,10 @@ HttpReply Handler::handle(const HttpRequest& request) {
   if (metrics_ != nullptr) metrics_->in_flight(1);
   Trace trace;
   Result result;
+  bool log_to_fastcgi = false;
   try {
     const std::shared_ptr<const Config> config = config_.get();
+    log_to_fastcgi = config->log_to_fastcgi;
     result = process(request, *config, trace);
   } catch (const std::exception& e) {
     result = local_result(Outcome::misconfigured);
@@ -150,22 +152,35 @@ HttpReply Handler::handle(const HttpRequest& request) {
   if (log_.enabled(level)) {
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - started);
-    std::string line = "request";
-    if (!request.request_id.empty()) line += " rid=" + quoted(request.request_id, 64);
-    line += " ip=" + quoted(request.remote_addr, 64);
-    if (!trace.merchant.empty()) line += " merchant=" + trace.merchant;
-    if (!trace.action.empty()) line += " action=" + trace.action;
-    if (!trace.phone.empty()) line += " phone=" + trace.phone;
-    line += " outcome=" + std::string(outcome_name(result.outcome));
-    line += " http=" + std::to_string(reply.status);
+    const auto text = [](std::string key, std::string value) {
+      return LogField{std::move(key), std::move(value)};
+    };
+    const auto number = [](std::string key, std::int64_t value) {
+      return LogField{std::move(key), {}, value, true};
+    };
+    std::vector<LogField> fields;
+    fields.reserve(16);
+    fields.push_back(text("event", "request"));
+    if (!request.request_id.empty())
+      fields.push_back(text("rid", request.request_id.substr(0, 64)));
+    fields.push_back(text("ip", request.remote_addr.substr(0, 64)));
+    if (!trace.merchant.empty()) fields.push_back(text("merchant", trace.merchant));
+    if (!trace.action.empty()) fields.push_back(text("action", trace.action));
+    if (!trace.phone.empty()) fields.push_back(text("phone", trace.phone));
+    fields.push_back(text("outcome", std::string(outcome_name(result.outcome))));
+    fields.push_back(number("http", reply.status));
     if (trace.upstream_status >= 0)
-      line += " upstream_status=" + std::to_string(trace.upstream_status);
-    if (trace.upstream_http > 0) line += " upstream_http=" + std::to_string(trace.upstream_http);
-    if (trace.upstream_ms >= 0) line += " upstream_ms=" + std::to_string(trace.upstream_ms);
-    line += " ms=" + std::to_string(ms.count());
-    if (!trace.throttle.empty()) line += " throttle=" + quoted(trace.throttle, 600);
-    if (!trace.detail.empty()) line += " detail=" + quoted(trace.detail, 200);
-    log_.log(level, line);
+      fields.push_back(number("upstream_status", trace.upstream_status));
+    if (trace.upstream_http > 0) fields.push_back(number("upstream_http", trace.upstream_http));
+    if (trace.upstream_ms >= 0) fields.push_back(number("upstream_ms", trace.upstream_ms));
+    fields.push_back(number("ms", ms.count()));
+    if (!trace.throttle.empty()) fields.push_back(text("throttle", trace.throttle.substr(0, 600)));
+    if (!trace.detail.empty()) fields.push_back(text("detail", trace.detail.substr(0, 200)));
+    if (log_to_fastcgi) {
+      reply.log_line = log_.format(level, fields);  // nginx's error log, via FastCGI stderr
+    } else {
+      log_.record(level, fields);
+    }
   }
   return reply;
 }

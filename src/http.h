@@ -30,6 +30,7 @@ struct HttpReply {
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  // besides Content-Type
   std::string body;
+  std::string log_line;  // with log.destination: fastcgi, written to FastCGI stderr
 };
 
 }  // namespace pvgate

@@ -158,4 +158,17 @@ std::string encode_client_reply(std::int64_t status, std::string_view message,
   return o.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+std::string encode_log_object(const std::vector<LogField>& fields) {
+  // ordered_json keeps the members in the caller's order (ts, level first).
+  nlohmann::ordered_json o = nlohmann::ordered_json::object();
+  for (const auto& f : fields) {
+    if (f.is_number) {
+      o[f.key] = f.number;
+    } else {
+      o[f.key] = f.text;
+    }
+  }
+  return o.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 }  // namespace pvgate

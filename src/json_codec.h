@@ -41,4 +41,14 @@ std::string encode_client_reply(std::int64_t status, std::string_view message,
                                 std::optional<std::int64_t> reference,
                                 std::optional<std::int64_t> seconds_till_resend);
 
+// One log record as a JSON object, members in the given order. Values are
+// strings or integers; invalid UTF-8 is replaced, never thrown on.
+struct LogField {
+  std::string key;
+  std::string text;         // used when is_number is false
+  std::int64_t number = 0;  // used when is_number is true
+  bool is_number = false;
+};
+std::string encode_log_object(const std::vector<LogField>& fields);
+
 }  // namespace pvgate

@@ -135,6 +135,7 @@ int main(int argc, char** argv) {
   upstream_global_init();
   Logger log;
   log.set_level(loaded.config->log_level);
+  log.set_json(loaded.config->log_json);
   ConfigHolder config(loaded.config);
   CurlUpstream upstream;
   SystemClock clock;
@@ -183,6 +184,7 @@ int main(int argc, char** argv) {
       log.warn("reload: limits.max_body_bytes takes effect for the read limit only on restart");
     }
     log.set_level(next.config->log_level);
+    log.set_json(next.config->log_json);
     config.set(next.config);
     metrics.reload(true);
     log.info("reload: configuration " + config_path + " loaded");

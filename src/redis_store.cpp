@@ -432,6 +432,16 @@ class RedisStore::Connection {
   redisContext* get() const { return ctx_; }
   std::uint64_t generation() const { return generation_; }
   std::string error() const { return clip(ctx_->errstr); }
+  // Redis closed this connection (EOF, reset, broken pipe), as opposed to a
+  // timeout: after a restart, CLIENT KILL or an idle `timeout`, every pooled
+  // connection is dead this way although Redis itself is fine.
+  bool peer_closed() const {
+    if (ctx_->err == REDIS_ERR_EOF) return true;
+    const std::string text = ctx_->errstr;
+    return ctx_->err == REDIS_ERR_IO && (text.find("reset") != std::string::npos ||
+                                         text.find("Broken pipe") != std::string::npos);
+  }
+  bool reused = false;  // taken from the idle pool (not connected for this call)
 
   // One command, binary-safe arguments. nullptr on an I/O error (then the
   // context is unusable: see error()).
@@ -546,6 +556,7 @@ std::unique_ptr<RedisStore::Connection> RedisStore::acquire() {
     if (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
+      conn->reused = true;
       return conn;
     }
     if (breaker_open_) {
@@ -626,9 +637,39 @@ void RedisStore::release(std::unique_ptr<Connection> conn) {
 StoreStatus RedisStore::run_script(Script script, const std::vector<std::string>& keys,
                                    const std::vector<std::string>& args,
                                    std::vector<long long>& reply_ints) {
+  bool stale = false;
+  const StoreStatus first = run_script_once(script, keys, args, reply_ints, stale);
+  if (!stale) return first;
+  // A pooled connection Redis had closed: the command never ran (that
+  // connection's server side was gone before it was written), so retrying
+  // once on a fresh connection cannot count an event twice.
+  return run_script_once(script, keys, args, reply_ints, stale);
+}
+
+void RedisStore::drop_idle() {
+  std::vector<std::unique_ptr<Connection>> dropped;
+  std::lock_guard<std::mutex> lock(mutex_);
+  dropped.swap(idle_);
+}
+
+StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::string>& keys,
+                                        const std::vector<std::string>& args,
+                                        std::vector<long long>& reply_ints, bool& stale) {
   reply_ints.clear();
+  stale = false;
   std::unique_ptr<Connection> conn = acquire();
   if (!conn) return StoreStatus::unavailable;
+  // An I/O failure on a pooled connection that Redis closed is not an outage:
+  // drop the pool (its other members died the same way) and ask for a retry.
+  const auto fail_io = [&](const std::string& what) {
+    if (conn->reused && conn->peer_closed()) {
+      stale = true;
+      drop_idle();
+      return StoreStatus::unavailable;
+    }
+    trip(what + conn->error(), false, conn->generation());
+    return StoreStatus::unavailable;
+  };
   SigpipeGuard guard;
 
   const char* source = script == Script::check ? kCheckScript : kRefundScript;
@@ -640,10 +681,7 @@ StoreStatus RedisStore::run_script(Script script, const std::vector<std::string>
   // Loads the script (first use, or after Redis restarted or SCRIPT FLUSH).
   auto load = [&]() -> StoreStatus {
     Reply reply = conn->command({"SCRIPT", "LOAD", source});
-    if (!reply) {
-      trip("SCRIPT LOAD: " + conn->error(), false, conn->generation());
-      return StoreStatus::unavailable;
-    }
+    if (!reply) return fail_io("SCRIPT LOAD: ");
     if (reply->type != REDIS_REPLY_STRING) {
       note_error_reply("SCRIPT LOAD: " + (is_error(reply) ? reply_text(reply) : "bad reply"));
       release(std::move(conn));
@@ -670,10 +708,7 @@ StoreStatus RedisStore::run_script(Script script, const std::vector<std::string>
     argv[1] = sha;
     reply = conn->command(argv);
   }
-  if (!reply) {
-    trip("EVALSHA: " + conn->error(), false, conn->generation());
-    return StoreStatus::unavailable;
-  }
+  if (!reply) return fail_io("EVALSHA: ");
   if (is_error(reply)) {
     note_error_reply("EVALSHA: " + reply_text(reply));
     release(std::move(conn));

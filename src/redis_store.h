@@ -95,6 +95,10 @@ class RedisStore final : public ThrottleStore {
   RedisStore(const RedisStoreOptions& options, ParsedRedisUrl url, const Clock* clock);
 
   enum class Script { check, refund };
+  StoreStatus run_script_once(Script script, const std::vector<std::string>& keys,
+                              const std::vector<std::string>& args,
+                              std::vector<long long>& reply_ints, bool& stale);
+  void drop_idle();
 
   // Takes an idle connection or opens one; nullptr while the breaker is open
   // or when connecting fails (the breaker is then opened).

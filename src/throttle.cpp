@@ -159,6 +159,11 @@ StoreStatus throttle_refund(ThrottleStore& store, const ThrottleVerdict& verdict
 }
 
 std::string describe_verdict(const ThrottleVerdict& verdict) {
+  if (verdict.store_status != StoreStatus::ok) {
+    return std::string("store ") +
+           (verdict.store_status == StoreStatus::full ? "full" : "unavailable") +
+           ": no rule decided";
+  }
   std::string out;
   for (const auto& r : verdict.rules) {
     if (!out.empty()) out.push_back(' ');
