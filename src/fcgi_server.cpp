@@ -89,6 +89,7 @@ struct Connection {
   // as ThreadSanitizer cannot see through epoll, so the hand-off of the
   // connection between threads is stated with a lock they do see.
   std::mutex handoff;
+  bool counted = false;  // included in FcgiServer::outstanding_ (under queue_mutex_)
 };
 
 FcgiServer::FcgiServer(ServerOptions options, Handler& handler, Logger& log)
@@ -245,6 +246,14 @@ void FcgiServer::watch(Connection* conn) {
 
 void FcgiServer::close_connection(Connection* conn) {
   {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    if (conn->counted) {  // accepted, but closed before any request was read
+      conn->counted = false;
+      --outstanding_;
+      if (!listening_ && !poller_done_) set_listening(true);
+    }
+  }
+  {
     std::lock_guard<std::mutex> lock(conns_mutex_);
     conns_.erase(conn);
   }
@@ -252,19 +261,46 @@ void FcgiServer::close_connection(Connection* conn) {
   delete conn;
 }
 
+void FcgiServer::set_listening(bool on) {
+  if (listening_ == on) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+  ev.data.ptr = nullptr;
+  const int rc = on ? ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev)
+                    : ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+  if (rc == 0) listening_ = on;
+}
+
 void FcgiServer::accept_all() {
+  const auto capacity = static_cast<std::size_t>(options_.threads);
   while (true) {
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      if (outstanding_ >= capacity) {
+        // Every thread has work: leave further connections in the backlog
+        // (the workers put the socket back into epoll as they free up).
+        set_listening(false);
+        return;
+      }
+      ++outstanding_;  // reserved for the connection about to be accepted
+    }
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        log_.warn(std::string("accept: ") + std::strerror(errno));
+      const int error = errno;
+      {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        --outstanding_;
+      }
+      if (error == EINTR || error == ECONNABORTED) continue;
+      if (error != EAGAIN && error != EWOULDBLOCK) {
+        log_.warn(std::string("accept: ") + std::strerror(error));
         // Out of fds or memory: back off briefly rather than spin.
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
       return;
     }
     auto* conn = new Connection;
+    conn->counted = true;
     // listen_sock -1: should libfcgi ever try to accept on its own (after
     // nginx closed this connection), it fails instead of stealing one.
     FCGX_InitRequest(&conn->request, -1, 0);
@@ -305,7 +341,13 @@ void FcgiServer::poll_loop() {
     if (!ready.empty()) {
       {
         std::lock_guard<std::mutex> lock(queue_mutex_);
-        for (Connection* c : ready) ready_.push_back(c);
+        for (Connection* c : ready) {
+          if (!c->counted) {  // a kept connection with a new request
+            c->counted = true;
+            ++outstanding_;
+          }
+          ready_.push_back(c);
+        }
       }
       if (ready.size() == 1) {
         queue_cv_.notify_one();
@@ -328,12 +370,24 @@ void FcgiServer::worker() {
     }
     // The connection is readable: a request, or EOF (nginx closed it).
     const int rc = FCGX_Accept_r(&conn->request);
+    if (rc >= 0) {
+      serve(conn->request);
+      FCGX_Finish_r(&conn->request);
+    }
+    {
+      // This request is done: make room for a new connection.
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      conn->counted = false;
+      --outstanding_;
+      if (!listening_ && !poller_done_ &&
+          outstanding_ < static_cast<std::size_t>(options_.threads)) {
+        set_listening(true);
+      }
+    }
     if (rc < 0) {
       close_connection(conn);
       continue;
     }
-    serve(conn->request);
-    FCGX_Finish_r(&conn->request);
     if (conn->request.ipcFd < 0) {
       close_connection(conn);  // nginx did not ask to keep it
     } else if (stopping_.load()) {

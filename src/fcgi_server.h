@@ -91,6 +91,14 @@ class FcgiServer {
   std::condition_variable queue_cv_;
   std::deque<Connection*> ready_;
   bool poller_done_ = false;  // guarded by queue_mutex_
+  // Connections holding a request for this process (accepted and not yet
+  // read, queued, or being served), guarded by queue_mutex_. New connections
+  // are accepted only while it is below the thread count; otherwise they wait
+  // in the shared listen backlog, where another worker process (spawn-fcgi
+  // -F N) can take them, and where a crash of this one cannot lose them.
+  std::size_t outstanding_ = 0;
+  bool listening_ = true;       // the listening socket is in epoll; guarded by queue_mutex_
+  void set_listening(bool on);  // call with queue_mutex_ held
 
   // Every open connection, so shutdown can close the idle ones.
   std::mutex conns_mutex_;

@@ -96,6 +96,9 @@ std::optional<std::int64_t> as_integer(const json& v) {
 }  // namespace
 
 std::optional<DecodeError> decode_json_fields(std::string_view body, FieldList& out) {
+  // A raw NUL is never valid JSON, and nlohmann's parser would stop reading
+  // at it: whatever follows would be silently ignored.
+  if (body.find('\0') != std::string_view::npos) return DecodeError{DecodeErrorKind::malformed, {}};
   FlatObjectSax sax(out);
   bool ok = false;
   try {
@@ -116,6 +119,10 @@ std::string encode_string_object(const std::vector<std::pair<std::string, std::s
 }
 
 std::optional<UpstreamReply> parse_upstream_reply(std::string_view body, std::string& why) {
+  if (body.find('\0') != std::string_view::npos) {
+    why = "upstream answer holds a NUL byte";
+    return std::nullopt;
+  }
   json doc = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {
     why = "upstream answer is not JSON";

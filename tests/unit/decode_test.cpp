@@ -179,3 +179,15 @@ TEST_CASE("client reply encoding") {
   const std::string out = encode_client_reply(400, "bad \xff byte", std::nullopt, std::nullopt);
   CHECK(out.find("\xef\xbf\xbd") != std::string::npos);
 }
+
+TEST_CASE("a NUL byte anywhere makes a JSON body malformed, whatever follows it") {
+  FieldList f;
+  const std::string body =
+      std::string(R"({"user_id":"u","contact_no_country_dialing_code":"60"})") + '\0' +
+      R"( trailing {"api_key":)";
+  const auto e = decode_json_fields(body, f);
+  REQUIRE(e);
+  CHECK(e->kind == DecodeErrorKind::malformed);
+  std::string why;
+  CHECK_FALSE(parse_upstream_reply(std::string(R"({"status":200})") + '\0' + "x", why));
+}
