@@ -22,6 +22,7 @@ Everything lives in the run directory:
     pvgate.log          pvgate's stderr (every worker's), and spawn-fcgi's messages
     pvgate.pids         with workers=N: the pids spawn-fcgi -F N forked (its -P file)
     throttle/           the local (LMDB) throttle store, when the config has a throttle: section
+    redis/              with redis=True: the private redis-server's directory and redis.log
     nginx.conf          from nginx/demo.conf.in; fastcgi_params beside it
     nginx-*.log nginx.pid nginx-tmp/
     stack.json          pids of what `start` launched, read by `stop`
@@ -65,6 +66,9 @@ MAKE_CERTS = REPO_DIR / "tests" / "mock" / "make_certs.sh"
 NGINX_TEMPLATE = REPO_DIR / "nginx" / "demo.conf.in"
 SHIPPED_CONFIG = REPO_DIR / "conf" / "pvgate.yaml"
 SYSTEM_FASTCGI_PARAMS = Path("/etc/nginx/fastcgi_params")
+DEMO_SITE = REPO_DIR / "nginx" / "demo-site"   # the demo page (Stack site_root=)
+# The origins the demo page is served from (Stack allowed_origins=); {port} is nginx's port.
+DEMO_ORIGINS = ("http://127.0.0.1:{port}", "http://localhost:{port}")
 
 START_TIMEOUT_S = 20.0   # per component
 RELOAD_TIMEOUT_S = 10.0  # SIGHUP until every pvgate process has logged the reload
@@ -237,6 +241,221 @@ def shipped_throttle_section(store_path):
     return "\n".join(section).rstrip() + "\n"
 
 
+def redis_throttle_section(section, url):
+    """A throttle: section (as shipped_throttle_section returns it) switched to the Redis
+    store at `url`: its `  store:` and `  redis:` lines replaced. Raises StackError if it
+    lacks either line."""
+    lines = section.rstrip("\n").split("\n")
+    for key, value in (("store", "redis"), ("redis", url)):
+        at = [i for i, l in enumerate(lines) if re.match(rf"^  {key}:", l)]
+        if len(at) != 1:
+            raise StackError(f"throttle section: want exactly one `  {key}:` line")
+        lines[at[0]] = f"  {key}: {value}"
+    return "\n".join(lines) + "\n"
+
+
+REDIS_STOP_TIMEOUT_S = 10.0
+
+
+def redis_command(port, *args, host="127.0.0.1", timeout=2.0):
+    """Sends one command to a Redis on host:port over RESP and returns its reply (str for
+    simple strings and bulk strings, int, list, None for a nil); raises StackError for an error
+    reply, OSError when Redis does not answer. Standard library only (no redis-cli needed)."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"".join(parts))
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline()
+            if not line.endswith(b"\r\n"):
+                raise OSError("redis: connection closed mid-reply")
+            kind, rest = line[:1], line[1:-2]
+            if kind == b"+":
+                return rest.decode()
+            if kind == b"-":
+                raise StackError(f"redis: {rest.decode(errors='replace')}")
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                if n < 0:
+                    return None
+                data = f.read(n + 2)
+                return data[:-2].decode(errors="replace")
+            if kind == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise OSError(f"redis: unexpected reply {line!r}")
+
+        return read()
+
+
+class RedisServer:
+    """A private redis-server for throttle tests and benchmarks: 127.0.0.1 only, on a free
+    port (kept across restart()), no persistence (--save '' --appendonly no), its working
+    directory and log in `run_dir` (redis.log). Readiness is a PING answered PONG, polled with
+    a bounded deadline.
+
+        r = RedisServer(run_dir).start()
+        r.url                  # redis://127.0.0.1:PORT/0, for pvgate's throttle.redis
+        r.command("PTTL", k)   # one command over RESP; r.cli(...) runs redis-cli
+        r.kill()               # SIGKILL (data is gone: nothing is persisted)
+        r.restart()            # a new redis-server on the same port, empty
+        r.stop()
+
+    A Stack with redis=True owns one (started before pvgate, stopped after everything); a
+    Stack given redis=<RedisServer> uses that one and leaves its lifecycle to the caller, so
+    two stacks ("two hosts") can share one Redis."""
+
+    def __init__(self, run_dir, port=None, db=0):
+        self.run_dir = Path(run_dir).resolve()
+        self.requested_port = port
+        self.port = None
+        self.db = db
+        self.proc = None
+        self.exit_codes = []   # returncode of every server process this object ended
+        self._log = None
+
+    @property
+    def log_path(self):
+        return self.run_dir / "redis.log"
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _argv(self):
+        return [find_tool("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port),
+                "--protected-mode", "yes", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", str(self.run_dir),
+                "--logfile", str(self.log_path), "--pidfile", str(self.run_dir / "redis.pid")]
+
+    def start(self):
+        """Starts redis-server (on requested_port, else a free port; with a free port a clash
+        with another process is retried on another) and waits for PING. Returns self."""
+        if self.running():
+            raise StackError("redis-server is already running")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if (self.requested_port or self.port) else 3
+        for attempt in range(attempts):
+            if self.port is None:
+                self.port = self.requested_port or free_port()
+            try:
+                return self._spawn_and_wait()
+            except StackError:
+                in_use = "Address already in use" in tail(self.log_path, 1000)
+                if not in_use or attempt == attempts - 1:
+                    raise
+                self.port = None
+
+    def restart(self):
+        """A new, empty redis-server on the same port (after kill() or stop())."""
+        if self.running():
+            raise StackError("redis-server is still running; kill() or stop() it first")
+        return self._spawn_and_wait()
+
+    def _spawn_and_wait(self):
+        if self._log is None:
+            self._log = open(self.run_dir / "redis-stderr.log", "ab")
+        self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.run_dir,
+                                     start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.ping():
+                return self
+            if self.proc.poll() is not None:
+                self.exit_codes.append(self.proc.returncode)
+                raise StackError(f"redis-server on 127.0.0.1:{self.port}: exited with "
+                                 f"{self.proc.returncode}\n--- {self.log_path} ---\n"
+                                 f"{tail(self.log_path)}")
+            if time.monotonic() > deadline:
+                self._end(signal.SIGKILL)
+                raise StackError(f"redis-server on 127.0.0.1:{self.port}: no PONG after "
+                                 f"{START_TIMEOUT_S:.0f}s\n--- {self.log_path} ---\n"
+                                 f"{tail(self.log_path)}")
+            time.sleep(POLL_S)
+
+    def ping(self):
+        """True when this server answers PING with PONG right now."""
+        if self.port is None:
+            return False
+        try:
+            return redis_command(self.port, "PING", timeout=1.0) == "PONG"
+        except (OSError, StackError):
+            return False
+
+    def command(self, *args, timeout=2.0):
+        return redis_command(self.port, *args, timeout=timeout)
+
+    def cli(self, *args, timeout=10):
+        """Runs redis-cli against this server; returns its stdout (raises on failure)."""
+        r = subprocess.run([find_tool("redis-cli"), "-h", "127.0.0.1", "-p", str(self.port),
+                            "-n", str(self.db)] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0 or r.stdout.startswith("(error)") or r.stdout.startswith("ERR"):
+            raise StackError(f"redis-cli {' '.join(map(str, args))}: exit {r.returncode}\n"
+                             f"{r.stdout}{r.stderr}")
+        return r.stdout
+
+    def _end(self, sig, timeout=REDIS_STOP_TIMEOUT_S):
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(sig)
+            if sig != signal.SIGKILL:
+                p.send_signal(signal.SIGCONT)   # a pause()d server must see the signal
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.exit_codes.append(p.returncode)
+        self.proc = None
+        return p.returncode
+
+    def pause(self):
+        """SIGSTOP: a hung Redis. The kernel still accepts connections (backlog) but nothing
+        answers, so clients see their timeouts. resume() undoes it."""
+        if not self.running():
+            raise StackError("redis-server is not running")
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        if self.running():
+            self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self):
+        """SIGKILL, as a crash: the port stops answering at once. Returns the exit code."""
+        return self._end(signal.SIGKILL)
+
+    def stop(self):
+        """SIGTERM (nothing to save), SIGKILL after REDIS_STOP_TIMEOUT_S. Idempotent."""
+        rc = self._end(signal.SIGTERM)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return rc
+
+    def pid(self):
+        return self.proc.pid if self.running() else None
+
+
 class Stack:
     """One private stack. start() brings it up or raises StackError (after stopping whatever it
     had started); stop() ends every process it started and waits for each.
@@ -256,14 +475,21 @@ class Stack:
     shipped section of conf/pvgate.yaml; other text: the section's body, keys at column 0, to
     which `store: local` and `path: RUN_DIR/throttle` are added unless it sets them),
     upstream_url (default the mock), real_ip (nginx takes the client address from
-    X-Forwarded-For sent by loopback, so a test can pose as other clients; tests only)."""
+    X-Forwarded-For sent by loopback, so a test can pose as other clients; tests only),
+    redis (False: none; True: a private RedisServer in RUN_DIR/redis, started before pvgate
+    and stopped with the stack, see kill_redis()/restart_redis(); a RedisServer: one the
+    caller runs, shared with other stacks). With a Redis, throttle="default-redis" is the
+    shipped section with `store: redis` pointing at it, and a throttle body that sets
+    `store: redis` without `redis:` gets `redis: <its URL>` added."""
 
     def __init__(self, run_dir, pvgate=None, port=None, threads=None, timeout_ms=10000,
                  connect_timeout_ms=3000, merchant="shop-a", api_key=None, api_secret=None,
                  secret_in_file=False, extra_pvgate_config="", extra_locations="",
                  mock_args=(), mock_cert="server", ca_file=None, upstream_host="127.0.0.1",
                  nginx_keepalive=8, nginx_workers=1, pvgate_args=(), workers=None,
-                 throttle=None, upstream_url=None, real_ip=False):
+                 throttle=None, upstream_url=None, real_ip=False, redis=False,
+                 pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
+                 allow_missing_origin=None):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -289,12 +515,28 @@ class Stack:
         self.throttle = throttle
         self.upstream_url = upstream_url
         self.real_ip = real_ip
+        self._owns_redis = redis is True
+        self.redis = RedisServer(self.run_dir / "redis") if redis is True else (redis or None)
+        # pvgate_wrapper: argv prefix for the spawn-fcgi -n command (e.g. an `unshare -m`
+        # wrapper that gives pvgate its own resolver files); it must exec in place.
+        self.pvgate_wrapper = list(pvgate_wrapper)
+        # supervisor=N: `spawn-fcgi -n -- multiwatch -f N -- pvgate ...`, N workers that
+        # multiwatch restarts when one dies; procs["pvgate"] is multiwatch then.
+        self.supervisor = supervisor
         self.worker_exits = {}   # pid -> returncode, for reaped workers (workers=N mode)
         self._spawned = set()    # every worker pid spawn-fcgi reported, reaped at stop()
         self.procs = {}          # name -> Popen, in start order
         self.exit_codes = {}     # name -> returncode after stop()
         self.mock_port = None
         self._logs = []
+        # site_root: a directory of static files nginx serves at / (the demo page,
+        # DEMO_SITE), instead of the JSON 404. allowed_origins: the merchant's
+        # allowed_origins, each "{port}" replaced by nginx's port (DEMO_ORIGINS);
+        # allow_missing_origin: its allow_missing_origin. None writes neither key
+        # (pvgate's defaults: any origin, a start-up warning), as the tests expect.
+        self.site_root = site_root
+        self.allowed_origins = allowed_origins
+        self.allow_missing_origin = allow_missing_origin
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -350,6 +592,7 @@ class Stack:
         try:
             self._make_certs()
             self._start_mock()
+            self._start_redis()
             self.write_pvgate_config()
             self.start_pvgate()
             self._start_nginx()
@@ -409,18 +652,50 @@ class Stack:
 
         self.mock_port = self._wait("mock upstream", port, p, self.run_dir / "mock.log")
 
+    def _start_redis(self):
+        """redis=True: starts the stack's own redis-server (before pvgate, which may use it)."""
+        if self._owns_redis and not self.redis.running():
+            self.redis.start()
+
+    def _redis_url(self):
+        if self.redis is None:
+            raise StackError("throttle store redis: this stack has no Redis (redis=True)")
+        if self.redis.port is None:
+            raise StackError("throttle store redis: its redis-server was never started")
+        return self.redis.url
+
+    def kill_redis(self):
+        """SIGKILLs the stack's redis-server (a crash: it stops answering at once, and its data
+        is gone). pvgate keeps running. Returns the exit code."""
+        if self.redis is None:
+            raise StackError("this stack has no Redis")
+        return self.redis.kill()
+
+    def restart_redis(self):
+        """Starts a new, empty redis-server on the SAME port (pvgate's URL stays valid) and
+        waits for its PING."""
+        if self.redis is None:
+            raise StackError("this stack has no Redis")
+        return self.redis.restart()
+
     def _throttle_text(self):
         """The throttle: section for pvgate.yaml ("" for none)."""
         if self.throttle is None:
             return ""
         if self.throttle == "default":
             return shipped_throttle_section(self.throttle_path)
+        if self.throttle == "default-redis":
+            return redis_throttle_section(shipped_throttle_section(self.throttle_path),
+                                          self._redis_url())
         body = textwrap.dedent(self.throttle).strip("\n")
         head = []
         if not re.search(r"^store:", body, re.M):
             head.append("store: local")
         if not re.search(r"^path:", body, re.M):
             head.append(f"path: {self.throttle_path}")
+        if re.search(r"^store:\s*redis\s*$", body, re.M) and not re.search(r"^redis:", body,
+                                                                            re.M):
+            head.append(f"redis: {self._redis_url()}")
         return "throttle:\n" + textwrap.indent("\n".join(head + [body]), "  ") + "\n"
 
     def write_pvgate_config(self, **changes):
@@ -460,6 +735,7 @@ class Stack:
             lines.append(f"    api_secret_file: {sf}")
         else:
             lines.append(f"    api_secret: {self.api_secret}")
+        lines += self._origin_lines()
         text = "\n".join(lines) + "\n"
         if self.extra_pvgate_config:
             text += self.extra_pvgate_config.rstrip("\n") + "\n"
@@ -467,6 +743,57 @@ class Stack:
         fd = os.open(self.pvgate_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
+
+    def _origin_port(self):
+        """nginx's port for the {port} of allowed_origins. pvgate's config is written before
+        nginx starts, so without a requested port one is chosen now (and nginx then uses it)."""
+        if self.port is None and self.requested_port is None:
+            self.requested_port = free_port()
+        return self.port or self.requested_port
+
+    def origins(self):
+        """allowed_origins with {port} filled in ([] when the option is not set)."""
+        if not self.allowed_origins:
+            return []
+        return [o.replace("{port}", str(self._origin_port())) for o in self.allowed_origins]
+
+    def _origin_lines(self):
+        """The merchant's allowed_origins / allow_missing_origin lines for pvgate.yaml."""
+        lines = []
+        if self.allowed_origins:
+            lines.append("    allowed_origins:")
+            lines += [f"      - {json.dumps(o)}" for o in self.origins()]
+        if self.allow_missing_origin is not None:
+            lines.append(f"    allow_missing_origin: {'true' if self.allow_missing_origin else 'false'}")
+        return lines
+
+    def _site_locations(self):
+        """nginx locations serving site_root at / (index.html) and its files by name, ahead of
+        the JSON 404 of `location /`; a comment when there is no site."""
+        if not self.site_root:
+            return "# (no site: stack.py site_root= / --site)"
+        root = Path(self.site_root).resolve()
+        if not (root / "index.html").is_file():
+            raise StackError(f"site_root {root}: no index.html")
+        common = (f"root {root};\n"
+                  "            types { text/html html; text/javascript js; text/css css;\n"
+                  "                    image/svg+xml svg; image/png png; }\n"
+                  "            charset utf-8;\n"
+                  "            charset_types text/css text/javascript;\n"
+                  "            add_header Cache-Control no-cache always;\n"
+                  "            add_header X-Content-Type-Options nosniff always;\n"
+                  "            add_header Referrer-Policy same-origin always;\n"
+                  "            add_header Content-Security-Policy \"default-src 'none'; "
+                  "script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+                  "form-action 'self'; base-uri 'none'; frame-ancestors 'none'\" always;")
+        return ("# The demo page (stack.py site_root= / --site): its own files only.\n"
+                "        location = / {\n"
+                f"            {common}\n"
+                "            try_files /index.html =404;\n"
+                "        }\n"
+                "        location ~ ^/[A-Za-z0-9_-]+\\.(html|js|css|svg|png)$ {\n"
+                f"            {common}\n"
+                "        }")
 
     def _check_pvgate_config(self):
         r = subprocess.run([str(self.pvgate), "--check-config", "--config",
@@ -486,9 +813,23 @@ class Stack:
         self.socket_path.unlink(missing_ok=True)
         argv = [find_tool("spawn-fcgi"), "-n", "-s", str(self.socket_path), "-M", "0666",
                 "--"] + self._pvgate_argv()
+        if self.supervisor is not None:
+            at = argv.index("--") + 1
+            argv[at:at] = [find_tool("multiwatch"), "-f", str(self.supervisor), "--"]
+        argv = self.pvgate_wrapper + argv
+        before = self._serving_lines()
         # spawn-fcgi -n creates the socket and execs pvgate in place: this pid is pvgate's.
         p = self._popen("pvgate", argv, "pvgate.log")
         self._wait("pvgate socket", self.socket_path.is_socket, p, self.pvgate_log)
+        # The socket exists before pvgate runs (spawn-fcgi makes it): wait for pvgate's own
+        # start-up line, after which it handles signals and serves.
+        self._wait("pvgate start-up", lambda: self._serving_lines() > before, p, self.pvgate_log)
+
+    def _serving_lines(self):
+        try:
+            return self.pvgate_log.read_text(errors="replace").count(" serving with ")
+        except FileNotFoundError:
+            return 0
 
     def _pvgate_argv(self):
         argv = [str(self.pvgate), "--config", str(self.pvgate_config)]
@@ -673,6 +1014,7 @@ class Stack:
             "EXTRA_LOCATIONS": self.extra_locations.replace("@SOCKET@", str(self.socket_path)),
             "REAL_IP": ("set_real_ip_from 127.0.0.1;\n        real_ip_header X-Forwarded-For;"
                         if self.real_ip else "# (none: the demo uses the peer address)"),
+            "SITE": self._site_locations(),
         }
         for k, v in values.items():
             template = template.replace(f"@{k}@", v)
@@ -756,6 +1098,8 @@ class Stack:
         for f in self._logs:
             f.close()
         self._logs.clear()
+        if self._owns_redis and self.redis.proc is not None:
+            self.exit_codes["redis"] = self.redis.stop()
         try:
             (self.run_dir / "stack.json").unlink(missing_ok=True)
         except OSError:
@@ -908,6 +1252,14 @@ def main(argv=None):
     s.add_argument("--fresh-store", action="store_true",
                    help="start with an empty throttle store (removes --dir/throttle)")
     s.add_argument("--json", action="store_true", help="print stack.json instead of a summary")
+    s.add_argument("--site", default=None,
+                   help="serve this directory's static files at / (the demo page: "
+                        "nginx/demo-site)")
+    s.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN",
+                   help="the merchant's allowed_origins (repeatable; {port} is nginx's port); "
+                        "'demo' stands for http://127.0.0.1:{port} and http://localhost:{port}")
+    s.add_argument("--allow-missing-origin", action="store_true",
+                   help="the merchant's allow_missing_origin: true (curl without Origin works)")
     for name in ("stop", "status"):
         p = sub.add_parser(name)
         p.add_argument("--dir", required=True)
@@ -938,6 +1290,11 @@ def main(argv=None):
     st = Stack(a.dir, pvgate=a.pvgate, port=a.port, threads=a.threads, timeout_ms=a.timeout_ms,
                merchant=a.merchant, workers=a.workers,
                throttle=None if a.throttle == "none" else a.throttle)
+    st.site_root = a.site
+    if a.allow_origin:
+        st.allowed_origins = [o for x in a.allow_origin
+                              for o in (DEMO_ORIGINS if x == "demo" else (x,))]
+    st.allow_missing_origin = True if a.allow_missing_origin else None
     if a.fresh_store and st.throttle_path.exists():
         shutil.rmtree(st.throttle_path)
     try:
@@ -960,6 +1317,11 @@ def main(argv=None):
             print(f"  throttle store {st.throttle_path} (rules: {st.pvgate_config})")
         print(f"  mock    https://127.0.0.1:{st.mock_port}/phone-verify  "
               f"(pid {st.procs['mock'].pid}, log {st.run_dir / 'mock.log'})")
+        if st.site_root:
+            print(f"  page    {st.url('/')}  (from {Path(st.site_root).resolve()})")
+        if st.allowed_origins:
+            print(f"  origins {', '.join(st.origins())}"
+                  f"{' (and none: curl)' if st.allow_missing_origin else ''}")
     return 0
 
 

@@ -12,6 +12,14 @@ always with --keep.
 
 A case is a function taking a Ctx; it fails by raising (AssertionError with a message that says
 what was sent and what came back).
+
+Recording, for the suite-wide secret scan (test_zz_secret_scan.py): every response a case gets
+through Ctx (status line, headers, body) is appended to RECORD/<test>/responses.txt, every
+`signature` the mock receives to RECORD/<test>/signatures.txt (the mock's --signatures-file, via
+env PVGATE_MOCK_SIGNATURES), and at stop the stack's pvgate.log and nginx logs are copied there,
+with the stack's api_key/api_secret (plus any given to record_credentials) in
+credentials.json. RECORD is env PVGATE_IT_RECORD_DIR, else `it-record` beside the pvgate binary
+under test. Each run of a test replaces its own RECORD/<test>/.
 """
 
 import argparse
@@ -69,6 +77,86 @@ class Resp:
                 f"      response: HTTP {self.status} [{hdrs}] body={body!r}")
 
 
+class Recorder:
+    """Appends responses to RECORD/<test>/responses.txt (see the module doc)."""
+
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.credentials = []   # [{"api_key":..., "api_secret":...}]
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def record(self, label, status_line, headers, body):
+        head = "\r\n".join(f"{k}: {v}" for k, v in headers)
+        with self._lock:
+            self._n += 1
+            with open(self.dir / "responses.txt", "ab") as f:
+                f.write(f"### response {self._n}: {label}\n{status_line}\n{head}\n\n"
+                        .encode("utf-8", "replace") + (body or b"") + b"\n")
+
+    def add_credentials(self, api_key, api_secret):
+        with self._lock:
+            self.credentials.append({"api_key": api_key, "api_secret": api_secret})
+
+    def finish(self, stack):
+        """Copies the stack's logs (not the mock's, which legitimately sees the api_key) and
+        writes credentials.json."""
+        if stack is not None:
+            for path in sorted(stack.run_dir.glob("*.log")):
+                if path.name.startswith("mock"):
+                    continue
+                try:
+                    shutil.copyfile(path, self.dir / f"{stack.run_dir.name}-{path.name}")
+                except OSError:
+                    pass
+            self.add_credentials(stack.api_key, stack.api_secret)
+        (self.dir / "credentials.json").write_text(json.dumps(self.credentials, indent=1))
+
+
+RECORDER = None   # set by run()
+
+
+def record_credentials(api_key, api_secret):
+    """Registers more credentials (e.g. extra merchants) for the secret scan."""
+    if RECORDER is not None:
+        RECORDER.add_credentials(api_key, api_secret)
+
+
+def record_dir_for(pvgate):
+    import os
+    env = os.environ.get("PVGATE_IT_RECORD_DIR")
+    return Path(env) if env else Path(pvgate).resolve().parent / "it-record"
+
+
+def parse_raw_response(data):
+    """(status, [(name, value)], body) of a raw HTTP/1.x response, or None if there is none.
+    The body is what follows the headers (the request is sent with Connection: close)."""
+    if not data:
+        return None
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise AssertionError(f"not an HTTP response: {data[:200]!r}")
+    headers = []
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers.append((k.strip(), v.strip()))
+    hd = {k.lower(): v for k, v in headers}
+    if "chunked" in hd.get("transfer-encoding", "").lower():
+        out, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            n = int(size_line.split(b";")[0] or b"0", 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        body = out
+    elif "content-length" in hd:
+        body = body[:int(hd["content-length"])]
+    return int(parts[1]), headers, body
+
+
 class Ctx:
     """What a case gets: the running stack and helpers to talk to it."""
 
@@ -110,6 +198,54 @@ class Ctx:
                 conn.close()
         with self._lock:
             self.responses.append(resp)
+        if RECORDER is not None:
+            RECORDER.record(f"{method} {path}", f"HTTP {resp.status}", resp.header_list,
+                            resp.body)
+        return resp
+
+    def raw(self, data, timeout=10.0, shutdown_write=False, port=None):
+        """Sends `data` (bytes, a whole raw HTTP request; use Connection: close) on a fresh
+        connection, optionally half-closes, and reads until the server closes or `timeout`.
+        Returns Resp (method/path parsed from the request line) or None when the server
+        closed without answering. For requests http.client would normalise."""
+        first = data.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        method, path = (first + ["", ""])[:2]
+        s = socket.create_connection(("127.0.0.1", port or self.stack.port), timeout=timeout)
+        chunks = []
+        try:
+            try:
+                s.sendall(data)
+                if shutdown_write:
+                    s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass   # the server may answer (and close) before the whole request is sent
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    b = s.recv(65536)
+                except socket.timeout:
+                    break
+                except ConnectionResetError:
+                    break
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            s.close()
+        parsed = parse_raw_response(b"".join(chunks))
+        if parsed is None:
+            return None
+        status, headers, body = parsed
+        head, _, req_body = data.partition(b"\r\n\r\n")
+        req_headers = {}
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            k, _, v = line.partition(":")
+            req_headers.setdefault(k.strip(), v.strip())
+        resp = Resp(method, path, req_headers, req_body, status, headers, body)
+        with self._lock:
+            self.responses.append(resp)
+        if RECORDER is not None:
+            RECORDER.record(f"raw {method} {path}", f"HTTP {status}", headers, body)
         return resp
 
     def post_json(self, route, obj, headers=None, **kw):
@@ -275,6 +411,14 @@ def run(cases, stack_options=None, description="", after_stop=None):
     if a.only:
         cases = [c for c in cases if a.only in c[0]]
 
+    global RECORDER
+    import os
+    record = record_dir_for(a.pvgate) / Path(sys.argv[0]).stem
+    shutil.rmtree(record, ignore_errors=True)
+    record.mkdir(parents=True, exist_ok=True)
+    RECORDER = Recorder(record)
+    os.environ["PVGATE_MOCK_SIGNATURES"] = str(record / "signatures.txt")
+
     run_dir = Path(tempfile.mkdtemp(prefix="pvgate-it-"))
     st = stacklib.Stack(run_dir / "stack", pvgate=a.pvgate, **(stack_options or {}))
     passed = failed = 0
@@ -307,7 +451,10 @@ def run(cases, stack_options=None, description="", after_stop=None):
             for name, fn in cases:
                 report(name, lambda fn=fn: fn(ctx))
     finally:
-        st.stop()
+        try:
+            st.stop()
+        finally:
+            RECORDER.finish(st)
     if ctx is not None and after_stop is not None:
         for name, fn in after_stop(st, ctx):
             report(name, fn)

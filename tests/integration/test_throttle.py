@@ -290,7 +290,7 @@ def per_ip(ctx):
     refused(ctx, fields(ctx), 3590, 3600, bot)         # new user, new phone, same address
     sent_ok(ctx, fields(ctx), xff("203.0.113.8"))
     sent_ok(ctx, fields(ctx))                           # the loopback peer itself
-    wait_until(lambda: 'ip="203.0.113.7"' in log_text(ctx), "REMOTE_ADDR 203.0.113.7 in the log")
+    wait_until(lambda: '"ip":"203.0.113.7"' in log_text(ctx), "REMOTE_ADDR 203.0.113.7 in the log")
     # IPv6: one subscriber holds a /64, so addresses in one /64 share a count.
     sent_ok(ctx, fields(ctx), xff("2001:db8:1:2::1"))
     sent_ok(ctx, fields(ctx), xff("2001:db8:1:2:ffff:ffff:ffff:fffe"))

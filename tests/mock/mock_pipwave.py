@@ -162,6 +162,7 @@ class State:
         self.next_reference = FIRST_REFERENCE
         self.sessions = {}                  # reference -> (api_key, dial, contact, user_id)
         self.last_send = {}                 # (api_key, dial, contact) -> monotonic time
+        self.signatures_file = None         # --signatures-file: every signature received
         self._zero()
 
     def _zero(self):
@@ -208,6 +209,10 @@ class State:
                 self.by_user[uid] = self.by_user.get(uid, 0) + 1
             self.last = shown
             self.last_headers = headers
+            sig = body.get("signature")
+            if self.signatures_file is not None and isinstance(sig, str) and sig:
+                self.signatures_file.write(sig.replace("\n", " ") + "\n")
+                self.signatures_file.flush()
 
     def count_status(self, status):
         key = str(status)
@@ -672,6 +677,10 @@ def parse_args(argv):
     p.add_argument("--resend-cooldown", type=float, default=0,
                    help="seconds between send-tokens to one number (0 = off)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    p.add_argument("--signatures-file", default=os.environ.get("PVGATE_MOCK_SIGNATURES"),
+                   help="append every `signature` received to this file, one a line, so a "
+                        "test can search responses and logs for them (default: env "
+                        "PVGATE_MOCK_SIGNATURES)")
     p.add_argument("--self-test", action="store_true",
                    help="check the signature examples of pipwave-api.md and exit")
     a = p.parse_args(argv)
@@ -719,6 +728,8 @@ def main(argv=None):
 
     threading.stack_size(512 * 1024)  # 300+ connection threads without a big footprint
     state = State(a.merchants, a.code, a.resend_cooldown)
+    if a.signatures_file:
+        state.signatures_file = open(a.signatures_file, "a", encoding="utf-8")
     try:
         srv = MockServer((host, a.port), family, ctx, state, a.delay_ms / 1000.0, a.quiet)
     except OSError as e:

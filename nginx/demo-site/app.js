@@ -1,0 +1,357 @@
+// pvgate demo page: the reference for how a browser frontend calls pvgate.
+//
+// Flow: phone form -> POST /pvgate/send-token -> code form -> POST /pvgate/verify-token-answer
+// (with the `reference` the send answered) -> verified.
+//
+// How to call pvgate from a page (everything below follows these rules):
+//
+//  * Same origin. Serve the page from the site whose nginx has the /pvgate/ location, and list
+//    that origin in the merchant's `allowed_origins` (pvgate.yaml). The browser then sends an
+//    Origin header with every POST; pvgate answers 403 to any origin not listed, so another
+//    site cannot make its visitors' browsers send SMS on your account.
+//  * fetch() with method POST, `Content-Type: application/json` and a JSON object body holding
+//    only the customer's fields: user_id, contact_no_country_dialing_code (digits, no '+'),
+//    contact_no, and for verify also reference and answer. Never api_key, api_secret,
+//    signature, timestamp or action: pvgate refuses them (the secret never reaches a browser).
+//    `credentials: 'same-origin'` sends the site's cookies (for nginx's auth_request when the
+//    user id comes from the session, PVGATE_USER_ID) and nothing cross-site.
+//  * Every answer, success or not, is JSON: {status, message[, reference][, seconds_till_resend]}.
+//    Branch on the HTTP status first, then on the body's `status`:
+//      200          done (send: keep `reference` for the verify call)
+//      400          the user's input: status 9001 is pvgate's own check and its message names
+//                   the field ("invalid contact_no: 1-32 digits", "missing field 'answer'"), so
+//                   show it next to that input; other statuses are Pipwave's verdict
+//                   (5052 wrong code, 5051 reference expired or unknown, ...), message passed on
+//      403          status 5001: the country (dialing code) is not accepted; otherwise this
+//                   page's origin is not in allowed_origins (a site misconfiguration)
+//      413, 415     body too large / not JSON: a bug in the frontend, not the user's fault
+//      429          too frequent: wait `seconds_till_resend` seconds (also in Retry-After)
+//                   before offering the action again; the server refused it, nothing was sent
+//      5xx          pvgate or Pipwave unavailable (generic message; details are in the
+//                   server's log only): let the user try again later
+//      no answer    network error: the same
+//  * Show pvgate's messages with textContent, never as HTML.
+//  * A 200 send answer normally carries no seconds_till_resend, so the page starts its resend
+//    countdown from its own default (data-resend-seconds on #app, 60 s like the phone-cooldown
+//    rule of conf/pvgate.yaml; `?resend_after=N` in the page URL overrides it, as the
+//    end-to-end test does to show a too-early resend being refused). pvgate's throttle stays the
+//    authority: when it refuses a resend, its 429 restarts the countdown with the real wait.
+//
+// No framework and no build step: this file is served as is.
+'use strict';
+
+(() => {
+  const app = document.getElementById('app');
+  const API = app.dataset.api || '/pvgate/';
+
+  // The resend countdown the page assumes after a successful send (see above).
+  const resendParam = Number.parseInt(new URLSearchParams(window.location.search)
+    .get('resend_after') || '', 10);
+  const DEFAULT_RESEND_S = resendParam > 0 ? resendParam
+    : Number.parseInt(app.dataset.resendSeconds || '60', 10);
+
+  // The fields pvgate's 400 messages can name, longest first (contact_no is a prefix of
+  // contact_no_country_dialing_code; the \b in fieldIn() needs no more than that).
+  const FIELDS = ['contact_no_country_dialing_code', 'contact_no', 'user_id', 'answer',
+    'reference'];
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    notice: $('notice'),
+    phoneForm: $('phone-form'), send: $('send'),
+    userId: $('user_id'), dial: $('contact_no_country_dialing_code'), number: $('contact_no'),
+    codeForm: $('code-form'), sentTo: $('sent-to'), change: $('change'),
+    answer: $('answer'), verify: $('verify'), resend: $('resend'),
+    resendStatus: $('resend-status'),
+    done: $('done'), verifiedNumber: $('verified-number'), again: $('again'),
+  };
+  const inputs = { user_id: el.userId, contact_no_country_dialing_code: el.dial,
+    contact_no: el.number, answer: el.answer };
+
+  // What the page holds between the two calls: the fields the token was sent for (verify must
+  // repeat them exactly) and the reference Pipwave gave it.
+  let session = null;           // {fields: {...}, reference}
+  let cooldown = null;          // {phone: 'dial|number', until: ms since epoch}
+  let busy = false;
+  let timer = null;
+
+  // -- calling pvgate -------------------------------------------------------------------------
+
+  // POSTs `fields` as JSON to API + route. Always resolves, never throws:
+  // {http, body: {status, message, ...}, retryAfter} where http is 0 for a network error.
+  async function callPvgate(route, fields) {
+    let response;
+    try {
+      response = await fetch(API + route, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        credentials: 'same-origin',
+        cache: 'no-store',
+        body: JSON.stringify(fields),
+      });
+    } catch (e) {
+      return { http: 0, body: { status: 0, message: 'No connection to the server. Check your network and try again.' } };
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (e) {
+      body = null;   // e.g. an HTML error page from a proxy in between
+    }
+    if (!body || typeof body !== 'object') {
+      body = { status: response.status, message: '' };
+    }
+    const retryAfter = Number.parseInt(response.headers.get('Retry-After') || '', 10);
+    return { http: response.status, body, retryAfter: Number.isFinite(retryAfter) ? retryAfter : null };
+  }
+
+  // Seconds to wait after a 429: the body's seconds_till_resend, else Retry-After, else 60.
+  function waitOf(r) {
+    const s = Number(r.body.seconds_till_resend);
+    if (Number.isFinite(s) && s >= 0) return Math.ceil(s);
+    return r.retryAfter != null ? r.retryAfter : 60;
+  }
+
+  // The field a 400 message names ("invalid contact_no: 1-32 digits"), or null.
+  function fieldIn(message) {
+    for (const name of FIELDS) {
+      if (new RegExp(`\\b${name}\\b`).test(message || '')) return name;
+    }
+    return null;
+  }
+
+  // Turns any answer that is not a 200 into what the user sees: a message under the input it
+  // concerns, or a notice for the whole form. `step` is 'send' or 'verify'; `fields` what was
+  // sent.
+  function showFailure(r, step, fields) {
+    const status = Number(r.body.status);
+    const msg = (r.body.message || '').trim();
+    switch (r.http) {
+      case 400: {
+        if (status === 9001) {
+          const field = fieldIn(msg);
+          if (field && inputs[field] && !inputs[field].closest('[hidden]')) {
+            return fieldError(field, humanize(field, msg));
+          }
+          if (field === 'reference') {
+            return notice('error', 'This code request is no longer valid. Send a new code.');
+          }
+          return notice('error', msg || 'The request was not accepted.');
+        }
+        if (status === 5052) return fieldError('answer', msg || 'Incorrect code.');
+        if (status === 5051) {
+          return notice('error', `${msg || 'The code has expired.'} Send a new code.`);
+        }
+        if (step === 'send' && (status === 5001 || status === 5003)) {
+          return fieldError('contact_no', msg || 'This phone number cannot be verified.');
+        }
+        return notice('error', msg || 'The request was not accepted.');
+      }
+      case 403:
+        if (status === 5001) {
+          return fieldError('contact_no_country_dialing_code',
+            msg || 'Phone numbers from this country are not accepted.');
+        }
+        return notice('error', msg || 'This site is not allowed to use phone verification.');
+      case 413:
+      case 415:
+        // The page sent something pvgate cannot take: a frontend bug, not the user's doing.
+        return notice('error', `The page sent a request the server cannot read (${r.http}). ${msg}`);
+      case 429: {
+        const wait = waitOf(r);
+        if (step === 'send') {
+          startCooldown(phoneKey(fields), wait);
+          return notice('error', `Too many code requests. You can ask for a new code in ${wait} s.`);
+        }
+        return notice('error', `Too many attempts. Try again in ${wait} s.`);
+      }
+      case 0:
+        return notice('error', r.body.message);
+      default:
+        if (r.http >= 500) {
+          return notice('error', msg || 'Phone verification is temporarily unavailable; try again shortly.');
+        }
+        return notice('error', msg || `Unexpected answer (HTTP ${r.http}).`);
+    }
+  }
+
+  // pvgate names fields by their API names; say it the way the label does.
+  function humanize(field, msg) {
+    const label = document.querySelector(`label[for="${field}"]`);
+    const name = label ? label.textContent.trim() : field;
+    return msg.replace(/^invalid [a-z_]+: /, `${name}: `)
+      .replace(/^missing field '[a-z_]+'$/, `${name} is required.`);
+  }
+
+  // -- what the page shows --------------------------------------------------------------------
+
+  function notice(kind, text) {
+    el.notice.textContent = text;
+    el.notice.className = `notice ${kind}`;
+    el.notice.hidden = !text;
+  }
+
+  function fieldError(name, text) {
+    const input = inputs[name];
+    const out = $(`${name}-error`);
+    input.setAttribute('aria-invalid', 'true');
+    out.textContent = text;
+    out.hidden = false;
+    input.focus();
+  }
+
+  function clearErrors() {
+    notice('', '');
+    for (const [name, input] of Object.entries(inputs)) {
+      input.removeAttribute('aria-invalid');
+      const out = $(`${name}-error`);
+      out.textContent = '';
+      out.hidden = true;
+    }
+  }
+
+  function setBusy(on) {
+    busy = on;
+    app.setAttribute('aria-busy', on ? 'true' : 'false');
+    el.verify.disabled = on;
+    render();
+  }
+
+  function phoneFields() {
+    return {
+      user_id: el.userId.value.trim(),
+      contact_no_country_dialing_code: el.dial.value.trim().replace(/^\+/, ''),
+      contact_no: el.number.value.replace(/[\s-]/g, ''),
+    };
+  }
+
+  const phoneKey = (f) => `${f.contact_no_country_dialing_code}|${f.contact_no}`;
+  const shown = (f) => `+${f.contact_no_country_dialing_code} ${f.contact_no}`;
+
+  function startCooldown(phone, seconds) {
+    const until = Date.now() + seconds * 1000;
+    // A later, longer answer wins; a shorter one never shortens what the server said.
+    if (!cooldown || cooldown.phone !== phone || until > cooldown.until) {
+      cooldown = { phone, until };
+    }
+    if (!timer) timer = window.setInterval(render, 250);
+    render();
+  }
+
+  function secondsLeft(phone) {
+    if (!cooldown || cooldown.phone !== phone) return 0;
+    return Math.max(0, Math.ceil((cooldown.until - Date.now()) / 1000));
+  }
+
+  // Buttons and the countdown, from the state (called by every change and by the timer).
+  function render() {
+    const left = secondsLeft(session ? phoneKey(session.fields) : phoneKey(phoneFields()));
+    if (left === 0 && timer && (!cooldown || Date.now() >= cooldown.until)) {
+      window.clearInterval(timer);
+      timer = null;
+    }
+    // Step 1: the same number cannot be sent again while its cooldown runs.
+    const sendLeft = secondsLeft(phoneKey(phoneFields()));
+    el.send.disabled = busy || sendLeft > 0;
+    el.send.textContent = sendLeft > 0 ? `Send code (wait ${sendLeft} s)` : 'Send code';
+    // Step 2: resend is offered once the countdown is over.
+    el.resend.disabled = busy || left > 0;
+    el.resend.textContent = left > 0 ? `Resend code in ${left} s` : 'Resend code';
+    el.resendStatus.textContent = left > 0
+      ? `You can ask for a new code in ${left} s.` : 'Did not get it? You can ask for a new code.';
+  }
+
+  function showStep(step) {
+    el.phoneForm.hidden = step !== 'phone';
+    el.codeForm.hidden = step !== 'code';
+    el.done.hidden = step !== 'done';
+    render();
+  }
+
+  // -- the three actions ----------------------------------------------------------------------
+
+  async function sendToken(fields, isResend) {
+    clearErrors();
+    setBusy(true);
+    const r = await callPvgate('send-token', fields);
+    setBusy(false);
+    if (r.http !== 200) {
+      showFailure(r, 'send', fields);
+      return;
+    }
+    session = { fields, reference: r.body.reference };
+    startCooldown(phoneKey(fields), r.body.seconds_till_resend > 0
+      ? Math.ceil(r.body.seconds_till_resend) : DEFAULT_RESEND_S);
+    el.sentTo.textContent = shown(fields);
+    el.answer.value = '';
+    showStep('code');
+    notice('info', isResend ? 'A new code is on its way.' : (r.body.message || 'Code sent.'));
+    el.answer.focus();
+  }
+
+  async function verify() {
+    clearErrors();
+    const answer = el.answer.value.trim();
+    setBusy(true);
+    // The same fields as the send, plus its reference (a JSON number) and the code.
+    const r = await callPvgate('verify-token-answer',
+      { ...session.fields, reference: session.reference, answer });
+    setBusy(false);
+    if (r.http !== 200) {
+      showFailure(r, 'verify', session.fields);
+      return;
+    }
+    el.verifiedNumber.textContent = shown(session.fields);
+    showStep('done');
+    notice('success', r.body.message || 'Verified.');
+    el.done.focus();
+  }
+
+  el.phoneForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (busy) return;
+    const fields = phoneFields();
+    // pvgate accepts a send without contact_no (Pipwave then uses the number it has on file);
+    // this form is about a number the user types, so it asks for one. Everything else is
+    // checked by pvgate, whose messages the page shows by field.
+    if (!fields.contact_no) {
+      clearErrors();
+      fieldError('contact_no', 'Phone number is required.');
+      return;
+    }
+    sendToken(fields, false);
+  });
+  el.codeForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (!busy && session) verify();
+  });
+  el.resend.addEventListener('click', () => {
+    if (!busy && session) sendToken(session.fields, true);
+  });
+  el.change.addEventListener('click', () => {
+    clearErrors();
+    showStep('phone');
+    el.number.focus();
+  });
+  el.again.addEventListener('click', () => {
+    clearErrors();
+    session = null;
+    el.number.value = '';
+    el.answer.value = '';
+    showStep('phone');
+    el.number.focus();
+  });
+  // Editing an input clears its own error; editing the number re-evaluates its cooldown.
+  for (const [name, input] of Object.entries(inputs)) {
+    input.addEventListener('input', () => {
+      if (input.getAttribute('aria-invalid')) {
+        input.removeAttribute('aria-invalid');
+        $(`${name}-error`).hidden = true;
+      }
+      render();
+    });
+  }
+
+  showStep('phone');
+  app.dataset.ready = 'true';   // for tests: the script has wired the page
+})();

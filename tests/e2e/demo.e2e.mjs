@@ -1,0 +1,280 @@
+// End-to-end test of the demo page (nginx/demo-site) in Debian's headless Chromium, driven by
+// playwright-core (no browser download: executablePath is /usr/bin/chromium).
+//
+//   node tests/e2e/demo.e2e.mjs http://127.0.0.1:PORT/
+//
+// The URL is a running stack serving the page at / and pvgate at /pvgate/ (run_e2e.py starts
+// one) with the shipped throttle rules (a 60 s resend cooldown per phone) and the mock
+// Pipwave, whose code is 123456. Every check asserts on what the page shows (text, visible,
+// enabled/disabled), polling until it holds or a deadline passes; none sleeps for a fixed time.
+//
+// Screenshots go to $PVGATE_E2E_ARTIFACTS (default build/e2e-artifacts in the repository).
+// Env CHROMIUM overrides the browser binary. The last line printed is `N passed, M failed`
+// (`, K skipped` when a failed step left later steps without the state they need); the exit
+// code is 0 only when nothing failed.
+import { chromium } from 'playwright-core';
+import { mkdirSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BASE = process.argv[2];
+if (!BASE) {
+  console.error('usage: node demo.e2e.mjs http://127.0.0.1:PORT/');
+  process.exit(2);
+}
+const ORIGIN = new URL(BASE).origin;
+const ARTIFACTS = resolve(process.env.PVGATE_E2E_ARTIFACTS || join(REPO, 'build', 'e2e-artifacts'));
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const WAIT_MS = 15000;   // deadline for a condition; a healthy run meets each in well under 1 s
+// The page's own guess of the resend cooldown after a 200 (pvgate's 200 carries none); short,
+// so that the resend button is offered while pvgate's 60 s phone-cooldown still refuses it.
+const PAGE_RESEND_S = 2;
+const PHONE = { dial: '60', number: '123456789' };
+
+// -- a tiny runner ---------------------------------------------------------------------------
+
+const results = [];
+let blocked = null;   // the name of the failed step later steps depend on
+
+async function step(name, fn) {
+  if (blocked) {
+    results.push({ name, outcome: 'skipped' });
+    console.log(`SKIP ${name} (after: ${blocked})`);
+    return;
+  }
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, outcome: 'passed' });
+    console.log(`PASS ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    results.push({ name, outcome: 'failed' });
+    console.log(`FAIL ${name}: ${e && e.stack ? e.stack : e}`);
+    blocked = name;
+    await shot(`failed-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`).catch(() => {});
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+// Polls `probe` (returns a value) until `ok(value)` holds; throws with the last value seen.
+async function until(what, probe, ok = (v) => Boolean(v), timeout = WAIT_MS) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await probe();
+      if (ok(last)) return last;
+    } catch (e) {
+      last = `error: ${e.message}`;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// -- the page --------------------------------------------------------------------------------
+
+let page;
+const consoleErrors = [];
+const foreignRequests = [];
+
+async function shot(name) {
+  const file = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`     screenshot ${file}`);
+}
+
+const text = async (selector) => (await page.locator(selector).textContent()).trim();
+const visible = (selector) => page.locator(selector).isVisible();
+const disabled = (selector) => page.locator(selector).isDisabled();
+const secondsIn = (s) => {
+  const m = /(\d+) s\b/.exec(s || '');
+  return m ? Number(m[1]) : null;
+};
+
+// The state of the resend control: {text, disabled, seconds}.
+async function resendState() {
+  const t = await text('#resend');
+  return { text: t, disabled: await disabled('#resend'), seconds: secondsIn(t) };
+}
+
+// Waits until the countdown shown on #resend is below `seconds`: it keeps going.
+async function countdownBelow(seconds) {
+  return until(`the resend countdown to go below ${seconds} s`, resendState,
+    (s) => s.disabled && s.seconds !== null && s.seconds < seconds, 5000);
+}
+
+async function main() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const old of ['after-send', 'resend-refused', 'wrong-code', 'verified', 'field-errors']) {
+    rmSync(join(ARTIFACTS, `${old}.png`), { force: true });
+  }
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    chromiumSandbox: false,   // root in a container: --no-sandbox
+    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 560, height: 720 },
+      deviceScaleFactor: 1, locale: 'en-US' });
+    page = await context.newPage();
+    page.on('console', (m) => {
+      // Chromium logs every non-2xx fetch as "Failed to load resource"; pvgate's 400 and 429
+      // are answers the page handles, so only those of /pvgate/ are expected.
+      const expected = m.text().startsWith('Failed to load resource')
+        && (m.location().url || '').startsWith(`${ORIGIN}/pvgate/`);
+      if (m.type() === 'error' && !expected) consoleErrors.push(`${m.text()} (${m.location().url})`);
+    });
+    page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+    page.on('request', (r) => {
+      if (!r.url().startsWith(`${ORIGIN}/`)) foreignRequests.push(r.url());
+    });
+    await run();
+  } finally {
+    await browser.close();
+  }
+}
+
+async function run() {
+  await step('page loads, labelled inputs, no external resource', async () => {
+    await page.goto(`${ORIGIN}/?resend_after=${PAGE_RESEND_S}`);
+    await until('the script to wire the page',
+      () => page.locator('#app').getAttribute('data-ready'), (v) => v === 'true');
+    assert((await page.title()).includes('Verify your phone number'), 'title');
+    // Every input is reachable by its label (accessible names).
+    for (const label of ['Demo user id', 'Country code', 'Phone number']) {
+      assert(await page.getByLabel(label, { exact: true }).isVisible(), `input labelled ${label}`);
+    }
+    assert(!(await visible('#code-form')), 'code form hidden before a send');
+    assert(!(await disabled('#send')), 'Send code enabled');
+    const css = await page.evaluate(() => getComputedStyle(document.querySelector('#send')).backgroundColor);
+    assert(css !== 'rgba(0, 0, 0, 0)', `style.css applied (send button background ${css})`);
+  });
+
+  await step('400 messages shown by field', async () => {
+    await page.getByLabel('Phone number', { exact: true }).fill('');
+    await page.getByRole('button', { name: 'Send code' }).click();
+    await until('"Phone number is required." under the number', () => text('#contact_no-error'),
+      (t) => t.includes('Phone number is required.'));
+
+    // pvgate's own validation: "invalid contact_no_country_dialing_code: 1-5 digits, ..."
+    await page.getByLabel('Country code', { exact: true }).fill('6a');
+    await page.getByLabel('Phone number', { exact: true }).fill(PHONE.number);
+    const sent = page.waitForResponse((r) => r.url().endsWith('/pvgate/send-token'));
+    await page.getByRole('button', { name: 'Send code' }).click();
+    assert((await sent).status() === 400, 'pvgate answered 400');
+    const dialError = await until('the error under Country code',
+      () => text('#contact_no_country_dialing_code-error'), (t) => t.length > 0);
+    assert(/Country code: 1-5 digits/.test(dialError), `dialing code error: ${dialError}`);
+    assert(await page.locator('#contact_no_country_dialing_code').getAttribute('aria-invalid') === 'true',
+      'dialing code marked aria-invalid');
+    assert(!(await visible('#contact_no-error')), 'no error under the number');
+
+    await page.getByLabel('Country code', { exact: true }).fill(PHONE.dial);
+    await page.getByLabel('Phone number', { exact: true }).fill('12ab');
+    await page.getByRole('button', { name: 'Send code' }).click();
+    const numError = await until('the error under Phone number', () => text('#contact_no-error'),
+      (t) => /Phone number: 1-32 digits/.test(t));
+    assert(!(await visible('#contact_no_country_dialing_code-error')), 'dialing code error cleared');
+    assert(await page.locator('#contact_no').getAttribute('aria-invalid') === 'true',
+      `number marked aria-invalid (${numError})`);
+    await shot('field-errors');
+  });
+
+  await step('send a token: code form and resend countdown', async () => {
+    await page.getByLabel('Phone number', { exact: true }).fill(PHONE.number);
+    await page.getByRole('button', { name: 'Send code' }).click();
+    await until('the code form', () => visible('#code-form'));
+    assert(!(await visible('#phone-form')), 'phone form hidden');
+    assert((await text('#sent-to')) === `+${PHONE.dial} ${PHONE.number}`, 'number shown');
+    assert((await text('#notice')) === 'Token sent.', `notice: ${await text('#notice')}`);
+    const s = await resendState();
+    assert(s.disabled && /^Resend code in \d+ s$/.test(s.text), `resend counting down: ${s.text}`);
+    assert(await page.getByLabel('6-digit code').isVisible(), 'code input labelled');
+    await shot('after-send');
+  });
+
+  await step('resend refused with 429: shown to the user, countdown keeps going', async () => {
+    // The page's short guess runs out and offers a resend; pvgate's cooldown (60 s) refuses it.
+    await until('the resend button to be offered', resendState,
+      (s) => !s.disabled && s.text === 'Resend code');
+    const answered = page.waitForResponse((r) => r.url().endsWith('/pvgate/send-token'));
+    await page.getByRole('button', { name: 'Resend code' }).click();
+    const r = await answered;
+    assert(r.status() === 429, `pvgate answered ${r.status()}, not 429`);
+    const wait = Number(r.headers()['retry-after']);
+    const msg = await until('the 429 message', () => text('#notice'), (t) => /Too many/.test(t));
+    assert(/You can ask for a new code in \d+ s\./.test(msg), `429 message: ${msg}`);
+    assert(secondsIn(msg) > PAGE_RESEND_S && Math.abs(secondsIn(msg) - wait) <= 1,
+      `message shows the server's wait (${wait} s): ${msg}`);
+    const s = await until('the countdown from seconds_till_resend', resendState,
+      (x) => x.disabled && x.seconds !== null && x.seconds > PAGE_RESEND_S);
+    assert(s.seconds <= wait, `countdown ${s.seconds} s <= Retry-After ${wait} s`);
+    await countdownBelow(s.seconds);
+    assert(await visible('#code-form'), 'still on the code form');
+    assert(!(await disabled('#verify')), 'Verify still enabled');
+    await shot('resend-refused');
+  });
+
+  await step('a wrong code is refused with the message shown', async () => {
+    const before = (await resendState()).seconds;
+    await page.getByLabel('6-digit code').fill('000000');
+    await page.getByRole('button', { name: 'Verify' }).click();
+    const err = await until('the error under the code', () => text('#answer-error'),
+      (t) => t.length > 0);
+    assert(err === 'Incorrect answer.', `code error: ${err}`);
+    assert(await page.locator('#answer').getAttribute('aria-invalid') === 'true', 'code aria-invalid');
+    assert(await visible('#code-form') && !(await visible('#done')), 'not verified');
+    assert(!(await disabled('#verify')), 'Verify enabled again');
+    await countdownBelow(before);   // the resend countdown was not reset by the verify
+    await shot('wrong-code');
+  });
+
+  await step('the mock code 123456 verifies', async () => {
+    await page.getByLabel('6-digit code').fill('123456');
+    assert(!(await visible('#answer-error')), 'editing the code clears its error');
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await until('the success state', () => visible('#done'));
+    assert((await text('#done-title')) === 'Phone number verified', 'success title');
+    assert((await text('#verified-number')) === `+${PHONE.dial} ${PHONE.number}`, 'verified number');
+    assert((await text('#notice')) === 'Verified.', `notice: ${await text('#notice')}`);
+    assert(!(await visible('#code-form')) && !(await visible('#phone-form')), 'forms hidden');
+    await shot('verified');
+  });
+
+  await step('the cooling-down number cannot be sent again; another can', async () => {
+    await page.getByRole('button', { name: 'Verify another number' }).click();
+    await until('the phone form', () => visible('#phone-form'));
+    await page.getByLabel('Phone number', { exact: true }).fill(PHONE.number);
+    const t = await text('#send');
+    assert(await disabled('#send') && /^Send code \(wait \d+ s\)$/.test(t), `send for the same number: ${t}`);
+    await page.getByLabel('Phone number', { exact: true }).fill('123456780');
+    await until('Send code enabled for another number', () => disabled('#send'), (d) => d === false);
+  });
+
+  await step('no console errors, no request outside the page origin', async () => {
+    assert(consoleErrors.length === 0, `console errors: ${consoleErrors.join(' | ')}`);
+    assert(foreignRequests.length === 0, `requests elsewhere: ${foreignRequests.join(' ')}`);
+  });
+}
+
+let crashed = null;
+try {
+  await main();
+} catch (e) {
+  crashed = e;
+  console.log(`FAIL browser: ${e && e.stack ? e.stack : e}`);
+}
+const count = (o) => results.filter((r) => r.outcome === o).length;
+const failed = count('failed') + (crashed ? 1 : 0);
+const skipped = count('skipped');
+console.log(`${count('passed')} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+process.exit(failed ? 1 : 0);
