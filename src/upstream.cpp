@@ -2,24 +2,19 @@
 
 #include <curl/curl.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "version.h"
 
 namespace pvgate {
 namespace {
 
-constexpr const char* kSystemBundleFallback = "/etc/ssl/certs/ca-certificates.crt";
+constexpr const char* kSystemCertDirFallback = "/etc/ssl/certs";
 
-std::string read_system_bundle() {
+// The system store as a hashed directory (c_rehash layout): OpenSSL loads a
+// CA from it only when a chain needs it, instead of parsing the whole bundle
+// into every connection's context (about 1 MB each, times --threads).
+std::string system_cert_dir() {
   const curl_version_info_data* info = curl_version_info(CURLVERSION_NOW);
-  const char* path =
-      (info != nullptr && info->cainfo != nullptr) ? info->cainfo : kSystemBundleFallback;
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  if (in) ss << in.rdbuf();
-  return ss.str();
+  return info != nullptr && info->capath != nullptr ? info->capath : kSystemCertDirFallback;
 }
 
 UpstreamError classify(CURLcode code, bool too_large) {
@@ -59,8 +54,8 @@ struct CurlUpstream::Handle {
   Handle& operator=(const Handle&) = delete;
 
   CURL* easy;
-  const std::string* blob_set = nullptr;  // the CA blob currently set on `easy`
-  std::shared_ptr<const std::string> blob_keepalive;
+  bool trust_set = false;
+  std::string trust_ca_file;  // the ca_file `easy` is set up with
   // Per-call state read by the write callback.
   std::string response;
   std::size_t cap = 0;
@@ -119,18 +114,6 @@ void CurlUpstream::release(std::unique_ptr<Handle> handle) {
   idle_.push_back(std::move(handle));
 }
 
-std::shared_ptr<const std::string> CurlUpstream::ca_blob(const std::string& ca_pem) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (!blob_ || blob_pem_ != ca_pem) {
-    auto blob = std::make_shared<std::string>(read_system_bundle());
-    if (!blob->empty() && blob->back() != '\n') blob->push_back('\n');
-    blob->append(ca_pem);
-    blob_ = std::move(blob);
-    blob_pem_ = ca_pem;
-  }
-  return blob_;
-}
-
 UpstreamResult CurlUpstream::post(const UpstreamConfig& config, const UpstreamCall& call) {
   UpstreamResult result;
   std::unique_ptr<Handle> h = acquire();
@@ -145,18 +128,14 @@ UpstreamResult CurlUpstream::post(const UpstreamConfig& config, const UpstreamCa
   h->too_large = false;
   h->error[0] = '\0';
 
-  if (!config.ca_pem.empty()) {
-    auto blob = ca_blob(config.ca_pem);
-    if (blob.get() != h->blob_set) {
-      curl_blob b{const_cast<char*>(blob->data()), blob->size(), CURL_BLOB_COPY};
-      curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &b);
-      h->blob_set = blob.get();
-      h->blob_keepalive = std::move(blob);
-    }
-  } else if (h->blob_set != nullptr) {
-    curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, nullptr);
-    h->blob_set = nullptr;
-    h->blob_keepalive.reset();
+  // Trust: the system store, plus upstream.ca_file when set. Set only when
+  // it changes, so a warm handle keeps its connection.
+  if (!h->trust_set || h->trust_ca_file != config.ca_file) {
+    static const std::string cert_dir = system_cert_dir();
+    curl_easy_setopt(e, CURLOPT_CAPATH, cert_dir.c_str());
+    curl_easy_setopt(e, CURLOPT_CAINFO, config.ca_file.empty() ? nullptr : config.ca_file.c_str());
+    h->trust_set = true;
+    h->trust_ca_file = config.ca_file;
   }
 
   HeaderList headers;

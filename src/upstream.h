@@ -56,12 +56,9 @@ class CurlUpstream final : public Upstream {
  private:
   std::unique_ptr<Handle> acquire();
   void release(std::unique_ptr<Handle> handle);
-  std::shared_ptr<const std::string> ca_blob(const std::string& ca_pem);
 
   std::mutex mutex_;
   std::vector<std::unique_ptr<Handle>> idle_;
-  std::string blob_pem_;  // the ca_pem blob_ was built from
-  std::shared_ptr<const std::string> blob_;
 };
 
 }  // namespace pvgate
