@@ -100,7 +100,16 @@ class Reader {
   std::string source_;
 };
 
+// Config, secret and CA files are small regular files: a device (/dev/zero,
+// /dev/stdin) or a huge file would hang or exhaust the loader.
+constexpr std::size_t kMaxReadBytes = 4 << 20;
+
 bool read_file(const std::string& path, std::string& out) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<std::size_t>(st.st_size) > kMaxReadBytes) {
+    return false;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return false;
   std::ostringstream ss;

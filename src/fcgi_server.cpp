@@ -75,6 +75,7 @@ void block_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGQUIT);
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   struct sigaction ignore {};
@@ -215,6 +216,7 @@ void FcgiServer::run_until_signal(const std::function<void()>& on_reload) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGQUIT);
   sigaddset(&set, SIGHUP);
   while (true) {
     int sig = 0;
@@ -223,7 +225,10 @@ void FcgiServer::run_until_signal(const std::function<void()>& on_reload) {
       if (on_reload) on_reload();
       continue;
     }
-    log_.info(std::string("signal ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+    log_.info(std::string("signal ") +
+              (sig == SIGTERM   ? "SIGTERM"
+               : sig == SIGQUIT ? "SIGQUIT"
+                                : "SIGINT") +
               ": finishing requests in flight");
     return;
   }

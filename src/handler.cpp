@@ -400,23 +400,25 @@ Result Handler::forward(const Config& config, const MerchantConfig& merchant, Ac
   }
   trace.upstream_status = reply->status;
   const Outcome outcome = classify_upstream_status(reply->status);
+  // The credential check runs once, on the message as it would be shown:
+  // control characters removed (they could split a key so a raw search
+  // misses it) and nothing cut yet (a cut could keep a key's prefix).
+  const std::string shown = clean_message(reply->message.value_or(""), std::string::npos);
+  const bool echoes = contains_any(shown, {merchant.api_key, merchant.api_secret, signature});
   if (outcome == Outcome::bad_gateway) {
     if (metrics_ != nullptr) metrics_->upstream_fault(UpstreamFault::bad_status);
     // Merchant-setup statuses (401, 403, 404, 5004-5006...) stay in the log.
-    trace.detail = "upstream status " + std::to_string(reply->status) + ": " +
-                   clean_message(reply->message.value_or(""), 120);
-    if (contains_any(trace.detail, {merchant.api_key, merchant.api_secret, signature})) {
-      trace.detail = "upstream status " + std::to_string(reply->status) +
-                     " (message withheld: it echoed a credential)";
-    }
+    trace.detail =
+        "upstream status " + std::to_string(reply->status) +
+        (echoes ? " (message withheld: it echoed a credential)" : ": " + clean_message(shown, 120));
     return local_result(Outcome::bad_gateway);
   }
 
   Result result;
   result.outcome = outcome;
   result.body_status = reply->status;
-  result.message = reply->message.value_or(upstream_default_message(reply->status));
-  if (contains_any(result.message, {merchant.api_key, merchant.api_secret, signature})) {
+  result.message = reply->message ? shown : upstream_default_message(reply->status);
+  if (echoes) {
     trace.detail = "upstream message withheld: it echoed a credential";
     result.message = upstream_default_message(reply->status);
   }

@@ -139,8 +139,8 @@ std::optional<UpstreamReply> parse_upstream_reply(std::string_view body, std::st
     return std::nullopt;
   }
   const auto code = as_integer(*status);
-  if (!code || *code > 99999) {
-    why = "upstream status is not an integer of at most 5 digits";
+  if (!code || *code < 0 || *code > 99999) {
+    why = "upstream status is not a non-negative integer of at most 5 digits";
     return std::nullopt;
   }
   reply.status = *code;

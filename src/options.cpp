@@ -26,7 +26,8 @@ std::string usage() {
          "  --check-config     validate the configuration, print every problem, exit 0 or 1\n"
          "  --help, --version\n"
          "\n"
-         "Signals: SIGTERM/SIGINT finish requests in flight and exit 0; SIGHUP reloads the\n"
+         "Signals: SIGTERM/SIGINT/SIGQUIT finish requests in flight and exit 0; SIGHUP reloads "
+         "the\n"
          "configuration (an invalid one is logged and the old one kept).\n";
 }
 

@@ -578,3 +578,16 @@ TEST_CASE_METHOD(MetricsFixture, "upstream faults are counted by kind") {
   CHECK(text.find("pvgate_upstream_errors_total{kind=\"timeout\"} 1\n") != std::string::npos);
   CHECK(text.find("pvgate_upstream_errors_total{kind=\"bad_status\"} 1\n") != std::string::npos);
 }
+
+TEST_CASE_METHOD(Fixture,
+                 "a credential split by control characters is still caught (fuzz finding)") {
+  upstream.answer("{\"status\":5001,\"message\":\"key sdvdas23t\\u0007\\u00003btg34bhb\"}");
+  HttpReply reply = send();
+  CHECK(reply.status == 400);
+  CHECK(reply.body.find("sdvdas23t3btg34bhb") == std::string::npos);
+  // A credential at the 120-byte cut of the log detail: no prefix of it is logged.
+  upstream.answer("{\"status\":401,\"message\":\"" + std::string(110, 'x') + "my_api_secret\"}");
+  reply = send();
+  CHECK(reply.status == 502);
+  CHECK(log.all().find("my_api_sec") == std::string::npos);
+}
