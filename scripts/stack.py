@@ -489,7 +489,7 @@ class Stack:
                  nginx_keepalive=8, nginx_workers=1, pvgate_args=(), workers=None,
                  throttle=None, upstream_url=None, real_ip=False, redis=False,
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
-                 allow_missing_origin=None):
+                 allow_missing_origin=None, extra_http=""):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -537,6 +537,9 @@ class Stack:
         self.site_root = site_root
         self.allowed_origins = allowed_origins
         self.allow_missing_origin = allow_missing_origin
+        # extra_http: nginx text inserted at the top of the http block (e.g. a second
+        # `upstream` for scripts/bench's FastCGI baseline); @RUN_DIR@ is replaced.
+        self.extra_http = extra_http
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -1018,6 +1021,13 @@ class Stack:
         }
         for k, v in values.items():
             template = template.replace(f"@{k}@", v)
+        if self.extra_http:
+            head, sep, rest = template.partition("\nhttp {\n")
+            if not sep:
+                raise StackError("nginx/demo.conf.in: no `http {` line for extra_http")
+            template = (head + sep + "    " +
+                        self.extra_http.replace("@RUN_DIR@", str(self.run_dir)).strip() +
+                        "\n\n" + rest)
         left = re.findall(r"@[A-Z_]+@", template)
         if left:
             raise StackError(f"nginx/demo.conf.in: unfilled placeholders {sorted(set(left))}")
@@ -1086,6 +1096,16 @@ class Stack:
                     p.wait()
                     self.exit_codes[name + "_killed"] = True
             self.exit_codes[name] = p.returncode
+            if name == "pvgate" and self.workers is None:
+                # A supervisor's children (multiwatch) that outlived it: stop them too, so no
+                # pvgate of this stack is ever left running.
+                strays = self.worker_pids()
+                for pid, st in strays:
+                    signal_verified(pid, st, signal.SIGTERM)
+                if strays and not self._wait_workers_gone(strays, STOP_TIMEOUT_S):
+                    for pid, st in strays:
+                        signal_verified(pid, st, signal.SIGKILL)
+                    self._wait_workers_gone(strays, STOP_TIMEOUT_S)
         # nginx workers die with their master; reap any straggler of nginx's process group.
         for pid in self._spawned - set(self.worker_exits):   # one that died on its own
             self._reap_worker(pid)
