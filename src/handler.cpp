@@ -107,10 +107,13 @@ std::optional<HttpReply> Handler::operations(const HttpRequest& request) {
     // Healthy when a configuration is loaded and the throttle store answers.
     const bool config_ok = config_.get() != nullptr;
     const bool store_ok = store_ == nullptr || store_->ping() == StoreStatus::ok;
-    if (config_ok && store_ok) return plain(200, "application/json", R"({"status":"ok"})");
+    if (config_ok && store_ok) {
+      return plain(200, "application/json", R"({"message":"ok","status":200})");
+    }
     return plain(503, "application/json",
-                 std::string(R"({"status":"unavailable","message":")") +
-                     (config_ok ? "throttle store not answering" : "no configuration") + "\"}");
+                 std::string(R"({"message":")") +
+                     (config_ok ? "throttle store not answering" : "no configuration") +
+                     R"(","status":503})");
   }
   // Metrics are for the operator's scraper on this host, never for browsers.
   if (metrics_ == nullptr || !is_loopback(request.remote_addr)) {
