@@ -68,15 +68,19 @@ void set_nonblocking(int fd) {
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+// The signals pvgate handles itself (blocked everywhere, taken by sigwait):
+// TERM/INT/QUIT stop gracefully, HUP reloads.
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (const int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP}) sigaddset(&set, sig);
+  return set;
+}
+
 }  // namespace
 
 void block_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGQUIT);
-  sigaddset(&set, SIGHUP);
+  const sigset_t set = handled_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
@@ -212,12 +216,7 @@ bool FcgiServer::stop() {
 }
 
 void FcgiServer::run_until_signal(const std::function<void()>& on_reload) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGQUIT);
-  sigaddset(&set, SIGHUP);
+  const sigset_t set = handled_signals();
   while (true) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;

@@ -169,7 +169,8 @@ inline void validate_both(const pvgate::FieldList& fields) {
 // seconds_till_resend, a message of at most kMaxMessageBytes bytes without
 // control characters, no header that could split the response. Returns the body.
 inline nlohmann::json check_client_reply(const pvgate::HttpReply& reply) {
-  static const std::set<int> kHttp = {200, 204, 400, 403, 404, 405, 413, 415, 429, 500, 502, 503, 504};
+  static const std::set<int> kHttp = {200, 204, 400, 403, 404, 405, 413,
+                                      415, 429, 500, 502, 503, 504};
   FUZZ_CHECK(kHttp.count(reply.status) == 1, std::to_string(reply.status));
   if (reply.status == 204) {  // a CORS preflight: no body at all
     FUZZ_CHECK(reply.body.empty(), reply.body);

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../unit/fakes.h"
 #include "fuzz_check.h"
 #include "handler.h"
 
@@ -47,27 +48,9 @@ throttle:
       period: 60s
 )";
 
-class FakeClock final : public Clock {
- public:
-  std::int64_t unix_ms() const override { return 1539677150'000; }
-  std::chrono::steady_clock::time_point steady() const override { return {}; }
-};
-
-class FakeUpstream final : public Upstream {
- public:
-  UpstreamResult next;
-  std::vector<UpstreamCall> calls;
-  UpstreamResult post(const UpstreamConfig&, const UpstreamCall& call) override {
-    calls.push_back(call);
-    return next;
-  }
-};
-
-class CapturingLogger final : public Logger {
- public:
-  std::vector<std::string> lines;
-  void emit(LogLevel, const std::string& line) override { lines.push_back(line); }
-};
+using pvgate_test::CapturingLogger;
+using pvgate_test::FakeClock;
+using pvgate_test::FakeUpstream;
 
 UpstreamError error_named(std::string_view name) {
   if (name == "not_delivered") return UpstreamError::not_delivered;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "fakes.h"
 #include "handler.h"
 #include "lmdb_fixture.h"
 
@@ -13,40 +14,10 @@ using nlohmann::json;
 
 namespace {
 
-class FakeClock final : public Clock {
- public:
-  std::int64_t unix_ms() const override { return now_ms; }
-  std::int64_t now_ms = 1539677150'000;
-  std::chrono::steady_clock::time_point steady() const override { return {}; }
-};
-
-class FakeUpstream final : public Upstream {
- public:
-  UpstreamResult next;
-  bool throw_instead = false;
-  std::vector<UpstreamCall> calls;
-  UpstreamResult post(const UpstreamConfig&, const UpstreamCall& call) override {
-    calls.push_back(call);
-    if (throw_instead) throw std::runtime_error("boom");
-    return next;
-  }
-  void answer(const std::string& body, long http = 200) {
-    next = UpstreamResult{};
-    next.http_status = http;
-    next.body = body;
-  }
-};
-
-class CapturingLogger final : public Logger {
- public:
-  std::vector<std::string> lines;
-  void emit(LogLevel, const std::string& line) override { lines.push_back(line); }
-  std::string all() const {
-    std::string s;
-    for (const auto& l : lines) s += l + "\n";
-    return s;
-  }
-};
+using pvgate_test::CapturingLogger;
+using pvgate_test::DownStore;
+using pvgate_test::FakeClock;
+using pvgate_test::FakeUpstream;
 
 const char* kConfig = R"(upstream:
   url: https://staging-api.pipwave.com/phone-verify
@@ -494,18 +465,6 @@ TEST_CASE_METHOD(OriginFixture, "user_id_param: the server's user id, a client's
 }
 
 namespace {
-
-class DownStore final : public ThrottleStore {
- public:
-  StoreStatus check_and_commit(const std::vector<ThrottleHit>&, std::int64_t,
-                               ThrottleDecision&) override {
-    return StoreStatus::unavailable;
-  }
-  StoreStatus refund(const std::vector<ThrottleHit>&, std::int64_t) override {
-    return StoreStatus::unavailable;
-  }
-  StoreStatus ping() override { return StoreStatus::unavailable; }
-};
 
 struct MetricsFixture : ThrottledFixture {
   MetricsFixture() : observed(holder, upstream, clock, log, &store, &metrics) {}

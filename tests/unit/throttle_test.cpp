@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "fakes.h"
 #include "lmdb_fixture.h"
 #include "throttle.h"
 
@@ -38,17 +39,7 @@ ThrottleSubject subject(const std::string& phone = "123456789", const std::strin
   return s;
 }
 
-class FailingStore final : public ThrottleStore {
- public:
-  StoreStatus check_and_commit(const std::vector<ThrottleHit>&, std::int64_t,
-                               ThrottleDecision&) override {
-    return StoreStatus::unavailable;
-  }
-  StoreStatus refund(const std::vector<ThrottleHit>&, std::int64_t) override {
-    return StoreStatus::unavailable;
-  }
-  StoreStatus ping() override { return StoreStatus::unavailable; }
-};
+using FailingStore = pvgate_test::DownStore;
 
 }  // namespace
 

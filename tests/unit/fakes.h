@@ -1,0 +1,68 @@
+// Test doubles for the handler's collaborators, shared by the unit tests and
+// the whole-pipeline fuzz target: a settable clock, a scripted upstream that
+// records its calls, a logger that keeps its lines, a store that is down.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "clock.h"
+#include "log.h"
+#include "throttle_store.h"
+#include "upstream.h"
+
+namespace pvgate_test {
+
+class FakeClock final : public pvgate::Clock {
+ public:
+  std::int64_t unix_ms() const override { return now_ms; }
+  std::chrono::steady_clock::time_point steady() const override { return {}; }
+  std::int64_t now_ms = 1539677150'000;  // the API document's example timestamp
+};
+
+class FakeUpstream final : public pvgate::Upstream {
+ public:
+  pvgate::UpstreamResult next;
+  bool throw_instead = false;
+  std::vector<pvgate::UpstreamCall> calls;
+  pvgate::UpstreamResult post(const pvgate::UpstreamConfig&,
+                              const pvgate::UpstreamCall& call) override {
+    calls.push_back(call);
+    if (throw_instead) throw std::runtime_error("boom");
+    return next;
+  }
+  void answer(const std::string& body, long http = 200) {
+    next = pvgate::UpstreamResult{};
+    next.http_status = http;
+    next.body = body;
+  }
+};
+
+class CapturingLogger final : public pvgate::Logger {
+ public:
+  std::vector<std::string> lines;
+  void emit(pvgate::LogLevel, const std::string& line) override { lines.push_back(line); }
+  std::string all() const {
+    std::string s;
+    for (const auto& l : lines) s += l + "\n";
+    return s;
+  }
+};
+
+// A store that never answers, as a dead Redis or a broken LMDB would.
+class DownStore final : public pvgate::ThrottleStore {
+ public:
+  pvgate::StoreStatus check_and_commit(const std::vector<pvgate::ThrottleHit>&, std::int64_t,
+                                       pvgate::ThrottleDecision&) override {
+    return pvgate::StoreStatus::unavailable;
+  }
+  pvgate::StoreStatus refund(const std::vector<pvgate::ThrottleHit>&, std::int64_t) override {
+    return pvgate::StoreStatus::unavailable;
+  }
+  pvgate::StoreStatus ping() override { return pvgate::StoreStatus::unavailable; }
+};
+
+}  // namespace pvgate_test
