@@ -90,18 +90,17 @@ void block_signals() {
 struct Connection {
   FCGX_Request request;
   // Held while the connection is armed in epoll, and taken (empty) by the
-  // poller when it fires: the kernel already orders the two, but tools such
+  // worker that takes the event: the kernel already orders the two, but tools such
   // as ThreadSanitizer cannot see through epoll, so the hand-off of the
   // connection between threads is stated with a lock they do see.
   std::mutex handoff;
-  bool counted = false;  // included in FcgiServer::outstanding_ (under queue_mutex_)
 };
 
 FcgiServer::FcgiServer(ServerOptions options, Handler& handler, Logger& log)
     : options_(std::move(options)), handler_(handler), log_(log) {}
 
 FcgiServer::~FcgiServer() {
-  if (poller_.joinable() || !threads_.empty()) stop();
+  if (!threads_.empty()) stop();
   for (Connection* conn : conns_) {
     FCGX_Free(&conn->request, 1);
     delete conn;
@@ -174,7 +173,6 @@ bool FcgiServer::listen(std::string& error) {
 void FcgiServer::start() {
   running_ = options_.threads;
   for (int i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { worker(); });
-  poller_ = std::thread([this] { poll_loop(); });
 }
 
 bool FcgiServer::stop() {
@@ -183,13 +181,8 @@ bool FcgiServer::stop() {
     const char byte = 'x';
     [[maybe_unused]] const ssize_t n = ::write(wake_pipe_[1], &byte, 1);
   }
-  if (poller_.joinable()) poller_.join();  // returns promptly: it only waits on epoll
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    poller_done_ = true;
-  }
-  queue_cv_.notify_all();
-  // Workers finish what is queued and in flight, then exit.
+  // Idle workers see the (never drained) wake-up pipe and exit; busy ones
+  // finish their request first.
   const auto deadline = std::chrono::steady_clock::now() + options_.drain_deadline;
   while (running_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -248,15 +241,35 @@ void FcgiServer::watch(Connection* conn) {
   }
 }
 
-void FcgiServer::close_connection(Connection* conn) {
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    if (conn->counted) {  // accepted, but closed before any request was read
-      conn->counted = false;
-      --outstanding_;
-      if (!listening_ && !poller_done_) set_listening(true);
+void FcgiServer::accept_one() {
+  int fd;
+  do {
+    fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (fd < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      log_.warn(std::string("accept: ") + std::strerror(errno));
+      // Out of fds or memory: back off briefly rather than spin.
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    return;  // EAGAIN: another worker (or process) took it
   }
+  auto* conn = new Connection;
+  // listen_sock -1: should libfcgi ever try to accept on its own (after
+  // nginx closed this connection), it fails instead of stealing one.
+  FCGX_InitRequest(&conn->request, -1, 0);
+  conn->request.ipcFd = fd;
+  // Makes FCGX_Accept_r's leading Finish keep the fd we just set; the
+  // request's own FCGI_KEEP_CONN flag then decides for real.
+  conn->request.keepConnection = 1;
+  {
+    std::lock_guard<std::mutex> lock(conns_mutex_);
+    conns_.insert(conn);
+  }
+  watch(conn);
+}
+
+void FcgiServer::close_connection(Connection* conn) {
   {
     std::lock_guard<std::mutex> lock(conns_mutex_);
     conns_.erase(conn);
@@ -265,141 +278,41 @@ void FcgiServer::close_connection(Connection* conn) {
   delete conn;
 }
 
-void FcgiServer::set_listening(bool on) {
-  if (listening_ == on) return;
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-  ev.data.ptr = nullptr;
-  const int rc = on ? ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev)
-                    : ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
-  if (rc == 0) listening_ = on;
-}
-
-void FcgiServer::accept_all() {
-  const auto capacity = static_cast<std::size_t>(options_.threads);
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (outstanding_ >= capacity) {
-        // Every thread has work: leave further connections in the backlog
-        // (the workers put the socket back into epoll as they free up).
-        set_listening(false);
-        return;
-      }
-      ++outstanding_;  // reserved for the connection about to be accepted
-    }
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) {
-      const int error = errno;
-      {
-        std::lock_guard<std::mutex> lock(queue_mutex_);
-        --outstanding_;
-      }
-      if (error == EINTR || error == ECONNABORTED) continue;
-      if (error != EAGAIN && error != EWOULDBLOCK) {
-        log_.warn(std::string("accept: ") + std::strerror(error));
-        // Out of fds or memory: back off briefly rather than spin.
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      return;
-    }
-    auto* conn = new Connection;
-    conn->counted = true;
-    // listen_sock -1: should libfcgi ever try to accept on its own (after
-    // nginx closed this connection), it fails instead of stealing one.
-    FCGX_InitRequest(&conn->request, -1, 0);
-    conn->request.ipcFd = fd;
-    // Makes FCGX_Accept_r's leading Finish keep the fd we just set; the
-    // request's own FCGI_KEEP_CONN flag then decides for real.
-    conn->request.keepConnection = 1;
-    {
-      std::lock_guard<std::mutex> lock(conns_mutex_);
-      conns_.insert(conn);
-    }
-    watch(conn);
+void FcgiServer::serve_connection(Connection* conn) {
+  // The connection is readable: a request, or EOF (nginx closed it).
+  if (FCGX_Accept_r(&conn->request) < 0) {
+    close_connection(conn);
+    return;
   }
+  serve(conn->request);
+  FCGX_Finish_r(&conn->request);
+  if (conn->request.ipcFd < 0 || stopping_.load()) {
+    close_connection(conn);  // nginx did not ask to keep it, or we are stopping
+    return;
+  }
+  conn->request.keepConnection = 1;  // see accept_one()
+  watch(conn);
 }
 
-void FcgiServer::poll_loop() {
-  constexpr int kMaxEvents = 64;
-  epoll_event events[kMaxEvents];
-  while (!stopping_.load()) {
-    const int n = ::epoll_wait(epoll_fd_, events, kMaxEvents, -1);
+void FcgiServer::worker() {
+  epoll_event event{};
+  while (true) {
+    const int n = ::epoll_wait(epoll_fd_, &event, 1, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       log_.error(std::string("epoll_wait: ") + std::strerror(errno));
       break;
     }
-    std::vector<Connection*> ready;
-    for (int i = 0; i < n; ++i) {
-      void* tag = events[i].data.ptr;
-      if (tag == wake_pipe_) return;
-      if (tag == nullptr) {
-        accept_all();
-      } else {
-        auto* conn = static_cast<Connection*>(tag);
-        { std::lock_guard<std::mutex> sync(conn->handoff); }
-        ready.push_back(conn);
-      }
-    }
-    if (!ready.empty()) {
-      {
-        std::lock_guard<std::mutex> lock(queue_mutex_);
-        for (Connection* c : ready) {
-          if (!c->counted) {  // a kept connection with a new request
-            c->counted = true;
-            ++outstanding_;
-          }
-          ready_.push_back(c);
-        }
-      }
-      if (ready.size() == 1) {
-        queue_cv_.notify_one();
-      } else {
-        queue_cv_.notify_all();
-      }
-    }
-  }
-}
-
-void FcgiServer::worker() {
-  while (true) {
-    Connection* conn = nullptr;
-    {
-      std::unique_lock<std::mutex> lock(queue_mutex_);
-      queue_cv_.wait(lock, [this] { return !ready_.empty() || poller_done_; });
-      if (ready_.empty()) break;  // stopping and nothing left to serve
-      conn = ready_.front();
-      ready_.pop_front();
-    }
-    // The connection is readable: a request, or EOF (nginx closed it).
-    const int rc = FCGX_Accept_r(&conn->request);
-    if (rc >= 0) {
-      serve(conn->request);
-      FCGX_Finish_r(&conn->request);
-    }
-    {
-      // This request is done: make room for a new connection.
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      conn->counted = false;
-      --outstanding_;
-      if (!listening_ && !poller_done_ &&
-          outstanding_ < static_cast<std::size_t>(options_.threads)) {
-        set_listening(true);
-      }
-    }
-    if (rc < 0) {
-      close_connection(conn);
+    if (n == 0) continue;
+    void* tag = event.data.ptr;
+    if (tag == wake_pipe_) break;  // stopping: level-triggered, every idle worker sees it
+    if (tag == nullptr) {
+      accept_one();
       continue;
     }
-    if (conn->request.ipcFd < 0) {
-      close_connection(conn);  // nginx did not ask to keep it
-    } else if (stopping_.load()) {
-      close_connection(conn);  // the poller is gone; nothing will watch it
-    } else {
-      conn->request.keepConnection = 1;  // see accept_all()
-      watch(conn);
-    }
+    auto* conn = static_cast<Connection*>(tag);
+    { std::lock_guard<std::mutex> sync(conn->handoff); }  // see Connection::handoff
+    serve_connection(conn);
   }
   running_.fetch_sub(1);
 }

@@ -1,4 +1,4 @@
-// The FastCGI side: one poller thread and a pool of worker threads. The only
+// The FastCGI side: a pool of worker threads sharing one epoll set. The only
 // user of libfcgi.
 //
 // Why not libfcgi's threaded.c pattern (threads blocking in FCGX_Accept_r
@@ -10,18 +10,19 @@
 // writing a request into it, and it does not retry a POST, so the browser
 // would get a 502.
 //
-// So connections, not threads, wait: the poller owns the listening socket and
-// every idle connection (epoll, one-shot). When a connection turns readable it
-// is queued; a worker takes it, calls FCGX_Accept_r (which reads the request
-// from that connection), serves it, and hands the connection back to the
-// poller if nginx asked to keep it. Idle kept connections cost no thread, and
-// --threads bounds only the requests in flight.
+// So connections, not threads, wait: the listening socket and every idle
+// connection sit in one epoll set (connections one-shot). An idle worker
+// waits in epoll_wait for one event: on the listening socket it accepts one
+// connection and arms it; on a readable connection it calls FCGX_Accept_r
+// (which reads the request from that connection), serves it, and re-arms the
+// connection if nginx asked to keep it. Idle kept connections cost no thread;
+// --threads bounds the requests in flight; and only an idle worker accepts,
+// so a busy process leaves new connections in the shared listen backlog for
+// its spawn-fcgi -F siblings (and a crash of it cannot lose them).
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -54,7 +55,7 @@ class FcgiServer {
   // Opens (or adopts fd 0 as) the listening socket. False + message on error.
   bool listen(std::string& error);
 
-  // Starts the poller and the workers; returns at once.
+  // Starts the workers; returns at once.
   void start();
   // Stops accepting, lets requests in flight finish (up to drain_deadline).
   // Returns false if some thread was still busy at the deadline.
@@ -68,10 +69,10 @@ class FcgiServer {
   std::size_t requests_served() const { return served_.load(); }
 
  private:
-  void poll_loop();
   void worker();
-  void accept_all();
-  void watch(Connection* conn);  // (re)arm a connection in the poller, one-shot
+  void accept_one();
+  void serve_connection(Connection* conn);
+  void watch(Connection* conn);  // (re)arm a connection in epoll, one-shot
   void close_connection(Connection* conn);
   void serve(::FCGX_Request& request);
 
@@ -86,25 +87,10 @@ class FcgiServer {
   std::atomic<int> running_{0};
   std::atomic<std::size_t> served_{0};
 
-  // Ready connections, waiting for a worker.
-  std::mutex queue_mutex_;
-  std::condition_variable queue_cv_;
-  std::deque<Connection*> ready_;
-  bool poller_done_ = false;  // guarded by queue_mutex_
-  // Connections holding a request for this process (accepted and not yet
-  // read, queued, or being served), guarded by queue_mutex_. New connections
-  // are accepted only while it is below the thread count; otherwise they wait
-  // in the shared listen backlog, where another worker process (spawn-fcgi
-  // -F N) can take them, and where a crash of this one cannot lose them.
-  std::size_t outstanding_ = 0;
-  bool listening_ = true;       // the listening socket is in epoll; guarded by queue_mutex_
-  void set_listening(bool on);  // call with queue_mutex_ held
-
   // Every open connection, so shutdown can close the idle ones.
   std::mutex conns_mutex_;
   std::unordered_set<Connection*> conns_;
 
-  std::thread poller_;
   std::vector<std::thread> threads_;
 };
 

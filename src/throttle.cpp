@@ -85,13 +85,17 @@ bool country_allowed(const ThrottleConfig& config, std::string_view code) {
 
 std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& parts,
                      const ThrottleSubject& subject) {
+  return rule_name + ":" + key_digest(parts, subject);
+}
+
+std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
   std::string material;
   for (const auto part : parts) {
     material.append(key_part_name(part)).push_back('=');
     material.append(part_value(part, subject));
     material.push_back('\n');  // values never contain a newline (validated)
   }
-  return rule_name + ":" + sha1_hex(material);
+  return sha1_hex(material);
 }
 
 ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* store,
@@ -107,9 +111,19 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
   std::vector<const std::vector<KeyPart>*> parts;
   verdict.hits.reserve(config.rules.size() + 1);
   verdict.rules.reserve(config.rules.size() + 1);
+  // Rules over the same parts (phone cooldown, per hour, per day) share one
+  // digest: hashing is most of the policy's cost.
+  std::vector<std::pair<const std::vector<KeyPart>*, std::string>> digests;
+  const auto digest_of = [&](const std::vector<KeyPart>& parts) -> const std::string& {
+    for (const auto& [seen, digest] : digests) {
+      if (*seen == parts) return digest;
+    }
+    digests.emplace_back(&parts, key_digest(parts, subject));
+    return digests.back().second;
+  };
   for (const auto& rule : config.rules) {
     if (!applies(rule, subject.action)) continue;
-    verdict.hits.push_back(ThrottleHit{rule_key(rule.name, rule.key, subject), rule.limit,
+    verdict.hits.push_back(ThrottleHit{rule.name + ":" + digest_of(rule.key), rule.limit,
                                        rule.period_ms, !rule.dry_run});
     verdict.rules.push_back(RuleVerdict{rule.name, false, rule.dry_run, 0, {}});
     parts.push_back(&rule.key);

@@ -64,6 +64,9 @@ bool country_allowed(const ThrottleConfig& config, std::string_view dialing_code
 std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& parts,
                      const ThrottleSubject& subject);
 
+// The hex SHA-1 of a subject's values for `parts` (the part after "<rule>:").
+std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject);
+
 // Decides for one request, committing its hits when it passes. Without a
 // store (null) only the country filter applies.
 ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* store,

@@ -3,6 +3,8 @@
 #include "form.h"
 #include "json_codec.h"
 
+#include <nlohmann/json.hpp>
+
 using namespace pvgate;
 
 TEST_CASE("form decoding: pairs, plus, escapes, empty segments") {
@@ -190,4 +192,30 @@ TEST_CASE("a NUL byte anywhere makes a JSON body malformed, whatever follows it"
   CHECK(e->kind == DecodeErrorKind::malformed);
   std::string why;
   CHECK_FALSE(parse_upstream_reply(std::string(R"({"status":200})") + '\0' + "x", why));
+}
+
+TEST_CASE("log records are valid JSON whatever their text holds") {
+  const std::vector<LogField> fields = {
+      LogField{"msg",
+               std::string("quote \" backslash \\ newline \n tab \t nul ") + '\0' + " esc \x1b"},
+      LogField{"utf8", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+      LogField{"bad",
+               "a\xff"
+               "b\xc3"
+               "c\xed\xa0\x80"
+               "d\xc0\xaf"},
+      LogField{"n", {}, -42, true},
+  };
+  const std::string line = encode_log_object(fields);
+  CHECK(line.find('\n') == std::string::npos);
+  const auto doc = nlohmann::json::parse(line);  // throws if not valid JSON / UTF-8
+  CHECK(doc["msg"].get<std::string>().find("quote \" backslash \\ newline \n") == 0);
+  CHECK(doc["utf8"] == "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  CHECK(doc["bad"] ==
+        "a\xef\xbf\xbd"
+        "b\xef\xbf\xbd"
+        "c\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+        "d\xef\xbf\xbd\xef\xbf\xbd");
+  CHECK(doc["n"] == -42);
+  CHECK(line.rfind("{\"msg\":", 0) == 0);  // members in the caller's order
 }
