@@ -1,0 +1,1 @@
+"""Helpers of scripts/bench: the fast mock upstream, wrk runs, process figures."""
