@@ -51,6 +51,7 @@ Metrics::Metrics() = default;
 
 void Metrics::request(int action, Outcome outcome) {
   if (action < 0 || action > 2) action = 2;
+  if (static_cast<int>(outcome) < 0 || static_cast<int>(outcome) >= kOutcomes) return;
   requests_[action][static_cast<int>(outcome)].fetch_add(1, std::memory_order_relaxed);
 }
 

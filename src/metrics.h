@@ -51,7 +51,7 @@ class Metrics {
                                                              0.5,   1,    2.5,   5,    10,  30};
 
  private:
-  static constexpr int kOutcomes = static_cast<int>(Outcome::preflight) + 1;
+  static constexpr int kOutcomes = kOutcomeCount;
   std::array<std::array<std::atomic<std::uint64_t>, kOutcomes>, 3> requests_{};
   std::array<std::atomic<std::uint64_t>, kLatencyBuckets.size() + 1> latency_buckets_{};
   std::atomic<std::uint64_t> latency_count_{0};

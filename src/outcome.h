@@ -27,7 +27,10 @@ enum class Outcome {
   bad_gateway,         // upstream fault or merchant-setup status; detail only in the log: 502
   gateway_timeout,     // upstream did not answer in time: 504
   misconfigured,       // server-side problem (unknown merchant, internal error): 500
+  // Keep misconfigured last: kOutcomeCount sizes per-outcome tables (metrics).
 };
+
+inline constexpr int kOutcomeCount = static_cast<int>(Outcome::misconfigured) + 1;
 
 std::string_view outcome_name(Outcome outcome);
 

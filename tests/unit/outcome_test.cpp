@@ -97,3 +97,12 @@ TEST_CASE("contains_any finds credentials and ignores empty ones") {
   CHECK(contains_any("key=abc123 here", {"abc123"}));
   CHECK_FALSE(contains_any("nothing", {"", "abc"}));
 }
+
+TEST_CASE("every outcome has a name and fits the per-outcome tables") {
+  for (int i = 0; i < kOutcomeCount; ++i) {
+    INFO(i);
+    CHECK(outcome_name(static_cast<Outcome>(i)) != "unknown");
+  }
+  CHECK(static_cast<int>(Outcome::preflight) < kOutcomeCount);
+  CHECK(static_cast<int>(Outcome::misconfigured) == kOutcomeCount - 1);
+}
