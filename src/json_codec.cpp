@@ -248,10 +248,7 @@ std::string encode_client_reply(std::int64_t status, std::string_view message,
   return out;
 }
 
-std::string encode_log_object(const std::vector<LogField>& fields) {
-  std::string out;
-  out.reserve(256);
-  out.push_back('{');
+void append_log_members(std::string& out, const std::vector<LogField>& fields) {
   for (std::size_t i = 0; i < fields.size(); ++i) {
     if (i > 0) out.push_back(',');
     append_json_string(out, fields[i].key);
@@ -262,6 +259,13 @@ std::string encode_log_object(const std::vector<LogField>& fields) {
       append_json_string(out, fields[i].text);
     }
   }
+}
+
+std::string encode_log_object(const std::vector<LogField>& fields) {
+  std::string out;
+  out.reserve(256);
+  out.push_back('{');
+  append_log_members(out, fields);
   out.push_back('}');
   return out;
 }

@@ -50,5 +50,7 @@ struct LogField {
   bool is_number = false;
 };
 std::string encode_log_object(const std::vector<LogField>& fields);
+// Appends `"key":value` members separated by commas (no braces) to `out`.
+void append_log_members(std::string& out, const std::vector<LogField>& fields);
 
 }  // namespace pvgate

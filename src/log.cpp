@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,17 +11,24 @@ namespace pvgate {
 namespace {
 
 // RFC 3339 UTC with milliseconds: 2026-11-27T12:30:01.123Z
-std::string timestamp() {
+// RFC 3339 UTC with milliseconds: 2026-11-27T12:30:01.123Z. The part up to
+// the seconds is formatted once a second per thread.
+void append_timestamp(std::string& out) {
   const auto now = std::chrono::system_clock::now();
   const std::time_t secs = std::chrono::system_clock::to_time_t(now);
   const auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms.count()));
-  return buf;
+  thread_local std::time_t cached_secs = -1;
+  thread_local char cached[24];
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_secs = secs;
+  }
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms.count()));
+  out.append(cached).append(frac);
 }
 
 }  // namespace
@@ -51,12 +59,17 @@ std::string printable(std::string_view text) {
 
 std::string Logger::format(LogLevel level, const std::vector<LogField>& fields) const {
   if (json_.load(std::memory_order_relaxed)) {
-    std::vector<LogField> all;
-    all.reserve(fields.size() + 2);
-    all.push_back(LogField{"ts", timestamp()});
-    all.push_back(LogField{"level", std::string(level_name(level))});
-    all.insert(all.end(), fields.begin(), fields.end());
-    return encode_log_object(all);  // JSON escapes control characters itself
+    std::string out;
+    out.reserve(320);
+    out += "{\"ts\":\"";
+    append_timestamp(out);
+    out += "\",\"level\":\"";
+    out += level_name(level);
+    out += '"';
+    if (!fields.empty()) out.push_back(',');
+    append_log_members(out, fields);  // JSON escapes control characters itself
+    out.push_back('}');
+    return out;
   }
   std::string line = "pvgate: ";
   line.append(level_name(level));
@@ -90,16 +103,20 @@ void Logger::record(LogLevel level, const std::vector<LogField>& fields) {
 }
 
 void Logger::emit(LogLevel, const std::string& text) {
-  std::string line = text;
-  line.push_back('\n');
-  const char* p = line.data();
-  std::size_t left = line.size();
-  while (left > 0) {
-    const ssize_t n = ::write(fd_, p, left);
+  // The line and its newline in one writev(2): one record, never interleaved.
+  char newline = '\n';
+  iovec parts[2] = {{const_cast<char*>(text.data()), text.size()}, {&newline, 1}};
+  int first = 0;
+  while (first < 2) {
+    const ssize_t n = ::writev(fd_, parts + first, 2 - first);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;  // nowhere to log to; never fail a request over it
-    p += n;
-    left -= static_cast<std::size_t>(n);
+    std::size_t done = static_cast<std::size_t>(n);
+    while (first < 2 && done >= parts[first].iov_len) done -= parts[first++].iov_len;
+    if (first < 2) {
+      parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + done;
+      parts[first].iov_len -= done;
+    }
   }
 }
 
