@@ -154,8 +154,11 @@ bool FcgiServer::listen(std::string& error) {
     return false;
   }
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLEXCLUSIVE;  // one process of several wakes per connection
-  ev.data.ptr = nullptr;                 // nullptr: the listening socket
+  // Not EPOLLEXCLUSIVE: with spawn-fcgi -F N every process gets a chance at a
+  // new connection (the losers' accept just says EAGAIN), so a burst spreads
+  // over the processes instead of piling onto whichever one the kernel picks.
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // nullptr: the listening socket
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
     error = std::string("epoll_ctl(listen): ") + std::strerror(errno);
     return false;
