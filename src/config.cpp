@@ -650,7 +650,13 @@ ConfigResult load_config_file(const std::string& path) {
   std::string text;
   if (!read_file(path, text)) {
     ConfigResult result;
-    result.errors.push_back(path + ": cannot read the file");
+    struct stat st {};
+    const bool exists = ::stat(path.c_str(), &st) == 0;
+    result.errors.push_back(
+        path + (!exists                ? ": cannot read the file"
+                : !S_ISREG(st.st_mode) ? ": not a regular file (pipes and devices are refused)"
+                : static_cast<std::size_t>(st.st_size) > kMaxReadBytes ? ": larger than 4 MiB"
+                                                                       : ": cannot read the file"));
     return result;
   }
   return parse(text, path, true);

@@ -177,7 +177,8 @@ int main(int argc, char** argv) {
     const ThrottleConfig& next_t = next.config->throttle;
     if (now_t.enabled != next_t.enabled || now_t.store != next_t.store ||
         now_t.path != next_t.path || now_t.redis_url != next_t.redis_url ||
-        now_t.max_size_mb != next_t.max_size_mb) {
+        now_t.max_size_mb != next_t.max_size_mb ||
+        now_t.redis_timeout_ms != next_t.redis_timeout_ms) {
       log.warn("reload: throttle store settings change only on restart; rules apply now");
     }
     if (next.config->max_body_bytes != config.get()->max_body_bytes) {
