@@ -137,9 +137,11 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
     if (!problem.empty()) r.error(node["url"], "upstream.url", problem);
   }
   if (r.string(node, path, "ca_file", up.ca_file, false)) {
-    if (!read_file(up.ca_file, up.ca_pem)) {
+    // Checked here so a bad file fails at load; libcurl reads it itself.
+    std::string pem;
+    if (!read_file(up.ca_file, pem)) {
       r.error(node["ca_file"], "upstream.ca_file", "cannot read '" + up.ca_file + "'");
-    } else if (up.ca_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    } else if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
       r.error(node["ca_file"], "upstream.ca_file", "'" + up.ca_file + "' holds no PEM certificate");
     }
   }

@@ -16,7 +16,6 @@ namespace pvgate {
 struct UpstreamConfig {
   std::string url;                             // https://host[:port]/path (http only for loopback)
   std::string ca_file;                         // extra PEM trusted besides the system store
-  std::string ca_pem;                          // contents of ca_file, read at load time
   long connect_timeout_ms = 3000;              // 100 .. 60000
   long timeout_ms = 10000;                     // 100 .. 120000, whole call
   std::size_t max_response_bytes = 64 * 1024;  // 1 KiB .. 16 MiB

@@ -22,6 +22,7 @@ struct Handler::Trace {
   std::string detail;       // why, for the operator; never secret, never a phone number
   std::string throttle;     // per-rule decisions, keys masked
   std::string cors_origin;  // the request's Origin when the merchant allows it
+  int action_index = 2;     // Metrics' action: 0 send-token, 1 verify-token-answer, 2 none
 };
 
 namespace {
@@ -147,8 +148,7 @@ HttpReply Handler::handle(const HttpRequest& request) {
   HttpReply reply = make_reply(result, trace.cors_origin);
   if (metrics_ != nullptr) {
     metrics_->in_flight(-1);
-    const auto action = action_from_route(last_segment(request.path));
-    metrics_->request(action ? static_cast<int>(*action) : 2, result.outcome);
+    metrics_->request(trace.action_index, result.outcome);
   }
 
   const LogLevel level = reply.status >= 500 ? LogLevel::warn : LogLevel::info;
@@ -193,6 +193,7 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
   const auto action = action_from_route(last_segment(request.path));
   if (!action) return local_result(Outcome::not_found);
   trace.action = std::string(action_name(*action));
+  trace.action_index = static_cast<int>(*action);
 
   // merchant: a server-side setting, so a miss is a misconfiguration.
   const MerchantConfig* merchant = config.find_merchant(request.merchant, request.merchant_given);

@@ -465,3 +465,58 @@ def run(cases, stack_options=None, description="", after_stop=None):
         shutil.rmtree(run_dir, ignore_errors=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     sys.exit(0 if failed == 0 else 1)
+
+
+# -- concurrent bursts (the throttle tests) ------------------------------------------------------
+
+
+def burst(ctx, n, body, route="send-token", headers=None, stack_of=lambda i: None):
+    """n requests on n connections (request i to stack_of(i), default ctx's stack), opened first
+    and released together by a barrier. body(i) gives request i's fields. Returns the n Resps."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+    errors = []
+
+    def one(i):
+        st = stack_of(i) or ctx.stack
+        conn = http.client.HTTPConnection("127.0.0.1", st.port, timeout=CLIENT_TIMEOUT_S)
+        try:
+            conn.connect()
+            barrier.wait(timeout=20)
+            results[i] = ctx.post_json(route, body(i), headers=headers, conn=conn)
+        except Exception as e:  # reported below
+            errors.append(e)
+            barrier.abort()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(CLIENT_TIMEOUT_S + 10)
+    check(not errors, f"burst: {len(errors)} request(s) failed: {errors[:3]!r}")
+    check(all(r is not None for r in results), "burst: a request did not finish")
+    return results
+
+
+def by_status(rs):
+    """{HTTP status: [Resp, ...]}"""
+    out = {}
+    for r in rs:
+        out.setdefault(r.status, []).append(r)
+    return out
+
+
+def worker_wchar(ctx):
+    """{pid: bytes written so far} per worker (/proc/PID/io): a worker that handled a request
+    wrote its log line and the reply, an idle one wrote nothing."""
+    out = {}
+    for pid, _ in ctx.stack.worker_pids():
+        try:
+            for line in open(f"/proc/{pid}/io"):
+                if line.startswith("wchar:"):
+                    out[pid] = int(line.split()[1])
+        except OSError:
+            pass
+    return out

@@ -17,7 +17,6 @@ countries allow and deny lists; the wrong-answer lock (also under concurrent gue
 given back when the upstream is unreachable and kept after a timeout.
 """
 
-import http.client
 import signal
 import socket
 import threading
@@ -25,7 +24,7 @@ import time
 
 import itest
 import stack as stacklib
-from itest import check, expect, wait_until
+from itest import burst, by_status, check, expect, wait_until, worker_wchar
 
 SEND = "send-token"
 VERIFY = "verify-token-answer"
@@ -107,57 +106,6 @@ def refused(ctx, f, lo, hi, headers=None, route=SEND):
     """A request the throttle must refuse (429) without forwarding it."""
     r = ctx.not_forwarded(lambda: ctx.post_json(route, f, headers=headers))
     return too_many(r, lo, hi)
-
-
-def burst(ctx, n, body, route=SEND, headers=None):
-    """n requests on n connections, opened first and released together by a barrier.
-    body(i) gives request i's fields. Returns the n Resps."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-    errors = []
-
-    def one(i):
-        conn = http.client.HTTPConnection("127.0.0.1", ctx.stack.port,
-                                          timeout=itest.CLIENT_TIMEOUT_S)
-        try:
-            conn.connect()
-            barrier.wait(timeout=20)
-            results[i] = ctx.post_json(route, body(i), headers=headers, conn=conn)
-        except Exception as e:  # reported below
-            errors.append(e)
-            barrier.abort()
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(itest.CLIENT_TIMEOUT_S + 10)
-    check(not errors, f"burst: {len(errors)} request(s) failed: {errors[:3]!r}")
-    check(all(r is not None for r in results), "burst: a request did not finish")
-    return results
-
-
-def by_status(rs):
-    out = {}
-    for r in rs:
-        out.setdefault(r.status, []).append(r)
-    return out
-
-
-def worker_wchar(ctx):
-    """{pid: bytes written so far} per worker (/proc/PID/io): a worker that handled a request
-    wrote its log line and the reply, an idle one wrote nothing."""
-    out = {}
-    for pid, _ in ctx.stack.worker_pids():
-        try:
-            for line in open(f"/proc/{pid}/io"):
-                if line.startswith("wchar:"):
-                    out[pid] = int(line.split()[1])
-        except OSError:
-            pass
-    return out
 
 
 def log_text(ctx):

@@ -27,7 +27,7 @@ import time
 
 import itest
 import stack as stacklib
-from itest import check, expect, wait_until
+from itest import burst, by_status, check, expect, wait_until, worker_wchar
 
 SEND = "send-token"
 WORKERS = 4
@@ -123,55 +123,6 @@ def refused(ctx, f, lo, hi, stack=None, also=()):
     r = send(ctx, f, stack)
     check(mock_total(*stacks) == before, "a refused send was forwarded\n      " + r.describe())
     return too_many(r, lo, hi)
-
-
-def burst(ctx, n, body, stack_of=lambda i: None):
-    """n requests on n connections (request i to stack_of(i), default the main stack), opened
-    first and released together by a barrier. Returns the n Resps."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-    errors = []
-
-    def one(i):
-        st = stack_of(i) or ctx.stack
-        conn = http.client.HTTPConnection("127.0.0.1", st.port, timeout=itest.CLIENT_TIMEOUT_S)
-        try:
-            conn.connect()
-            barrier.wait(timeout=20)
-            results[i] = ctx.post_json(SEND, body(i), conn=conn)
-        except Exception as e:  # reported below
-            errors.append(e)
-            barrier.abort()
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(itest.CLIENT_TIMEOUT_S + 10)
-    check(not errors, f"burst: {len(errors)} request(s) failed: {errors[:3]!r}")
-    check(all(r is not None for r in results), "burst: a request did not finish")
-    return results
-
-
-def by_status(rs):
-    out = {}
-    for r in rs:
-        out.setdefault(r.status, []).append(r)
-    return out
-
-
-def worker_wchar(ctx):
-    out = {}
-    for pid, _ in ctx.stack.worker_pids():
-        try:
-            for line in open(f"/proc/{pid}/io"):
-                if line.startswith("wchar:"):
-                    out[pid] = int(line.split()[1])
-        except OSError:
-            pass
-    return out
 
 
 def hammer(ctx, seconds, threads=4):
