@@ -489,7 +489,7 @@ class Stack:
                  nginx_keepalive=8, nginx_workers=1, pvgate_args=(), workers=None,
                  throttle=None, upstream_url=None, real_ip=False, redis=False,
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
-                 allow_missing_origin=None, extra_http=""):
+                 allow_missing_origin=None, extra_http="", max_connections=None):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -497,6 +497,7 @@ class Stack:
         self.threads = threads
         self.timeout_ms = timeout_ms
         self.connect_timeout_ms = connect_timeout_ms
+        self.max_connections = max_connections  # upstream.max_connections (None: pvgate's)
         self.merchant = merchant
         # Distinctive values, so a test can search responses and logs for them.
         self.api_key = api_key or "pk" + secrets.token_hex(10)
@@ -722,6 +723,8 @@ class Stack:
             f"  connect_timeout_ms: {self.connect_timeout_ms}",
             f"  timeout_ms: {self.timeout_ms}",
         ]
+        if self.max_connections is not None:
+            lines.append(f"  max_connections: {self.max_connections}")
         throttle = self._throttle_text()
         if throttle:
             lines.append(throttle.rstrip("\n"))

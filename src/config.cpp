@@ -131,7 +131,8 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
   const std::string path = "upstream";
   if (!r.is_map(node, path)) return;
   r.only_keys(node, path,
-              {"url", "ca_file", "connect_timeout_ms", "timeout_ms", "max_response_bytes"});
+              {"url", "ca_file", "connect_timeout_ms", "timeout_ms", "max_response_bytes",
+               "max_connections"});
   if (r.string(node, path, "url", up.url, true)) {
     const std::string problem = check_upstream_url(up.url, up.loopback);
     if (!problem.empty()) r.error(node["url"], "upstream.url", problem);
@@ -148,6 +149,7 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
   r.integer(node, path, "connect_timeout_ms", up.connect_timeout_ms, 100, 60000);
   r.integer(node, path, "timeout_ms", up.timeout_ms, 100, 120000);
   r.integer(node, path, "max_response_bytes", up.max_response_bytes, 1024, 16 * 1024 * 1024);
+  r.integer(node, path, "max_connections", up.max_connections, 1, 4096);
 }
 
 bool is_digits(const std::string& s, std::size_t min, std::size_t max) {

@@ -19,6 +19,7 @@ struct UpstreamConfig {
   long connect_timeout_ms = 3000;              // 100 .. 60000
   long timeout_ms = 10000;                     // 100 .. 120000, whole call
   std::size_t max_response_bytes = 64 * 1024;  // 1 KiB .. 16 MiB
+  long max_connections = 256;                  // calls in flight at once, 1 .. 4096
   bool loopback = false;                       // host is 127.0.0.0/8, ::1 or localhost
 };
 

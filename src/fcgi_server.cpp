@@ -187,10 +187,12 @@ bool FcgiServer::stop() {
   // Idle workers see the (never drained) wake-up pipe and exit; busy ones
   // finish their request first.
   const auto deadline = std::chrono::steady_clock::now() + options_.drain_deadline;
-  while (running_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+  // Requests waiting on Pipwave hold no worker: wait for them too.
+  while ((running_.load() > 0 || in_flight_.load() > 0) &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  const bool clean = running_.load() == 0;
+  const bool clean = running_.load() == 0 && in_flight_.load() == 0;
   for (auto& t : threads_) {
     if (clean) {
       t.join();
@@ -287,14 +289,54 @@ void FcgiServer::serve_connection(Connection* conn) {
     close_connection(conn);
     return;
   }
-  serve(conn->request);
-  FCGX_Finish_r(&conn->request);
-  if (conn->request.ipcFd < 0 || stopping_.load()) {
-    close_connection(conn);  // nginx did not ask to keep it, or we are stopping
-    return;
+  in_flight_.fetch_add(1);
+  serve(conn);  // finish(conn) runs now, or once Pipwave answered
+}
+
+void FcgiServer::finish(Connection* conn, const HttpReply* reply) {
+  FCGX_Request& request = conn->request;
+  if (reply != nullptr) {
+    std::string head;
+    head.reserve(160 + reply->body.size());
+    head += "Status: ";
+    head += std::to_string(reply->status);
+    head += ' ';
+    head += reason_phrase(reply->status);
+    head += "\r\nContent-Type: ";
+    head += reply->content_type;
+    head += "\r\n";
+    for (const auto& [name, value] : reply->headers) {
+      head += name;
+      head += ": ";
+      head += value;
+      head += "\r\n";
+    }
+    head += "Content-Length: ";
+    head += std::to_string(reply->body.size());
+    head += "\r\n\r\n";
+    head += reply->body;
+    FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.out);
+    if (!reply->log_line.empty()) {
+      // nginx writes FastCGI stderr to its error log, one entry per record.
+      const std::string line = reply->log_line + "\n";
+      FCGX_PutStr(line.data(), static_cast<int>(line.size()), request.err);
+    }
+  } else {
+    static const char kFallback[] =
+        "Status: 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+        "Cache-Control: no-store\r\n\r\n"
+        "{\"message\":\"Phone verification is not available.\",\"status\":500}";
+    FCGX_PutStr(kFallback, sizeof kFallback - 1, request.out);
   }
-  conn->request.keepConnection = 1;  // see accept_one()
-  watch(conn);
+  served_.fetch_add(1, std::memory_order_relaxed);
+  FCGX_Finish_r(&request);
+  if (request.ipcFd < 0 || stopping_.load()) {
+    close_connection(conn);  // nginx did not ask to keep it, or we are stopping
+  } else {
+    request.keepConnection = 1;  // see accept_one()
+    watch(conn);
+  }
+  in_flight_.fetch_sub(1);
 }
 
 void FcgiServer::worker() {
@@ -320,9 +362,9 @@ void FcgiServer::worker() {
   running_.fetch_sub(1);
 }
 
-void FcgiServer::serve(FCGX_Request& request) {
+void FcgiServer::serve(Connection* conn) {
+  FCGX_Request& request = conn->request;
   HttpRequest http;
-  std::size_t unread = 0;
   try {
     http.method = param(request, "REQUEST_METHOD");
     http.path = param(request, "DOCUMENT_URI");
@@ -357,31 +399,17 @@ void FcgiServer::serve(FCGX_Request& request) {
       got += static_cast<std::size_t>(n);
     }
     http.body.resize(got);
-    unread = http.content_length > got ? http.content_length - got : 0;
-
-    const HttpReply reply = handler_.handle(http);
-    std::string head = "Status: " + std::to_string(reply.status) + " " +
-                       std::string(reason_phrase(reply.status)) + "\r\n";
-    head += "Content-Type: " + reply.content_type + "\r\n";
-    for (const auto& [name, value] : reply.headers) head += name + ": " + value + "\r\n";
-    head += "Content-Length: " + std::to_string(reply.body.size()) + "\r\n\r\n";
-    FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.out);
-    FCGX_PutStr(reply.body.data(), static_cast<int>(reply.body.size()), request.out);
-    if (!reply.log_line.empty()) {
-      // nginx writes FastCGI stderr to its error log, one entry per record.
-      const std::string line = reply.log_line + "\n";
-      FCGX_PutStr(line.data(), static_cast<int>(line.size()), request.err);
-    }
+    drain_body(request, http.content_length > got ? http.content_length - got : 0);
   } catch (const std::exception& e) {
     log_.error(std::string("request failed: ") + e.what());
-    static const char kFallback[] =
-        "Status: 500 Internal Server Error\r\nContent-Type: application/json\r\n"
-        "Cache-Control: no-store\r\n\r\n"
-        "{\"message\":\"Phone verification is not available.\",\"status\":500}";
-    FCGX_PutStr(kFallback, sizeof kFallback - 1, request.out);
+    finish(conn, nullptr);
+    return;
   }
-  served_.fetch_add(1, std::memory_order_relaxed);
+  // The handler calls back exactly once: here, or from the upstream's thread.
+  handler_.handle_async(http, [this, conn](HttpReply reply) { finish(conn, &reply); });
+}
 
+void FcgiServer::drain_body(FCGX_Request& request, std::size_t unread) {
   // Consume what is left of the body so a kept connection stays in sync.
   char sink[4096];
   std::size_t drained = 0;

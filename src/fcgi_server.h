@@ -16,7 +16,9 @@
 // connection and arms it; on a readable connection it calls FCGX_Accept_r
 // (which reads the request from that connection), serves it, and re-arms the
 // connection if nginx asked to keep it. Idle kept connections cost no thread;
-// --threads bounds the requests in flight; and only an idle worker accepts,
+// nor does a request waiting on Pipwave: the handler hands its call to the
+// upstream's event loop, which finishes the request when the answer comes;
+// and only an idle worker accepts,
 // so a busy process leaves new connections in the shared listen backlog for
 // its spawn-fcgi -F siblings (and a crash of it cannot lose them).
 #pragma once
@@ -74,7 +76,11 @@ class FcgiServer {
   void serve_connection(Connection* conn);
   void watch(Connection* conn);  // (re)arm a connection in epoll, one-shot
   void close_connection(Connection* conn);
-  void serve(::FCGX_Request& request);
+  void serve(Connection* conn);
+  // Writes the reply (null: a fixed 500), ends the request and re-arms or
+  // closes the connection. Runs on the worker, or on the upstream's thread.
+  void finish(Connection* conn, const HttpReply* reply);
+  void drain_body(::FCGX_Request& request, std::size_t unread);
 
   ServerOptions options_;
   Handler& handler_;
@@ -85,6 +91,7 @@ class FcgiServer {
   int wake_pipe_[2] = {-1, -1};
   std::atomic<bool> stopping_{false};
   std::atomic<int> running_{0};
+  std::atomic<int> in_flight_{0};  // requests read and not yet answered
   std::atomic<std::size_t> served_{0};
 
   // Every open connection, so shutdown can close the idle ones.

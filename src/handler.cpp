@@ -1,7 +1,9 @@
 #include "handler.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <future>
 #include <map>
 
 #include "form.h"
@@ -23,6 +25,22 @@ struct Handler::Trace {
   std::string throttle;     // per-rule decisions, keys masked
   std::string cors_origin;  // the request's Origin when the merchant allows it
   int action_index = 2;     // Metrics' action: 0 send-token, 1 verify-token-answer, 2 none
+};
+
+struct Handler::Exchange {
+  std::chrono::steady_clock::time_point started;
+  std::chrono::steady_clock::time_point sent;  // when the call was handed to the upstream
+  std::string request_id;                      // at most 64 bytes
+  std::string remote_addr;                     // at most 64 bytes
+  std::shared_ptr<const Config> config;        // kept for the whole exchange (reloads swap it)
+  bool log_to_fastcgi = false;
+  const MerchantConfig* merchant = nullptr;  // in *config
+  Action action = Action::send_token;
+  ClientFields client;
+  ThrottleVerdict verdict;
+  std::string signature;
+  Trace trace;
+  std::atomic<bool> replied{false};  // `done` ran
 };
 
 namespace {
@@ -124,27 +142,70 @@ std::optional<HttpReply> Handler::operations(const HttpRequest& request) {
 }
 
 HttpReply Handler::handle(const HttpRequest& request) {
+  std::promise<HttpReply> promise;
+  std::future<HttpReply> reply = promise.get_future();
+  handle_async(request, [&promise](HttpReply r) { promise.set_value(std::move(r)); });
+  return reply.get();
+}
+
+void Handler::handle_async(const HttpRequest& request, Reply done) {
   if (auto ops = operations(request)) {
     if (metrics_ != nullptr)
       metrics_->request(2, ops->status == 200 ? Outcome::ok : Outcome::not_found);
-    return *ops;
+    done(std::move(*ops));
+    return;
   }
-  const auto started = clock_.steady();
+  auto ex = std::make_shared<Exchange>();
+  ex->started = clock_.steady();
+  ex->request_id = request.request_id.substr(0, 64);
+  ex->remote_addr = request.remote_addr.substr(0, 64);
   if (metrics_ != nullptr) metrics_->in_flight(1);
-  Trace trace;
-  Result result;
-  bool log_to_fastcgi = false;
+  const auto internal_error = [&ex](const char* what) {
+    ex->trace.detail = std::string("internal error") + (what != nullptr ? ": " : "") +
+                       (what != nullptr ? what : "");
+    return local_result(Outcome::misconfigured);
+  };
+  std::optional<Result> result;
+  UpstreamCall call;
   try {
-    const std::shared_ptr<const Config> config = config_.get();
-    log_to_fastcgi = config->log_to_fastcgi;
-    result = process(request, *config, trace);
+    ex->config = config_.get();
+    ex->log_to_fastcgi = ex->config->log_to_fastcgi;
+    result = process(request, *ex, call);
   } catch (const std::exception& e) {
-    result = local_result(Outcome::misconfigured);
-    trace.detail = std::string("internal error: ") + e.what();
+    result = internal_error(e.what());
   } catch (...) {
-    result = local_result(Outcome::misconfigured);
-    trace.detail = "internal error";
+    result = internal_error(nullptr);
   }
+  if (result) {
+    done(finish(*ex, *result));
+    return;
+  }
+  ex->sent = clock_.steady();
+  const UpstreamConfig& upstream_config = ex->config->upstream;
+  try {
+    upstream_.post_async(upstream_config, std::move(call), [this, ex, done](UpstreamResult answer) {
+      Result r;
+      try {
+        r = answered(*ex, std::move(answer));
+      } catch (const std::exception& e) {
+        ex->trace.detail = std::string("internal error: ") + e.what();
+        r = local_result(Outcome::misconfigured);
+      } catch (...) {
+        ex->trace.detail = "internal error";
+        r = local_result(Outcome::misconfigured);
+      }
+      if (!ex->replied.exchange(true)) done(finish(*ex, r));
+    });
+  } catch (const std::exception& e) {
+    // The upstream failed before it took the call.
+    if (!ex->replied.exchange(true)) done(finish(*ex, internal_error(e.what())));
+  } catch (...) {
+    if (!ex->replied.exchange(true)) done(finish(*ex, internal_error(nullptr)));
+  }
+}
+
+HttpReply Handler::finish(Exchange& ex, const Result& result) {
+  Trace& trace = ex.trace;
   HttpReply reply = make_reply(result, trace.cors_origin);
   if (metrics_ != nullptr) {
     metrics_->in_flight(-1);
@@ -154,7 +215,7 @@ HttpReply Handler::handle(const HttpRequest& request) {
   const LogLevel level = reply.status >= 500 ? LogLevel::warn : LogLevel::info;
   if (log_.enabled(level)) {
     const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - started);
+        std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - ex.started);
     const auto text = [](std::string key, std::string value) {
       return LogField{std::move(key), std::move(value)};
     };
@@ -164,9 +225,8 @@ HttpReply Handler::handle(const HttpRequest& request) {
     std::vector<LogField> fields;
     fields.reserve(16);
     fields.push_back(text("event", "request"));
-    if (!request.request_id.empty())
-      fields.push_back(text("rid", request.request_id.substr(0, 64)));
-    fields.push_back(text("ip", request.remote_addr.substr(0, 64)));
+    if (!ex.request_id.empty()) fields.push_back(text("rid", ex.request_id));
+    fields.push_back(text("ip", ex.remote_addr));
     if (!trace.merchant.empty()) fields.push_back(text("merchant", trace.merchant));
     if (!trace.action.empty()) fields.push_back(text("action", trace.action));
     if (!trace.phone.empty()) fields.push_back(text("phone", trace.phone));
@@ -179,7 +239,7 @@ HttpReply Handler::handle(const HttpRequest& request) {
     fields.push_back(number("ms", ms.count()));
     if (!trace.throttle.empty()) fields.push_back(text("throttle", trace.throttle.substr(0, 600)));
     if (!trace.detail.empty()) fields.push_back(text("detail", trace.detail.substr(0, 200)));
-    if (log_to_fastcgi) {
+    if (ex.log_to_fastcgi) {
       reply.log_line = log_.format(level, fields);  // nginx's error log, via FastCGI stderr
     } else {
       log_.record(level, fields);
@@ -188,7 +248,10 @@ HttpReply Handler::handle(const HttpRequest& request) {
   return reply;
 }
 
-Result Handler::process(const HttpRequest& request, const Config& config, Trace& trace) {
+std::optional<Result> Handler::process(const HttpRequest& request, Exchange& ex,
+                                       UpstreamCall& call) {
+  const Config& config = *ex.config;
+  Trace& trace = ex.trace;
   // route
   const auto action = action_from_route(last_segment(request.path));
   if (!action) return local_result(Outcome::not_found);
@@ -204,6 +267,8 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
     return local_result(Outcome::misconfigured);
   }
   trace.merchant = merchant->name;
+  ex.merchant = merchant;
+  ex.action = *action;
 
   // origin: a hostile page could make its visitors' browsers send tokens, so
   // a listed merchant refuses any other Origin (or Referer) before anything else.
@@ -253,7 +318,7 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
   if (decode_error) return local_result(Outcome::invalid_input, describe(*decode_error));
 
   // validate
-  ClientFields client;
+  ClientFields& client = ex.client;
   const bool user_from_server = !merchant->user_id_param.empty();
   if (auto bad = validate_fields(*action, fields, client, user_from_server)) {
     return local_result(Outcome::invalid_input, bad->message);
@@ -273,7 +338,7 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
   if (client.contact_no) trace.phone = client.dialing_code + mask_phone(*client.contact_no);
 
   // throttle: country filter, rules and the wrong-answer lock, all or nothing.
-  ThrottleVerdict verdict;
+  ThrottleVerdict& verdict = ex.verdict;
   if (config.throttle.enabled) {
     if (store_ == nullptr && !config.throttle.rules.empty()) {
       trace.detail = "throttle rules configured but no store open (restart to apply)";
@@ -310,12 +375,14 @@ Result Handler::process(const HttpRequest& request, const Config& config, Trace&
     }
   }
 
-  Result result = forward(config, *merchant, *action, client, trace, verdict);
-  return result;
+  call = sign(ex);
+  return std::nullopt;  // forward
 }
 
-Result Handler::forward(const Config& config, const MerchantConfig& merchant, Action action,
-                        const ClientFields& client, Trace& trace, const ThrottleVerdict& verdict) {
+UpstreamCall Handler::sign(Exchange& ex) {
+  const MerchantConfig& merchant = *ex.merchant;
+  const ClientFields& client = ex.client;
+  const Action action = ex.action;
   // sign: every field sent is signed; api_secret is mixed in and never sent.
   std::map<std::string, std::string> signed_fields{
       {"action", std::string(action_name(action))},
@@ -327,16 +394,20 @@ Result Handler::forward(const Config& config, const MerchantConfig& merchant, Ac
   if (client.contact_no) signed_fields.emplace("contact_no", *client.contact_no);
   if (client.reference) signed_fields.emplace("reference", *client.reference);
   if (client.answer) signed_fields.emplace("answer", *client.answer);
-  const std::string signature = pipwave_signature(signed_fields, merchant.api_secret);
+  ex.signature = pipwave_signature(signed_fields, merchant.api_secret);
 
   std::vector<std::pair<std::string, std::string>> members(signed_fields.begin(),
                                                            signed_fields.end());
-  members.emplace_back("signature", signature);
-  UpstreamCall call{merchant.api_key, encode_string_object(members)};
+  members.emplace_back("signature", ex.signature);
+  return UpstreamCall{merchant.api_key, encode_string_object(members)};
+}
 
-  // forward
-  const auto sent = clock_.steady();
-  UpstreamResult answer = upstream_.post(config.upstream, call);
+Result Handler::answered(Exchange& ex, UpstreamResult&& answer) {
+  const Config& config = *ex.config;
+  const MerchantConfig& merchant = *ex.merchant;
+  const std::string& signature = ex.signature;
+  Trace& trace = ex.trace;
+  const auto sent = ex.sent;
   trace.upstream_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - sent).count();
   trace.upstream_http = answer.http_status;
@@ -373,7 +444,7 @@ Result Handler::forward(const Config& config, const MerchantConfig& merchant, Ac
     case UpstreamError::not_delivered:
       // Provably never reached Pipwave: no SMS was sent, so give the quota back.
       trace.detail = "upstream unreachable: " + answer.detail;
-      if (store_ != nullptr && throttle_refund(*store_, verdict) != StoreStatus::ok) {
+      if (store_ != nullptr && throttle_refund(*store_, ex.verdict) != StoreStatus::ok) {
         trace.detail += " (throttle refund failed)";
       }
       return local_result(Outcome::bad_gateway);

@@ -1,11 +1,15 @@
 // The request pipeline, in stage order:
 //   route -> method -> merchant -> size -> content type -> decode -> validate
-//   -> sign -> forward -> sanitize.
-//   (throttle sits between validate and sign.)
+//   -> throttle -> sign -> forward -> sanitize.
+// Everything up to sign runs on the FastCGI worker's thread; the forward is
+// handed to the Upstream, whose thread runs sanitize when Pipwave answers.
 // Each stage passes on or produces the final Result. Collaborators (config,
 // upstream, clock, logger) come in as interfaces, so the tests run the whole
 // pipeline with no socket, no network and no wall clock.
 #pragma once
+
+#include <functional>
+#include <optional>
 
 #include "clock.h"
 #include "config.h"
@@ -31,18 +35,29 @@ class Handler {
         store_(store),
         metrics_(metrics) {}
 
-  // Never throws: any internal failure becomes a 500 with a generic message.
+  using Reply = std::function<void(HttpReply)>;
+
+  // Serves `request` and calls `done` exactly once with the reply: before
+  // returning when the answer is local, else from the upstream's thread once
+  // Pipwave answered. Never throws: any internal failure becomes a 500 with a
+  // generic message. `request` is not used after the call returns.
+  void handle_async(const HttpRequest& request, Reply done);
+  // The same, waiting for the reply.
   HttpReply handle(const HttpRequest& request);
 
-  struct Trace;  // what the per-request log line reports
+  struct Trace;     // what the per-request log line reports
+  struct Exchange;  // one request's state across the upstream call
 
  private:
-  Result process(const HttpRequest& request, const Config& config, Trace& trace);
+  // The stages up to the upstream call: the final result, or nullopt when
+  // `call` is signed and ready to forward.
+  std::optional<Result> process(const HttpRequest& request, Exchange& ex, UpstreamCall& call);
   // GET .../healthz and .../metrics (metrics from loopback only); nullopt
   // when the request is for neither.
   std::optional<HttpReply> operations(const HttpRequest& request);
-  Result forward(const Config& config, const MerchantConfig& merchant, Action action,
-                 const ClientFields& client, Trace& trace, const ThrottleVerdict& verdict);
+  UpstreamCall sign(Exchange& ex);
+  Result answered(Exchange& ex, UpstreamResult&& answer);  // sanitize Pipwave's answer
+  HttpReply finish(Exchange& ex, const Result& result);    // metrics and the log line
 
   const ConfigHolder& config_;
   Upstream& upstream_;

@@ -27,7 +27,7 @@ void print_config_summary(const pvgate::Config& config) {
                                                 : " (extra CA " + config.upstream.ca_file + ")")
             << ", connect " << config.upstream.connect_timeout_ms << " ms, total "
             << config.upstream.timeout_ms << " ms, answer <= " << config.upstream.max_response_bytes
-            << " bytes\n"
+            << " bytes, at most " << config.upstream.max_connections << " calls in flight\n"
             << "  request body <= " << config.max_body_bytes << " bytes\n";
   for (const auto& [name, m] : config.merchants) {
     std::string origins;
@@ -137,7 +137,8 @@ int main(int argc, char** argv) {
   log.set_level(loaded.config->log_level);
   log.set_json(loaded.config->log_json);
   ConfigHolder config(loaded.config);
-  CurlUpstream upstream;
+  // Outlives the server: requests waiting on Pipwave finish before it goes.
+  CurlUpstream upstream(loaded.config->upstream.max_connections);
   SystemClock clock;
   std::unique_ptr<ThrottleStore> store = open_store(loaded.config->throttle, error);
   if (loaded.config->throttle.enabled && !store) {
@@ -180,6 +181,9 @@ int main(int argc, char** argv) {
         now_t.max_size_mb != next_t.max_size_mb ||
         now_t.redis_timeout_ms != next_t.redis_timeout_ms) {
       log.warn("reload: throttle store settings change only on restart; rules apply now");
+    }
+    if (next.config->upstream.max_connections != config.get()->upstream.max_connections) {
+      log.warn("reload: upstream.max_connections takes effect only on restart");
     }
     if (next.config->max_body_bytes != config.get()->max_body_bytes) {
       log.warn("reload: limits.max_body_bytes takes effect for the read limit only on restart");

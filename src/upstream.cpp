@@ -1,6 +1,17 @@
 #include "upstream.h"
 
 #include <curl/curl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <optional>
+#include <stdexcept>
 
 #include "version.h"
 
@@ -45,108 +56,78 @@ UpstreamError classify(CURLcode code, bool too_large) {
 
 }  // namespace
 
-struct CurlUpstream::Handle {
-  Handle() : easy(curl_easy_init()) {}
-  ~Handle() {
+struct CurlUpstream::Transfer {
+  Transfer() : easy(curl_easy_init()) {}
+  ~Transfer() {
     if (easy != nullptr) curl_easy_cleanup(easy);
+    curl_slist_free_all(headers);
   }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
+  Transfer(const Transfer&) = delete;
+  Transfer& operator=(const Transfer&) = delete;
 
   CURL* easy;
   bool trust_set = false;
   std::string trust_ca_file;  // the ca_file `easy` is set up with
-  // Per-call state read by the write callback.
+  // Per-call state, set by the caller's thread before the hand-over to the
+  // loop, read by the loop's callbacks.
+  curl_slist* headers = nullptr;
+  std::string body;  // CURLOPT_POSTFIELDS points here (curl does not copy it)
   std::string response;
   std::size_t cap = 0;
   bool too_large = false;
   char error[CURL_ERROR_SIZE] = {};
+  Done done;
+  bool in_multi = false;  // the loop thread's own
 };
 
 namespace {
 
-// RAII for the per-call header list.
-struct HeaderList {
-  curl_slist* list = nullptr;
-  ~HeaderList() { curl_slist_free_all(list); }
-  bool add(const std::string& line) {
-    curl_slist* next = curl_slist_append(list, line.c_str());
-    if (next == nullptr) return false;
-    list = next;
-    return true;
-  }
-};
+using SteadyClock = std::chrono::steady_clock;
+using Transfer = CurlUpstream::Transfer;
 
 size_t on_body(char* data, size_t size, size_t count, void* user) {
-  auto* h = static_cast<CurlUpstream::Handle*>(user);
+  auto* t = static_cast<Transfer*>(user);
   const size_t n = size * count;
-  if (h->response.size() + n > h->cap) {
-    h->too_large = true;
+  if (t->response.size() + n > t->cap) {
+    t->too_large = true;
     return 0;  // aborts the transfer with CURLE_WRITE_ERROR
   }
-  h->response.append(data, n);
+  t->response.append(data, n);
   return n;
 }
 
-}  // namespace
-
-void upstream_global_init() {
-  curl_global_init(CURL_GLOBAL_DEFAULT);
+bool add_header(curl_slist*& list, const std::string& line) {
+  curl_slist* next = curl_slist_append(list, line.c_str());
+  if (next == nullptr) return false;
+  list = next;
+  return true;
 }
 
-CurlUpstream::CurlUpstream() = default;
-CurlUpstream::~CurlUpstream() = default;
-
-std::unique_ptr<CurlUpstream::Handle> CurlUpstream::acquire() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!idle_.empty()) {
-      auto h = std::move(idle_.back());
-      idle_.pop_back();
-      return h;
-    }
-  }
-  return std::make_unique<Handle>();
-}
-
-void CurlUpstream::release(std::unique_ptr<Handle> handle) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  idle_.push_back(std::move(handle));
-}
-
-UpstreamResult CurlUpstream::post(const UpstreamConfig& config, const UpstreamCall& call) {
-  UpstreamResult result;
-  std::unique_ptr<Handle> h = acquire();
-  if (h->easy == nullptr) {
-    result.error = UpstreamError::transport;
-    result.detail = "curl_easy_init failed";
-    return result;
-  }
-  CURL* e = h->easy;
-  h->response.clear();
-  h->cap = config.max_response_bytes;
-  h->too_large = false;
-  h->error[0] = '\0';
+// Sets up `t` for one call; false when out of memory.
+bool prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call) {
+  CURL* e = t.easy;
+  t.response.clear();
+  t.cap = config.max_response_bytes;
+  t.too_large = false;
+  t.error[0] = '\0';
+  t.body = std::move(call.body);
 
   // Trust: the system store, plus upstream.ca_file when set. Set only when
-  // it changes, so a warm handle keeps its connection.
-  if (!h->trust_set || h->trust_ca_file != config.ca_file) {
+  // it changes, so a warm handle keeps its session.
+  if (!t.trust_set || t.trust_ca_file != config.ca_file) {
     static const std::string cert_dir = system_cert_dir();
     curl_easy_setopt(e, CURLOPT_CAPATH, cert_dir.c_str());
     curl_easy_setopt(e, CURLOPT_CAINFO, config.ca_file.empty() ? nullptr : config.ca_file.c_str());
-    h->trust_set = true;
-    h->trust_ca_file = config.ca_file;
+    t.trust_set = true;
+    t.trust_ca_file = config.ca_file;
   }
 
-  HeaderList headers;
-  const bool headers_ok = headers.add("Content-Type: application/json") &&
-                          headers.add("Accept: application/json") &&
-                          headers.add("x-api-key: " + call.api_key) && headers.add("Expect:");
-  if (!headers_ok) {
-    release(std::move(h));
-    result.error = UpstreamError::transport;
-    result.detail = "out of memory building headers";
-    return result;
+  curl_slist_free_all(t.headers);
+  t.headers = nullptr;
+  if (!add_header(t.headers, "Content-Type: application/json") ||
+      !add_header(t.headers, "Accept: application/json") ||
+      !add_header(t.headers, "x-api-key: " + call.api_key) || !add_header(t.headers, "Expect:")) {
+    return false;
   }
 
   curl_easy_setopt(e, CURLOPT_URL, config.url.c_str());
@@ -163,31 +144,295 @@ UpstreamResult CurlUpstream::post(const UpstreamConfig& config, const UpstreamCa
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, config.timeout_ms);
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
                    static_cast<curl_off_t>(config.max_response_bytes));
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers.list);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t.headers);
   curl_easy_setopt(e, CURLOPT_POST, 1L);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, call.body.c_str());
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call.body.size()));
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, t.body.c_str());
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t.body.size()));
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, h.get());
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->error);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.error);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, &t);
+  return true;
+}
 
-  const CURLcode code = curl_easy_perform(e);
-  if (code == CURLE_FILESIZE_EXCEEDED) h->too_large = true;
-  result.error = classify(code, h->too_large);
-  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &result.http_status);
-  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &result.connections_opened);
-  if (result.error == UpstreamError::none) {
-    result.body = std::move(h->response);
-  } else {
-    result.detail = std::string(curl_easy_strerror(code)) +
-                    (h->error[0] != '\0' ? std::string(": ") + h->error : std::string{});
+UpstreamResult failure(UpstreamError error, std::string detail) {
+  UpstreamResult r;
+  r.error = error;
+  r.detail = std::move(detail);
+  return r;
+}
+
+}  // namespace
+
+struct CurlUpstream::Loop {
+  explicit Loop(long max) : max_connections(static_cast<std::size_t>(max)) {}
+
+  const std::size_t max_connections;
+  CURLM* multi = nullptr;
+  int epfd = -1;
+  int wakefd = -1;
+  std::thread thread;
+
+  // Shared with the callers' threads.
+  std::mutex mutex;
+  std::vector<std::unique_ptr<Transfer>> owned;  // every Transfer ever made (<= max_connections)
+  std::vector<Transfer*> idle;
+  std::vector<Transfer*> incoming;  // handed over, not yet in the multi handle
+  std::size_t in_flight = 0;        // incoming + in the multi handle
+  bool stopping = false;
+
+  // The loop thread's own.
+  std::optional<SteadyClock::time_point> deadline;  // curl's timer
+
+  void wake() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wakefd, &one, sizeof one);
   }
-  h->response = std::string{};
-  // The header list dies with this call; never leave the handle pointing at it.
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, nullptr);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, nullptr);
-  release(std::move(h));
-  return result;
+
+  static int on_socket(CURL*, curl_socket_t fd, int what, void* user, void*) {
+    auto* loop = static_cast<Loop*>(user);
+    if (what == CURL_POLL_REMOVE) {
+      ::epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, nullptr);  // may already be closed
+      return 0;
+    }
+    epoll_event ev{};
+    ev.events =
+        ((what & CURL_POLL_IN) != 0 ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) != 0 ? EPOLLOUT : 0u);
+    ev.data.fd = fd;
+    if (::epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+        (errno != ENOENT || ::epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
+      return -1;  // curl fails the transfers on this socket
+    }
+    return 0;
+  }
+
+  static int on_timer(CURLM*, long timeout_ms, void* user) {
+    auto* loop = static_cast<Loop*>(user);
+    if (timeout_ms < 0) {
+      loop->deadline.reset();
+    } else {
+      loop->deadline = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
+    }
+    return 0;
+  }
+
+  // Takes a finished transfer out of the multi handle and reports it.
+  void complete(Transfer* t, CURLcode code) {
+    curl_multi_remove_handle(multi, t->easy);
+    t->in_multi = false;
+    UpstreamResult result;
+    if (code == CURLE_FILESIZE_EXCEEDED) t->too_large = true;
+    result.error = classify(code, t->too_large);
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &result.http_status);
+    curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &result.connections_opened);
+    if (result.error == UpstreamError::none) {
+      result.body = std::move(t->response);
+    } else {
+      result.detail = std::string(curl_easy_strerror(code)) +
+                      (t->error[0] != '\0' ? std::string(": ") + t->error : std::string{});
+    }
+    release(t, std::move(result));
+  }
+
+  // Returns `t` to the idle list, then runs its `done`.
+  void release(Transfer* t, UpstreamResult result) {
+    // The header list and body die here; never leave the handle pointing at them.
+    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, nullptr);
+    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, nullptr);
+    curl_slist_free_all(t->headers);
+    t->headers = nullptr;
+    t->body.clear();
+    t->response = std::string{};
+    Done done = std::move(t->done);
+    t->done = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      idle.push_back(t);
+      --in_flight;
+    }
+    try {
+      done(std::move(result));
+    } catch (...) {
+      // `done` must not throw; if it does, the loop still goes on.
+    }
+  }
+
+  void drain_messages() {
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      void* priv = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+      const CURLcode code = msg->data.result;
+      complete(static_cast<Transfer*>(priv), code);  // invalidates msg
+    }
+  }
+
+  // Returns false once stopping.
+  bool take_incoming() {
+    std::uint64_t count = 0;
+    [[maybe_unused]] const ssize_t n = ::read(wakefd, &count, sizeof count);
+    std::vector<Transfer*> batch;
+    bool stop = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      batch.swap(incoming);
+      stop = stopping;
+    }
+    for (Transfer* t : batch) {
+      if (stop) {
+        release(t, failure(UpstreamError::not_delivered, "pvgate is shutting down"));
+      } else if (curl_multi_add_handle(multi, t->easy) != CURLM_OK) {
+        release(t, failure(UpstreamError::transport, "curl_multi_add_handle failed"));
+      } else {
+        t->in_multi = true;
+      }
+    }
+    return !stop;
+  }
+
+  void run() {
+    int running = 0;
+    epoll_event events[64];
+    while (true) {
+      int wait_ms = -1;
+      if (deadline) {
+        const auto left = *deadline - SteadyClock::now();
+        wait_ms =
+            left <= SteadyClock::duration::zero()
+                ? 0
+                : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      }
+      const int n = ::epoll_wait(epfd, events, 64, wait_ms);
+      bool go_on = true;
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.fd == wakefd) {
+          go_on = take_incoming() && go_on;
+          continue;
+        }
+        const std::uint32_t ev = events[i].events;
+        const int mask = ((ev & EPOLLIN) != 0 ? CURL_CSELECT_IN : 0) |
+                         ((ev & EPOLLOUT) != 0 ? CURL_CSELECT_OUT : 0) |
+                         ((ev & (EPOLLERR | EPOLLHUP)) != 0 ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(multi, events[i].data.fd, mask, &running);
+      }
+      if (deadline && SteadyClock::now() >= *deadline) {
+        deadline.reset();
+        curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+      }
+      drain_messages();
+      if (!go_on) break;
+    }
+    // Stopping: whatever is still in flight fails (main drains requests
+    // before it destroys the upstream, so normally nothing is).
+    for (const auto& t : owned) {  // only this thread adds to the multi handle
+      if (!t->in_multi) continue;
+      curl_multi_remove_handle(multi, t->easy);
+      t->in_multi = false;
+      release(t.get(), failure(UpstreamError::transport, "pvgate is shutting down"));
+    }
+  }
+
+  // Fails the calls handed over but never added (after the loop ended).
+  void fail_incoming() {
+    std::vector<Transfer*> batch;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      batch.swap(incoming);
+    }
+    for (Transfer* t : batch) {
+      release(t, failure(UpstreamError::not_delivered, "pvgate is shutting down"));
+    }
+  }
+};
+
+void upstream_global_init() {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+CurlUpstream::CurlUpstream(long max_connections)
+    : loop_(std::make_unique<Loop>(std::max(1L, max_connections))) {
+  Loop& l = *loop_;
+  l.multi = curl_multi_init();
+  l.epfd = ::epoll_create1(EPOLL_CLOEXEC);
+  l.wakefd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = l.wakefd;
+  if (l.multi == nullptr || l.epfd < 0 || l.wakefd < 0 ||
+      ::epoll_ctl(l.epfd, EPOLL_CTL_ADD, l.wakefd, &ev) != 0) {
+    throw std::runtime_error(std::string("cannot start the upstream loop: ") +
+                             std::strerror(errno));
+  }
+  curl_multi_setopt(l.multi, CURLMOPT_SOCKETFUNCTION, &Loop::on_socket);
+  curl_multi_setopt(l.multi, CURLMOPT_SOCKETDATA, &l);
+  curl_multi_setopt(l.multi, CURLMOPT_TIMERFUNCTION, &Loop::on_timer);
+  curl_multi_setopt(l.multi, CURLMOPT_TIMERDATA, &l);
+  // Keep a connection open for every call that may be in flight.
+  curl_multi_setopt(l.multi, CURLMOPT_MAXCONNECTS, static_cast<long>(l.max_connections));
+  l.thread = std::thread([&l] { l.run(); });
+}
+
+CurlUpstream::~CurlUpstream() {
+  Loop& l = *loop_;
+  {
+    std::lock_guard<std::mutex> lock(l.mutex);
+    l.stopping = true;
+  }
+  l.wake();
+  if (l.thread.joinable()) l.thread.join();
+  l.fail_incoming();
+  {
+    std::lock_guard<std::mutex> lock(l.mutex);
+    l.owned.clear();  // easy handles go before their multi handle
+  }
+  if (l.multi != nullptr) curl_multi_cleanup(l.multi);
+  if (l.epfd >= 0) ::close(l.epfd);
+  if (l.wakefd >= 0) ::close(l.wakefd);
+}
+
+void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, Done done) {
+  Loop& l = *loop_;
+  Transfer* t = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(l.mutex);
+    if (l.stopping) {
+      // Falls through to the refusal below.
+    } else if (!l.idle.empty()) {
+      t = l.idle.back();
+      l.idle.pop_back();
+    } else if (l.owned.size() < l.max_connections) {
+      l.owned.push_back(std::make_unique<Transfer>());
+      t = l.owned.back().get();
+    }
+    if (t != nullptr) ++l.in_flight;
+  }
+  if (t == nullptr) {
+    done(failure(UpstreamError::not_delivered, "more than upstream.max_connections (" +
+                                                   std::to_string(l.max_connections) +
+                                                   ") calls in flight, or shutting down"));
+    return;
+  }
+  t->done = std::move(done);
+  if (t->easy == nullptr || !prepare(*t, config, std::move(call))) {
+    // Never handed to the loop: give it back from here.
+    l.release(t, failure(UpstreamError::transport, t->easy == nullptr
+                                                       ? "curl_easy_init failed"
+                                                       : "out of memory building headers"));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(l.mutex);
+    l.incoming.push_back(t);
+  }
+  l.wake();
+}
+
+UpstreamResult CurlUpstream::post(const UpstreamConfig& config, const UpstreamCall& call) {
+  std::promise<UpstreamResult> promise;
+  std::future<UpstreamResult> result = promise.get_future();
+  post_async(config, call, [&promise](UpstreamResult r) { promise.set_value(std::move(r)); });
+  return result.get();
 }
 
 }  // namespace pvgate

@@ -2,9 +2,12 @@
 // CurlUpstream is the real one and the only user of libcurl.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "config.h"
@@ -18,7 +21,7 @@ struct UpstreamCall {
 
 enum class UpstreamError {
   none,           // an HTTP answer arrived (any status); see http_status/body
-  not_delivered,  // provably never reached Pipwave: refused, DNS failure
+  not_delivered,  // provably never reached Pipwave: refused, DNS failure, over max_connections
   timeout,        // connect or total deadline passed (may have reached it)
   tls,            // certificate or handshake failure
   too_large,      // answer over upstream.max_response_bytes
@@ -35,30 +38,44 @@ struct UpstreamResult {
 
 class Upstream {
  public:
+  using Done = std::function<void(UpstreamResult)>;
   virtual ~Upstream() = default;
-  // Must be safe to call from many threads at once.
+
+  // Starts the call and returns. `done` runs exactly once with the result:
+  // before post_async returns, or later on another thread. Must be safe to
+  // call from many threads at once. The default runs post() inline.
+  virtual void post_async(const UpstreamConfig& config, UpstreamCall call, Done done) {
+    done(post(config, call));
+  }
+  // The same call, waiting for its result.
   virtual UpstreamResult post(const UpstreamConfig& config, const UpstreamCall& call) = 0;
 };
 
 // One-time libcurl initialisation; call from main before starting threads.
 void upstream_global_init();
 
-// A pool of curl easy handles, one per concurrent caller at most, so each
-// keeps its TLS connection alive across requests.
+// Every call runs on one event-loop thread (a curl multi handle driven by
+// epoll through curl_multi_socket_action), so a thousand calls waiting on
+// Pipwave cost sockets, not threads: the FastCGI workers hand a call over and
+// go back to serving. Connections stay open in the multi handle's cache and
+// are reused; at most `max_connections` calls are in flight (the first
+// config's upstream.max_connections), and a call beyond that fails at once as
+// not delivered.
 class CurlUpstream final : public Upstream {
  public:
-  CurlUpstream();
-  ~CurlUpstream() override;
+  explicit CurlUpstream(long max_connections = 256);
+  ~CurlUpstream() override;  // fails calls still in flight, then stops the loop
+  CurlUpstream(const CurlUpstream&) = delete;
+  CurlUpstream& operator=(const CurlUpstream&) = delete;
+
+  void post_async(const UpstreamConfig& config, UpstreamCall call, Done done) override;
   UpstreamResult post(const UpstreamConfig& config, const UpstreamCall& call) override;
 
-  struct Handle;
+  struct Transfer;
+  struct Loop;
 
  private:
-  std::unique_ptr<Handle> acquire();
-  void release(std::unique_ptr<Handle> handle);
-
-  std::mutex mutex_;
-  std::vector<std::unique_ptr<Handle>> idle_;
+  std::unique_ptr<Loop> loop_;
 };
 
 }  // namespace pvgate

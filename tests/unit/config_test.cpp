@@ -43,6 +43,7 @@ TEST_CASE("a good config loads into plain values") {
   CHECK(r.config->upstream.connect_timeout_ms == 2000);
   CHECK(r.config->upstream.timeout_ms == 8000);
   CHECK(r.config->upstream.max_response_bytes == 64 * 1024);  // default
+  CHECK(r.config->upstream.max_connections == 256);           // default
   CHECK(r.config->max_body_bytes == 4096);                    // default
   CHECK_FALSE(r.config->upstream.loopback);
   REQUIRE(r.config->merchants.count("shop-a") == 1);
@@ -111,6 +112,12 @@ TEST_CASE("numeric limits: at the bounds and one past") {
   CHECK_FALSE(with("timeout_ms", "ten").config);
   CHECK(with("max_response_bytes", "1024").config);
   CHECK_FALSE(with("max_response_bytes", "1023").config);
+  CHECK(with("max_connections", "1").config);
+  CHECK(with("max_connections", "4096").config);
+  CHECK_FALSE(with("max_connections", "0").config);
+  CHECK_FALSE(with("max_connections", "4097").config);
+  REQUIRE(with("max_connections", "12").config);
+  CHECK(with("max_connections", "12").config->upstream.max_connections == 12);
 }
 
 TEST_CASE("api_secret_file: read, trailing newline dropped, exclusive with api_secret") {
