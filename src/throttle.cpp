@@ -88,14 +88,46 @@ std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& p
   return rule_name + ":" + key_digest(parts, subject);
 }
 
-std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
+namespace {
+
+std::string key_material(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
   std::string material;
   for (const auto part : parts) {
     material.append(key_part_name(part)).push_back('=');
     material.append(part_value(part, subject));
     material.push_back('\n');  // values never contain a newline (validated)
   }
-  return sha1_hex(material);
+  return material;
+}
+
+// True when a key's parts say nothing about a person (merchant, country).
+bool impersonal(const std::vector<KeyPart>& parts) {
+  return std::all_of(parts.begin(), parts.end(), [](KeyPart part) {
+    return part == KeyPart::merchant || part == KeyPart::country;
+  });
+}
+
+// key_digest, remembering the digests of impersonal keys (a merchant-wide
+// rule hashes the same text on every request). Keys naming a user, phone or
+// IP are never kept.
+std::string cached_key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
+  if (!impersonal(parts)) return key_digest(parts, subject);
+  constexpr std::size_t kMaxCached = 64;
+  thread_local std::vector<std::pair<std::string, std::string>> cache;
+  std::string material = key_material(parts, subject);
+  for (const auto& [text, digest] : cache) {
+    if (text == material) return digest;
+  }
+  if (cache.size() >= kMaxCached) cache.clear();
+  std::string digest = sha1_hex(material);
+  cache.emplace_back(std::move(material), digest);
+  return digest;
+}
+
+}  // namespace
+
+std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
+  return sha1_hex(key_material(parts, subject));
 }
 
 ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* store,
@@ -109,22 +141,27 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
   if (store == nullptr) return verdict;
   // Key parts per verdict, for masked keys: built only for rules that are over.
   std::vector<const std::vector<KeyPart>*> parts;
+  parts.reserve(config.rules.size() + 1);
   verdict.hits.reserve(config.rules.size() + 1);
   verdict.rules.reserve(config.rules.size() + 1);
   // Rules over the same parts (phone cooldown, per hour, per day) share one
   // digest: hashing is most of the policy's cost.
   std::vector<std::pair<const std::vector<KeyPart>*, std::string>> digests;
+  digests.reserve(config.rules.size());
   const auto digest_of = [&](const std::vector<KeyPart>& parts) -> const std::string& {
     for (const auto& [seen, digest] : digests) {
       if (*seen == parts) return digest;
     }
-    digests.emplace_back(&parts, key_digest(parts, subject));
+    digests.emplace_back(&parts, cached_key_digest(parts, subject));
     return digests.back().second;
   };
   for (const auto& rule : config.rules) {
     if (!applies(rule, subject.action)) continue;
-    verdict.hits.push_back(ThrottleHit{rule.name + ":" + digest_of(rule.key), rule.limit,
-                                       rule.period_ms, !rule.dry_run});
+    const std::string& digest = digest_of(rule.key);
+    std::string key;
+    key.reserve(rule.name.size() + 1 + digest.size());
+    key.append(rule.name).append(1, ':').append(digest);
+    verdict.hits.push_back(ThrottleHit{std::move(key), rule.limit, rule.period_ms, !rule.dry_run});
     verdict.rules.push_back(RuleVerdict{rule.name, false, rule.dry_run, 0, {}});
     parts.push_back(&rule.key);
   }

@@ -152,3 +152,91 @@ TEMPLATE_TEST_CASE("store contract: a wait never exceeds the period", "[store]",
   CHECK_FALSE(allowed(*store, hits, kT0, &d));
   CHECK(d.wait_ms[0] == kMinute);
 }
+
+TEMPLATE_TEST_CASE("store contract: a large limit allows exactly `limit` per window, to the ms",
+                   "[store]", LmdbFactory, RedisFactory) {
+  // 1000 events do not fit in one LMDB page: the log lives on overflow pages.
+  auto store = TestType::make();
+  constexpr std::uint32_t kLimit = 1000;
+  const std::vector<ThrottleHit> hits{hit("c:large", kLimit, kMinute)};
+  for (std::uint32_t i = 0; i < kLimit; ++i) {
+    REQUIRE(allowed(*store, hits, kT0 + 50 * i));  // the last at kT0 + 49,950
+  }
+  ThrottleDecision d;
+  CHECK_FALSE(allowed(*store, hits, kT0 + 50'000, &d));
+  CHECK(d.wait_ms[0] == kMinute - 50'000);
+  CHECK_FALSE(allowed(*store, hits, kT0 + kMinute - 1, &d));
+  CHECK(d.wait_ms[0] == 1);
+  // The first event leaves the window at kT0 + 60 s: exactly one slot frees.
+  CHECK(allowed(*store, hits, kT0 + kMinute));
+  CHECK_FALSE(allowed(*store, hits, kT0 + kMinute + 1, &d));
+  CHECK(d.wait_ms[0] == 49);  // the second event (kT0 + 50) leaves next
+  CHECK(allowed(*store, hits, kT0 + kMinute + 50));
+  // Over many periods the window keeps sliding one event at a time.
+  for (std::int64_t t = kT0 + 2 * kMinute; t < kT0 + 5 * kMinute; t += 60) {
+    CHECK(allowed(*store, hits, t));
+  }
+}
+
+TEMPLATE_TEST_CASE("store contract: an event stamped out of order keeps the log in time order",
+                   "[store]", LmdbFactory, RedisFactory) {
+  // Two workers read the clock a few ms apart and commit in the other order.
+  auto store = TestType::make();
+  const std::vector<ThrottleHit> hits{hit("c:order", 2, kMinute)};
+  CHECK(allowed(*store, hits, kT0 + 10));
+  CHECK(allowed(*store, hits, kT0));
+  ThrottleDecision d;
+  CHECK_FALSE(allowed(*store, hits, kT0 + 20, &d));
+  CHECK(d.wait_ms[0] == kMinute - 20);  // the older event (kT0) decides, not the later commit
+  CHECK(allowed(*store, hits, kT0 + kMinute));
+  CHECK_FALSE(allowed(*store, hits, kT0 + kMinute + 1, &d));
+  CHECK(d.wait_ms[0] == 9);  // kT0 + 10 leaves at kT0 + 60,010
+}
+
+TEMPLATE_TEST_CASE("store contract: an event older than every kept one is not kept", "[store]",
+                   LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  const auto real = hit("c:stale", 2, kMinute);
+  const auto dry = hit("c:stale", 2, kMinute, /*enforce=*/false);
+  CHECK(allowed(*store, {real}, kT0 + 10));
+  CHECK(allowed(*store, {real}, kT0 + 20));
+  // A dry-run hit commits even when over; stamped before both, it is the
+  // oldest of three and the log keeps only the newest two.
+  ThrottleDecision d;
+  CHECK(allowed(*store, {dry}, kT0 + 5, &d));
+  CHECK(d.wait_ms[0] == kMinute);  // 60,005 ms, capped at one period
+  CHECK_FALSE(allowed(*store, {real}, kT0 + 30, &d));
+  CHECK(d.wait_ms[0] == kMinute + 10 - 30);
+  CHECK(allowed(*store, {real}, kT0 + kMinute + 10));
+}
+
+TEMPLATE_TEST_CASE("store contract: a lowered limit counts the newest events", "[store]",
+                   LmdbFactory, RedisFactory) {
+  // A reload changes a rule from 5 to 2 per minute while its key holds 4 events.
+  auto store = TestType::make();
+  for (int i = 0; i < 4; ++i) CHECK(allowed(*store, {hit("c:lowered", 5, kMinute)}, kT0 + i * 100));
+  ThrottleDecision d;
+  CHECK_FALSE(allowed(*store, {hit("c:lowered", 2, kMinute)}, kT0 + 400, &d));
+  CHECK(d.wait_ms[0] == kMinute + 200 - 400);  // the 2nd newest (kT0 + 200) decides
+  CHECK(allowed(*store, {hit("c:lowered", 2, kMinute)}, kT0 + kMinute + 200));
+  CHECK_FALSE(allowed(*store, {hit("c:lowered", 2, kMinute)}, kT0 + kMinute + 201, &d));
+  CHECK(d.wait_ms[0] == 99);  // kT0 + 300 leaves at kT0 + 60,300
+}
+
+TEMPLATE_TEST_CASE("store contract: refund of one event in a long log frees exactly one slot",
+                   "[store]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  constexpr std::uint32_t kLimit = 600;
+  const std::vector<ThrottleHit> hits{hit("c:refund-long", kLimit, kMinute)};
+  for (std::uint32_t i = 0; i < kLimit; ++i) REQUIRE(allowed(*store, hits, kT0 + 10 * i));
+  CHECK_FALSE(allowed(*store, hits, kT0 + 6000));
+  // Give back an event from the middle of the log: one slot frees, no more.
+  CHECK(store->refund(hits, kT0 + 3000) == StoreStatus::ok);
+  CHECK(allowed(*store, hits, kT0 + 6001));
+  ThrottleDecision d;
+  CHECK_FALSE(allowed(*store, hits, kT0 + 6002, &d));
+  CHECK(d.wait_ms[0] == kMinute - 6002);  // kT0 is still the oldest
+  // A second refund of the same stamp finds nothing more to give back.
+  CHECK(store->refund(hits, kT0 + 3000) == StoreStatus::ok);
+  CHECK_FALSE(allowed(*store, hits, kT0 + 6003));
+}

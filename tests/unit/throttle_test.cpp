@@ -179,3 +179,31 @@ TEST_CASE("refund gives a send back") {
   CHECK(throttle_refund(store, first) == StoreStatus::ok);
   CHECK(throttle_check(c, &store, subject(), kT0 + 5).result == ThrottleResult::pass);
 }
+
+TEST_CASE("merchant-wide keys: one per merchant, the same as rule_key, however many merchants") {
+  // Digests of keys without a person in them are remembered per thread; more
+  // merchants than that memory holds must still each get their own key.
+  pvgate_test::TempLmdbStore store;
+  const auto c =
+      config_with({rule("merchant-hour", {KeyPart::merchant}, 1, 3'600'000),
+                   rule("country-hour", {KeyPart::merchant, KeyPart::country}, 100, 3'600'000)});
+  for (int round = 0; round < 2; ++round) {
+    for (int m = 0; m < 150; ++m) {
+      auto s = subject();
+      s.merchant = "shop-" + std::to_string(m);
+      const auto v = throttle_check(c, &store, s, kT0 + round);
+      REQUIRE(v.hits.size() == (round == 0 ? 2u : 0u));
+      CHECK(v.result == (round == 0 ? ThrottleResult::pass : ThrottleResult::reject));
+      if (round == 0) {
+        CHECK(v.hits[0].key == rule_key("merchant-hour", {KeyPart::merchant}, s));
+        CHECK(v.hits[1].key == rule_key("country-hour", {KeyPart::merchant, KeyPart::country}, s));
+      }
+    }
+  }
+  // Keys naming a person are never served from that memory: a new phone is a new key.
+  const auto p = config_with({rule("phone", {KeyPart::merchant, KeyPart::phone}, 1, 60'000)});
+  const auto first = throttle_check(p, &store, subject("111"), kT0);
+  const auto second = throttle_check(p, &store, subject("222"), kT0);
+  CHECK(second.result == ThrottleResult::pass);
+  CHECK(first.hits.at(0).key != second.hits.at(0).key);
+}
