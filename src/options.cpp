@@ -7,7 +7,7 @@ namespace pvgate {
 
 int default_threads() {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  return std::max(16, 4 * cores);
+  return std::max(8, 2 * cores);
 }
 
 std::string usage() {
@@ -22,7 +22,7 @@ std::string usage() {
          "  --socket SPEC      listen on a unix socket PATH or on HOST:PORT; without it the\n"
          "                     FastCGI listening socket is fd 0 (spawn-fcgi, systemd)\n"
          "  --socket-mode MODE octal permissions of a unix socket created by --socket (0660)\n"
-         "  --threads N        worker threads, 1-1024 (default max(16, 4 x cores)); calls to\n"
+         "  --threads N        worker threads, 1-1024 (default max(8, 2 x cores)); calls to\n"
          "                     Pipwave wait on one event-loop thread, not on these\n"
          "  --check-config     validate the configuration, print every problem, exit 0 or 1\n"
          "  --help, --version\n"

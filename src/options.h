@@ -18,7 +18,10 @@ struct Options {
 
 inline constexpr int kMaxThreads = 1024;
 
-// max(16, 4 x cores): requests mostly wait on Pipwave, not on the CPU.
+// max(8, 2 x cores). Workers do CPU work and the throttle store's round trip;
+// calls to Pipwave wait on the upstream's event loop, not on them. A few per
+// core keep the cores busy while some wait on Redis; many more only spread
+// each wake-up over threads whose caches are cold.
 int default_threads();
 
 // Parses argv; on error returns false and sets `error` to a one-line message.

@@ -15,7 +15,7 @@ TEST_CASE("options: config, socket, threads") {
   REQUIRE(parse_options({"--config=c.yaml", "--socket=127.0.0.1:9000"}, o, err));
   CHECK(o.socket == "127.0.0.1:9000");
   CHECK(o.threads == default_threads());
-  CHECK(default_threads() >= 16);
+  CHECK(default_threads() >= 8);
 }
 
 TEST_CASE("options: errors") {
