@@ -396,6 +396,23 @@ class Background:
         return self.value
 
 
+def start_slow(ctx, n, fields, slow_ms=3000):
+    """Starts n send-tokens from the mock's slow user (answered after slow_ms) and waits until
+    the mock has received all of them. fields(user_id) gives each one's body."""
+    user = f"mock-slow-{slow_ms}"
+    before = ctx.stack.mock_stats()["by_user"].get(user, 0)
+    slow = [Background(lambda: ctx.post_json("send-token", fields(user))) for _ in range(n)]
+    wait_until(lambda: ctx.stack.mock_stats()["by_user"].get(user, 0) >= before + n,
+               f"{n} slow request(s) to reach the mock")
+    return slow
+
+
+def finish_slow(slow):
+    """Each of start_slow's requests ends with Pipwave's 200."""
+    for b in slow:
+        expect(b.result(), 200, 200)
+
+
 # -- runner -------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ ones are still pending; then the slow ones complete with 200. Asserts ordering, 
 """
 
 import itest
-from itest import Background, check, expect, wait_until
+from itest import check, expect, finish_slow, start_slow
 
 SLOW_MS = 3000
 
@@ -17,23 +17,8 @@ def fields(ctx, user_id=None):
             "contact_no": ctx.phone()}
 
 
-def start_slow(ctx, n):
-    """Starts n slow send-tokens and waits until the mock has received all of them."""
-    user = f"mock-slow-{SLOW_MS}"
-    before = ctx.stack.mock_stats()["by_user"].get(user, 0)
-    slow = [Background(lambda: ctx.post_json("send-token", fields(ctx, user))) for _ in range(n)]
-    wait_until(lambda: ctx.stack.mock_stats()["by_user"].get(user, 0) >= before + n,
-               f"{n} slow request(s) to reach the mock")
-    return slow
-
-
-def finish_slow(slow):
-    for b in slow:
-        expect(b.result(), 200, 200)
-
-
 def fast_while_slow(ctx, n_slow, fast):
-    slow = start_slow(ctx, n_slow)
+    slow = start_slow(ctx, n_slow, lambda user: fields(ctx, user), SLOW_MS)
     fast(ctx)
     pending = sum(1 for b in slow if not b.done)
     check(pending == n_slow, f"the fast request finished only after {n_slow - pending} of "

@@ -13,11 +13,11 @@ timings.
 """
 
 import itest
-from itest import Background, check, expect, wait_until
+from itest import check, expect, finish_slow, start_slow, wait_until
 
 THREADS = 2
 MAX_CONNECTIONS = 4
-SLOW_USER = "mock-slow-3000"
+SLOW_MS = 3000
 THROTTLE = """\
 on_store_error: deny
 rules:
@@ -35,24 +35,13 @@ def fields(ctx, user_id=None, phone=None):
             "contact_no": phone or ctx.phone()}
 
 
-def start_slow(ctx, n):
-    """Starts n slow send-tokens and waits until the mock has received all of them."""
-    before = ctx.stack.mock_stats()["by_user"].get(SLOW_USER, 0)
-    slow = [Background(lambda: ctx.post_json("send-token", fields(ctx, SLOW_USER)))
-            for _ in range(n)]
-    wait_until(lambda: ctx.stack.mock_stats()["by_user"].get(SLOW_USER, 0) >= before + n,
-               f"{n} slow request(s) to reach the mock")
-    return slow
-
-
-def finish_slow(slow):
-    for b in slow:
-        expect(b.result(), 200, 200)
+def slow_calls(ctx, n):
+    return start_slow(ctx, n, lambda user: fields(ctx, user), SLOW_MS)
 
 
 def more_calls_than_threads(ctx):
     # With one thread per call, only THREADS could ever reach the mock together.
-    slow = start_slow(ctx, THREADS * 2)
+    slow = slow_calls(ctx, THREADS * 2)
     expect(ctx.post_json("send-token", dict(fields(ctx), contact_no="x")), 400, 9001,
            message_contains="contact_no")
     pending = sum(1 for b in slow if not b.done)
@@ -62,7 +51,7 @@ def more_calls_than_threads(ctx):
 
 
 def over_the_limit(ctx):
-    slow = start_slow(ctx, MAX_CONNECTIONS)
+    slow = slow_calls(ctx, MAX_CONNECTIONS)
     phone = ctx.phone()
     user = ctx.unique()
     requests_before = ctx.stack.mock_stats()["requests"]
@@ -78,7 +67,7 @@ def over_the_limit(ctx):
     # one send per 10 minutes).
     expect(ctx.post_json("send-token", fields(ctx, ctx.unique(), phone)), 200, 200)
     # And the slots are free again: MAX_CONNECTIONS calls at once still work.
-    finish_slow(start_slow(ctx, MAX_CONNECTIONS))
+    finish_slow(slow_calls(ctx, MAX_CONNECTIONS))
 
 
 def reload_keeps_limit(ctx):
@@ -87,7 +76,7 @@ def reload_keeps_limit(ctx):
     st.reload_pvgate()
     wait_until(lambda: "upstream.max_connections takes effect only on restart"
                in st.pvgate_log.read_text(errors="replace"), "the reload warning in the log")
-    slow = start_slow(ctx, MAX_CONNECTIONS)
+    slow = slow_calls(ctx, MAX_CONNECTIONS)
     expect(ctx.post_json("send-token", fields(ctx)), 502, 500)
     finish_slow(slow)
 
