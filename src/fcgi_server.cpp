@@ -52,8 +52,47 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-std::string param(FCGX_Request& r, const char* name) {
-  const char* v = FCGX_GetParam(name, r.envp);
+// The params the handler reads, taken in one pass over the environment
+// (FCGX_GetParam scans it from the start for each name). The first of
+// duplicate names wins, as with FCGX_GetParam.
+struct Params {
+  const char* method = nullptr;
+  const char* document_uri = nullptr;
+  const char* script_name = nullptr;
+  const char* content_type = nullptr;
+  const char* content_length = nullptr;
+  const char* merchant = nullptr;
+  const char* remote_addr = nullptr;
+  const char* request_id = nullptr;
+  const char* origin = nullptr;
+  const char* referer = nullptr;
+
+  explicit Params(char** envp) {
+    for (char** e = envp; e != nullptr && *e != nullptr; ++e) {
+      const char* kv = *e;
+      const char* eq = std::strchr(kv, '=');
+      if (eq == nullptr) continue;
+      const std::string_view name(kv, static_cast<std::size_t>(eq - kv));
+      const char*& slot = name == "REQUEST_METHOD"      ? method
+                          : name == "DOCUMENT_URI"      ? document_uri
+                          : name == "SCRIPT_NAME"       ? script_name
+                          : name == "CONTENT_TYPE"      ? content_type
+                          : name == "CONTENT_LENGTH"    ? content_length
+                          : name == "PVGATE_MERCHANT"   ? merchant
+                          : name == "REMOTE_ADDR"       ? remote_addr
+                          : name == "PVGATE_REQUEST_ID" ? request_id
+                          : name == "HTTP_ORIGIN"       ? origin
+                          : name == "HTTP_REFERER"      ? referer
+                                                        : unused;
+      if (slot == nullptr) slot = eq + 1;
+    }
+  }
+
+ private:
+  const char* unused = nullptr;
+};
+
+std::string text(const char* v) {
   return v == nullptr ? std::string{} : std::string(v);
 }
 
@@ -366,22 +405,22 @@ void FcgiServer::serve(Connection* conn) {
   FCGX_Request& request = conn->request;
   HttpRequest http;
   try {
-    http.method = param(request, "REQUEST_METHOD");
-    http.path = param(request, "DOCUMENT_URI");
-    if (http.path.empty()) http.path = param(request, "SCRIPT_NAME");
-    http.content_type = param(request, "CONTENT_TYPE");
-    const std::string length = param(request, "CONTENT_LENGTH");
+    const Params p(request.envp);
+    http.method = text(p.method);
+    http.path = text(p.document_uri);
+    if (http.path.empty()) http.path = text(p.script_name);
+    http.content_type = text(p.content_type);
+    const std::string_view length = p.content_length == nullptr ? "" : p.content_length;
     if (!length.empty() && length.size() <= 18 &&
-        length.find_first_not_of("0123456789") == std::string::npos) {
-      http.content_length = static_cast<std::size_t>(std::stoull(length));
+        length.find_first_not_of("0123456789") == std::string_view::npos) {
+      http.content_length = static_cast<std::size_t>(std::stoull(std::string(length)));
     }
-    const char* merchant = FCGX_GetParam("PVGATE_MERCHANT", request.envp);
-    http.merchant_given = merchant != nullptr;
-    if (merchant != nullptr) http.merchant = merchant;
-    http.remote_addr = param(request, "REMOTE_ADDR");
-    http.request_id = param(request, "PVGATE_REQUEST_ID");
-    http.origin = param(request, "HTTP_ORIGIN");
-    http.referer = param(request, "HTTP_REFERER");
+    http.merchant_given = p.merchant != nullptr;
+    http.merchant = text(p.merchant);
+    http.remote_addr = text(p.remote_addr);
+    http.request_id = text(p.request_id);
+    http.origin = text(p.origin);
+    http.referer = text(p.referer);
     char** envp = request.envp;
     http.param = [envp](const std::string& name) -> std::optional<std::string> {
       const char* v = FCGX_GetParam(name.c_str(), envp);

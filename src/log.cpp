@@ -26,9 +26,14 @@ void append_timestamp(std::string& out) {
     std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
     cached_secs = secs;
   }
-  char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms.count()));
-  out.append(cached).append(frac);
+  const int m = static_cast<int>(ms.count());  // 0..999
+  const char frac[6] = {'.',
+                        static_cast<char>('0' + m / 100),
+                        static_cast<char>('0' + m / 10 % 10),
+                        static_cast<char>('0' + m % 10),
+                        'Z',
+                        '\0'};
+  out.append(cached).append(frac, 5);
 }
 
 }  // namespace

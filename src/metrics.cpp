@@ -57,7 +57,12 @@ void Metrics::request(int action, Outcome outcome) {
 
 void Metrics::throttle(const std::string& rule, std::string_view result) {
   std::lock_guard<std::mutex> lock(throttle_mutex_);
-  ++throttle_[{rule, std::string(result)}];
+  const auto it = throttle_.find(std::pair<std::string_view, std::string_view>(rule, result));
+  if (it != throttle_.end()) {
+    ++it->second;
+  } else {
+    throttle_.emplace(std::make_pair(rule, std::string(result)), 1);
+  }
 }
 
 void Metrics::upstream_latency(double seconds) {

@@ -64,8 +64,19 @@ class Metrics {
   std::atomic<std::uint64_t> reloads_rejected_{0};
   std::atomic<std::int64_t> in_flight_{0};
 
+  // (rule, result) in any mix of std::string and std::string_view, so a count
+  // is found without building a key.
+  struct RuleResultLess {
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      const std::string_view a1 = a.first, b1 = b.first;
+      if (a1 != b1) return a1 < b1;
+      return std::string_view(a.second) < std::string_view(b.second);
+    }
+  };
   mutable std::mutex throttle_mutex_;
-  std::map<std::pair<std::string, std::string>, std::uint64_t> throttle_;
+  std::map<std::pair<std::string, std::string>, std::uint64_t, RuleResultLess> throttle_;
 };
 
 }  // namespace pvgate
