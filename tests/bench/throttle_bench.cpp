@@ -10,7 +10,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "lmdb_store.h"
 #include "throttle.h"
@@ -114,6 +116,53 @@ Result run(ThrottleStore& store, const ThrottleConfig& config, double seconds, b
   return r;
 }
 
+// `threads` threads hammer one phone at once for `seconds` (every decision but
+// the first is refused): what a flood of 429s costs when workers share a store.
+Result run_parallel(ThrottleStore& store, const ThrottleConfig& config, double seconds,
+                    int threads) {
+  static int scenario = 0;
+  ThrottleSubject s;
+  s.merchant = "bench-parallel-" + std::to_string(++scenario);
+  s.dialing_code = "60";
+  s.user_id = "bench-user";
+  s.contact_no = "123456789";
+  s.remote_addr = "192.0.2.1";
+  const std::int64_t start_ms = 1'800'000'000'000 + scenario * 10'000'000LL;
+  throttle_check(config, &store, s, start_ms);  // arms the cooldown
+  std::vector<Result> per(static_cast<std::size_t>(threads));
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::duration<double>(seconds);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      Result& r = per[static_cast<std::size_t>(t)];
+      for (long n = 0;; ++n) {
+        if ((n & 255) == 0 && std::chrono::steady_clock::now() >= end) break;
+        // Within the 60 s cooldown the whole run: every decision is refused.
+        const ThrottleVerdict v = throttle_check(config, &store, s, start_ms + 1 + (n & 1023));
+        if (v.result == ThrottleResult::pass) {
+          ++r.passed;
+        } else if (v.result == ThrottleResult::reject) {
+          ++r.refused;
+        } else {
+          ++r.errors;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Result total;
+  for (const Result& r : per) {
+    total.passed += r.passed;
+    total.refused += r.refused;
+    total.errors += r.errors;
+  }
+  total.per_second = static_cast<double>(total.passed + total.refused + total.errors) / elapsed;
+  return total;
+}
+
 void report(const char* name, const Result& r, double baseline) {
   std::printf("%-34s %10.0f decisions/s  ratio %.3f  (passed %ld, refused %ld, errors %ld)\n", name,
               r.per_second, baseline > 0 ? r.per_second / baseline : 0.0, r.passed, r.refused,
@@ -146,6 +195,8 @@ int main(int argc, char** argv) {
   LmdbStore lmdb(LmdbStoreOptions{dir.path() + "/throttle", 256u << 20, 8});
   report("local (LMDB), all pass", run(lmdb, config, seconds, true), base.per_second);
   report("local (LMDB), one phone refused", run(lmdb, config, seconds, false), base.per_second);
+  report("local (LMDB), refused, 8 threads", run_parallel(lmdb, config, seconds, 8),
+         base.per_second);
 
 #ifdef PVGATE_HAVE_REDIS
   if (!redis_url.empty()) {

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -159,4 +160,61 @@ TEST_CASE("lmdb: a spray of 1,000,000 distinct keys stays bounded") {
   // next lap: dead entries stay a fraction of the live ones, not a multiple.
   CHECK(peak < 2 * 10'000);
   CHECK(file_size(store.dir() + "/throttle/data.mdb") <= (8 << 20));
+}
+
+TEST_CASE("lmdb: after a refusal, decisions still commit and refuse exactly") {
+  // A refusal sends this thread's next decisions through a read-only snapshot
+  // first; a decision the snapshot allows must still be committed by a write.
+  pvgate_test::TempDir dir;
+  LmdbStore store(LmdbStoreOptions{dir.path() + "/t", 4 << 20, 8});
+  ThrottleDecision d;
+  REQUIRE(store.check_and_commit({hit("a", 1, 60'000)}, kT0, d) == StoreStatus::ok);
+  REQUIRE(d.allowed);
+  REQUIRE(store.check_and_commit({hit("a", 1, 60'000)}, kT0 + 1, d) == StoreStatus::ok);
+  REQUIRE_FALSE(d.allowed);
+  // Refused by the snapshot: the wait is the write path's (until kT0 + 60 s).
+  REQUIRE(store.check_and_commit({hit("a", 1, 60'000)}, kT0 + 10'000, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+  REQUIRE(d.wait_ms.size() == 1);
+  CHECK(d.wait_ms[0] == 50'000);
+  // Allowed by the snapshot, so written: "b" and "a" (both in one decision)
+  // now hold one event each, and "a" the one of kT0 too.
+  REQUIRE(store.check_and_commit({hit("b", 2, 60'000), hit("a", 2, 60'000)}, kT0 + 20'000, d) ==
+          StoreStatus::ok);
+  CHECK(d.allowed);
+  REQUIRE(store.check_and_commit({hit("b", 1, 60'000)}, kT0 + 20'001, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+  REQUIRE(store.check_and_commit({hit("a", 2, 60'000)}, kT0 + 20'002, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+  // Dry-run hits never refuse, snapshot or not: they are committed.
+  REQUIRE(store.check_and_commit({ThrottleHit{"a", 1, 60'000, false}}, kT0 + 20'003, d) ==
+          StoreStatus::ok);
+  CHECK(d.allowed);
+  CHECK(store.entries() == 2);
+}
+
+TEST_CASE("lmdb: threads refused together never let one through") {
+  // Refusals from many threads at once (snapshots) beside the writes of
+  // passing decisions: exactly `limit` pass per key.
+  pvgate_test::TempDir dir;
+  LmdbStore store(LmdbStoreOptions{dir.path() + "/t", 16 << 20, 8});
+  constexpr int kThreads = 8;
+  constexpr int kTries = 300;
+  constexpr std::uint32_t kLimit = 5;
+  std::atomic<int> granted{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      ThrottleDecision d;
+      for (int i = 0; i < kTries; ++i) {
+        if (store.check_and_commit({hit("shared", kLimit, 600'000)}, kT0 + t * kTries + i, d) ==
+                StoreStatus::ok &&
+            d.allowed) {
+          ++granted;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK(granted.load() == static_cast<int>(kLimit));
 }
