@@ -229,38 +229,7 @@ int put_recorded(MDB_txn* txn, MDB_dbi dbi, MDB_val* key, const std::int64_t* li
   return 0;
 }
 
-// Looks every hit up in `txn` and fills `out` (allowed, waits) and `located`
-// (at least hits.size() entries); false on a store error.
-bool evaluate(MDB_txn* txn, MDB_dbi dbi, const std::vector<ThrottleHit>& hits, std::int64_t now,
-              ThrottleDecision& out, Located* located, std::size_t& live_total) {
-  out.allowed = true;
-  out.wait_ms.assign(hits.size(), 0);
-  live_total = 0;
-  for (std::size_t i = 0; i < hits.size(); ++i) {
-    MDB_val key = as_val(hits[i].key);
-    MDB_val val;
-    const int rc = mdb_get(txn, dbi, &key, &val);
-    if (rc != 0 && rc != MDB_NOTFOUND) return false;
-    located[i] = locate(rc == 0 ? &val : nullptr, hits[i], now);
-    live_total += located[i].count - located[i].first_live;
-    out.wait_ms[i] = wait_for(located[i], hits[i], now);
-    if (out.wait_ms[i] > 0 && hits[i].enforce) out.allowed = false;
-  }
-  return true;
-}
-
 }  // namespace
-
-bool LmdbStore::refused_by_snapshot(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
-                                    ThrottleDecision& out) {
-  Txn txn(env_->env, MDB_RDONLY);
-  if (txn.begin_rc() != 0) return false;
-  thread_local std::vector<Located> located;
-  if (located.size() < hits.size()) located.resize(hits.size());
-  std::size_t live_total = 0;
-  return evaluate(txn.get(), env_->dbi, hits, now_ms, out, located.data(), live_total) &&
-         !out.allowed;
-}
 
 LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                          ThrottleDecision& out) {
@@ -274,9 +243,18 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     located.resize(hits.size());
     logs.resize(hits.size());
   }
+  out.allowed = true;
+  out.wait_ms.assign(hits.size(), 0);
   std::size_t live_total = 0;
-  if (!evaluate(txn.get(), env_->dbi, hits, now_ms, out, located.data(), live_total)) {
-    return Attempt::failed;
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    MDB_val key = as_val(hits[i].key);
+    MDB_val val;
+    const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
+    if (rc != 0 && rc != MDB_NOTFOUND) return Attempt::failed;
+    located[i] = locate(rc == 0 ? &val : nullptr, hits[i], now_ms);
+    live_total += located[i].count - located[i].first_live;
+    out.wait_ms[i] = wait_for(located[i], hits[i], now_ms);
+    if (out.wait_ms[i] > 0 && hits[i].enforce) out.allowed = false;
   }
   if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
 
@@ -338,17 +316,7 @@ StoreStatus LmdbStore::check_and_commit(const std::vector<ThrottleHit>& hits, st
   out.allowed = true;
   out.wait_ms.clear();  // keeps its capacity for the caller's next decision
   if (hits.empty()) return StoreStatus::ok;
-  // A refused decision commits nothing, so it need not queue for the writer
-  // lock that every worker thread and process shares. Refusals come in floods
-  // (one phone or address hammered: SMS pumping), so after a refusal this
-  // thread looks first under a read-only snapshot (LMDB readers never wait);
-  // a passing decision needs the write anyway, so normal traffic goes straight
-  // to it. A refusal seen in a snapshot is the one a write would have made
-  // then: events only join a window inside the writer's lock.
-  thread_local bool refusing = false;
-  if (refusing && refused_by_snapshot(hits, now_ms, out)) return StoreStatus::ok;
   Attempt a = try_commit(hits, now_ms, out);
-  refusing = a == Attempt::done && !out.allowed;
   if (a == Attempt::full) {
     // Full: reclaim every expired entry and try once more. Live entries are
     // never evicted: a full store of live cooldowns is on_store_error's case.

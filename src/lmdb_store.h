@@ -42,9 +42,6 @@ class LmdbStore final : public ThrottleStore {
   enum class Attempt { done, full, failed };
   Attempt try_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                      ThrottleDecision& out);
-  // True when a read-only snapshot already refuses the decision (`out` filled).
-  bool refused_by_snapshot(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
-                           ThrottleDecision& out);
 
   LmdbStoreOptions options_;
   std::unique_ptr<Env> env_;

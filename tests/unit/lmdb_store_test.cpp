@@ -163,8 +163,8 @@ TEST_CASE("lmdb: a spray of 1,000,000 distinct keys stays bounded") {
 }
 
 TEST_CASE("lmdb: after a refusal, decisions still commit and refuse exactly") {
-  // A refusal sends this thread's next decisions through a read-only snapshot
-  // first; a decision the snapshot allows must still be committed by a write.
+  // A refused decision leaves nothing behind; the next allowed one commits
+  // every hit it names.
   pvgate_test::TempDir dir;
   LmdbStore store(LmdbStoreOptions{dir.path() + "/t", 4 << 20, 8});
   ThrottleDecision d;
@@ -172,12 +172,12 @@ TEST_CASE("lmdb: after a refusal, decisions still commit and refuse exactly") {
   REQUIRE(d.allowed);
   REQUIRE(store.check_and_commit({hit("a", 1, 60'000)}, kT0 + 1, d) == StoreStatus::ok);
   REQUIRE_FALSE(d.allowed);
-  // Refused by the snapshot: the wait is the write path's (until kT0 + 60 s).
+  // Still refused, with the wait until kT0 + 60 s.
   REQUIRE(store.check_and_commit({hit("a", 1, 60'000)}, kT0 + 10'000, d) == StoreStatus::ok);
   CHECK_FALSE(d.allowed);
   REQUIRE(d.wait_ms.size() == 1);
   CHECK(d.wait_ms[0] == 50'000);
-  // Allowed by the snapshot, so written: "b" and "a" (both in one decision)
+  // Allowed, so written: "b" and "a" (both in one decision)
   // now hold one event each, and "a" the one of kT0 too.
   REQUIRE(store.check_and_commit({hit("b", 2, 60'000), hit("a", 2, 60'000)}, kT0 + 20'000, d) ==
           StoreStatus::ok);
@@ -186,7 +186,7 @@ TEST_CASE("lmdb: after a refusal, decisions still commit and refuse exactly") {
   CHECK_FALSE(d.allowed);
   REQUIRE(store.check_and_commit({hit("a", 2, 60'000)}, kT0 + 20'002, d) == StoreStatus::ok);
   CHECK_FALSE(d.allowed);
-  // Dry-run hits never refuse, snapshot or not: they are committed.
+  // Dry-run hits never refuse: they are committed.
   REQUIRE(store.check_and_commit({ThrottleHit{"a", 1, 60'000, false}}, kT0 + 20'003, d) ==
           StoreStatus::ok);
   CHECK(d.allowed);
@@ -194,8 +194,7 @@ TEST_CASE("lmdb: after a refusal, decisions still commit and refuse exactly") {
 }
 
 TEST_CASE("lmdb: threads refused together never let one through") {
-  // Refusals from many threads at once (snapshots) beside the writes of
-  // passing decisions: exactly `limit` pass per key.
+  // Decisions from many threads at once on one key: exactly `limit` pass.
   pvgate_test::TempDir dir;
   LmdbStore store(LmdbStoreOptions{dir.path() + "/t", 16 << 20, 8});
   constexpr int kThreads = 8;
