@@ -67,6 +67,17 @@ struct Result {
   long errors = 0;
 };
 
+// One client (user, phone, address) of merchant `merchant`.
+ThrottleSubject bench_subject(std::string merchant) {
+  ThrottleSubject s;
+  s.merchant = std::move(merchant);
+  s.dialing_code = "60";
+  s.user_id = "bench-user";
+  s.contact_no = "123456789";
+  s.remote_addr = "192.0.2.1";
+  return s;
+}
+
 // Runs decisions for `seconds`; `distinct` gives every request its own phone,
 // user and IP (all pass), otherwise one phone is hammered (all but the first
 // are refused).
@@ -76,12 +87,7 @@ Result run(ThrottleStore& store, const ThrottleConfig& config, double seconds, b
   static std::int64_t now = 1'700'000'000'000;
   static int scenario = 0;
   Result r;
-  ThrottleSubject s;
-  s.merchant = "bench-" + std::to_string(++scenario);
-  s.dialing_code = "60";
-  s.user_id = "bench-user";
-  s.contact_no = "123456789";
-  s.remote_addr = "192.0.2.1";
+  ThrottleSubject s = bench_subject("bench-" + std::to_string(++scenario));
   const auto start = std::chrono::steady_clock::now();
   const auto end = start + std::chrono::duration<double>(seconds);
   long n = 0;
@@ -121,12 +127,7 @@ Result run(ThrottleStore& store, const ThrottleConfig& config, double seconds, b
 Result run_parallel(ThrottleStore& store, const ThrottleConfig& config, double seconds,
                     int threads) {
   static int scenario = 0;
-  ThrottleSubject s;
-  s.merchant = "bench-parallel-" + std::to_string(++scenario);
-  s.dialing_code = "60";
-  s.user_id = "bench-user";
-  s.contact_no = "123456789";
-  s.remote_addr = "192.0.2.1";
+  const ThrottleSubject s = bench_subject("bench-parallel-" + std::to_string(++scenario));
   const std::int64_t start_ms = 1'800'000'000'000 + scenario * 10'000'000LL;
   throttle_check(config, &store, s, start_ms);  // arms the cooldown
   std::vector<Result> per(static_cast<std::size_t>(threads));
