@@ -16,7 +16,6 @@ namespace pvgate {
 
 struct Handler::Trace {
   std::string merchant;
-  std::string action;
   std::string phone;  // masked
   std::int64_t upstream_status = -1;
   long upstream_http = 0;
@@ -24,7 +23,6 @@ struct Handler::Trace {
   std::string detail;       // why, for the operator; never secret, never a phone number
   std::string throttle;     // per-rule decisions, keys masked
   std::string cors_origin;  // the request's Origin when the merchant allows it
-  int action_index = 2;     // Metrics' action: 0 send-token, 1 verify-token-answer, 2 none
 };
 
 struct Handler::Exchange {
@@ -33,9 +31,8 @@ struct Handler::Exchange {
   std::string request_id;                      // at most 64 bytes
   std::string remote_addr;                     // at most 64 bytes
   std::shared_ptr<const Config> config;        // kept for the whole exchange (reloads swap it)
-  bool log_to_fastcgi = false;
-  const MerchantConfig* merchant = nullptr;  // in *config
-  Action action = Action::send_token;
+  std::optional<Action> action;                // once the route named one
+  const MerchantConfig* merchant = nullptr;    // in *config
   ClientFields client;
   ThrottleVerdict verdict;
   std::string signature;
@@ -99,6 +96,12 @@ std::string_view last_segment(std::string_view path) {
 
 namespace {
 
+// An exception inside pvgate: a generic 500 for the browser, the reason for the log.
+Result internal_error(std::string& detail, const char* what) {
+  detail = what != nullptr ? std::string("internal error: ") + what : "internal error";
+  return local_result(Outcome::misconfigured);
+}
+
 bool is_loopback(const std::string& addr) {
   return addr.rfind("127.", 0) == 0 || addr == "::1" || addr.rfind("::ffff:127.", 0) == 0;
 }
@@ -160,21 +163,16 @@ void Handler::handle_async(const HttpRequest& request, Reply done) {
   ex->request_id = request.request_id.substr(0, 64);
   ex->remote_addr = request.remote_addr.substr(0, 64);
   if (metrics_ != nullptr) metrics_->in_flight(1);
-  const auto internal_error = [&ex](const char* what) {
-    ex->trace.detail = std::string("internal error") + (what != nullptr ? ": " : "") +
-                       (what != nullptr ? what : "");
-    return local_result(Outcome::misconfigured);
-  };
+  std::string& detail = ex->trace.detail;
   std::optional<Result> result;
   UpstreamCall call;
   try {
     ex->config = config_.get();
-    ex->log_to_fastcgi = ex->config->log_to_fastcgi;
     result = process(request, *ex, call);
   } catch (const std::exception& e) {
-    result = internal_error(e.what());
+    result = internal_error(detail, e.what());
   } catch (...) {
-    result = internal_error(nullptr);
+    result = internal_error(detail, nullptr);
   }
   if (result) {
     done(finish(*ex, *result));
@@ -188,19 +186,17 @@ void Handler::handle_async(const HttpRequest& request, Reply done) {
       try {
         r = answered(*ex, std::move(answer));
       } catch (const std::exception& e) {
-        ex->trace.detail = std::string("internal error: ") + e.what();
-        r = local_result(Outcome::misconfigured);
+        r = internal_error(ex->trace.detail, e.what());
       } catch (...) {
-        ex->trace.detail = "internal error";
-        r = local_result(Outcome::misconfigured);
+        r = internal_error(ex->trace.detail, nullptr);
       }
       if (!ex->replied.exchange(true)) done(finish(*ex, r));
     });
   } catch (const std::exception& e) {
     // The upstream failed before it took the call.
-    if (!ex->replied.exchange(true)) done(finish(*ex, internal_error(e.what())));
+    if (!ex->replied.exchange(true)) done(finish(*ex, internal_error(detail, e.what())));
   } catch (...) {
-    if (!ex->replied.exchange(true)) done(finish(*ex, internal_error(nullptr)));
+    if (!ex->replied.exchange(true)) done(finish(*ex, internal_error(detail, nullptr)));
   }
 }
 
@@ -209,7 +205,7 @@ HttpReply Handler::finish(Exchange& ex, const Result& result) {
   HttpReply reply = make_reply(result, trace.cors_origin);
   if (metrics_ != nullptr) {
     metrics_->in_flight(-1);
-    metrics_->request(trace.action_index, result.outcome);
+    metrics_->request(ex.action ? static_cast<int>(*ex.action) : 2, result.outcome);
   }
 
   const LogLevel level = reply.status >= 500 ? LogLevel::warn : LogLevel::info;
@@ -228,7 +224,7 @@ HttpReply Handler::finish(Exchange& ex, const Result& result) {
     if (!ex.request_id.empty()) fields.push_back(text("rid", ex.request_id));
     fields.push_back(text("ip", ex.remote_addr));
     if (!trace.merchant.empty()) fields.push_back(text("merchant", trace.merchant));
-    if (!trace.action.empty()) fields.push_back(text("action", trace.action));
+    if (ex.action) fields.push_back(text("action", std::string(action_name(*ex.action))));
     if (!trace.phone.empty()) fields.push_back(text("phone", trace.phone));
     fields.push_back(text("outcome", std::string(outcome_name(result.outcome))));
     fields.push_back(number("http", reply.status));
@@ -239,7 +235,7 @@ HttpReply Handler::finish(Exchange& ex, const Result& result) {
     fields.push_back(number("ms", ms.count()));
     if (!trace.throttle.empty()) fields.push_back(text("throttle", trace.throttle.substr(0, 600)));
     if (!trace.detail.empty()) fields.push_back(text("detail", trace.detail.substr(0, 200)));
-    if (ex.log_to_fastcgi) {
+    if (ex.config != nullptr && ex.config->log_to_fastcgi) {
       reply.log_line = log_.format(level, fields);  // nginx's error log, via FastCGI stderr
     } else {
       log_.record(level, fields);
@@ -255,8 +251,7 @@ std::optional<Result> Handler::process(const HttpRequest& request, Exchange& ex,
   // route
   const auto action = action_from_route(last_segment(request.path));
   if (!action) return local_result(Outcome::not_found);
-  trace.action = std::string(action_name(*action));
-  trace.action_index = static_cast<int>(*action);
+  ex.action = action;
 
   // merchant: a server-side setting, so a miss is a misconfiguration.
   const MerchantConfig* merchant = config.find_merchant(request.merchant, request.merchant_given);
@@ -268,7 +263,6 @@ std::optional<Result> Handler::process(const HttpRequest& request, Exchange& ex,
   }
   trace.merchant = merchant->name;
   ex.merchant = merchant;
-  ex.action = *action;
 
   // origin: a hostile page could make its visitors' browsers send tokens, so
   // a listed merchant refuses any other Origin (or Referer) before anything else.
@@ -382,7 +376,7 @@ std::optional<Result> Handler::process(const HttpRequest& request, Exchange& ex,
 UpstreamCall Handler::sign(Exchange& ex) {
   const MerchantConfig& merchant = *ex.merchant;
   const ClientFields& client = ex.client;
-  const Action action = ex.action;
+  const Action action = *ex.action;
   // sign: every field sent is signed; api_secret is mixed in and never sent.
   std::map<std::string, std::string> signed_fields{
       {"action", std::string(action_name(action))},

@@ -132,6 +132,20 @@ bool prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call) {
 
   curl_easy_setopt(e, CURLOPT_URL, config.url.c_str());
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, config.loopback ? "http,https" : "https");
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, config.connect_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, config.timeout_ms);
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+                   static_cast<curl_off_t>(config.max_response_bytes));
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t.headers);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, t.body.c_str());
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t.body.size()));
+  return true;
+}
+
+// The options no call or configuration changes, set once per handle.
+void set_fixed_options(Transfer& t) {
+  CURL* e = t.easy;
+  if (e == nullptr) return;
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -140,19 +154,11 @@ bool prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call) {
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
   curl_easy_setopt(e, CURLOPT_USERAGENT, "pvgate/" PVGATE_VERSION);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, config.connect_timeout_ms);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, config.timeout_ms);
-  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-                   static_cast<curl_off_t>(config.max_response_bytes));
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t.headers);
   curl_easy_setopt(e, CURLOPT_POST, 1L);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, t.body.c_str());
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t.body.size()));
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.error);
   curl_easy_setopt(e, CURLOPT_PRIVATE, &t);
-  return true;
 }
 
 UpstreamResult failure(UpstreamError error, std::string detail) {
@@ -404,6 +410,7 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
     } else if (l.owned.size() < l.max_connections) {
       l.owned.push_back(std::make_unique<Transfer>());
       t = l.owned.back().get();
+      set_fixed_options(*t);
     }
     if (t != nullptr) ++l.in_flight;
   }
