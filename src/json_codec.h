@@ -41,6 +41,10 @@ std::string encode_client_reply(std::int64_t status, std::string_view message,
                                 std::optional<std::int64_t> reference,
                                 std::optional<std::int64_t> seconds_till_resend);
 
+// Appends `text` as a JSON string: quotes, backslashes and control
+// characters escaped, invalid UTF-8 replaced by U+FFFD.
+void append_json_string(std::string& out, std::string_view text);
+
 // One log record as a JSON object, members in the given order. Values are
 // strings or integers; invalid UTF-8 is replaced, never thrown on.
 struct LogField {

@@ -1,7 +1,9 @@
 // decode_json_fields (JSON request bodies), then validate_fields for both
-// actions. Differential check against nlohmann's DOM parser: the streaming
+// actions. Two differential checks: against nlohmann's DOM parser (the
 // decoder accepts a body exactly when it is one flat object of strings and
-// non-negative integers within the limits, and keeps what the DOM holds.
+// non-negative integers within the limits, and keeps what the DOM holds), and
+// against tests/json_sax_reference.h, nlohmann's strict SAX parser, which must
+// give the very same fields and the very same error (kind and field).
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -9,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../json_sax_reference.h"
 #include "fuzz_check.h"
 #include "json_codec.h"
 
@@ -46,6 +49,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   FieldList fields;
   const auto error = decode_json_fields(body, fields);
+  FieldList reference_fields;
+  const auto reference = pvgate_test::reference_decode_json_fields(body, reference_fields);
+  FUZZ_CHECK(error.has_value() == reference.has_value(), "accepted by one decoder only");
+  if (error) {
+    FUZZ_CHECK(error->kind == reference->kind && error->field == reference->field,
+               describe(*error) + " vs reference " + describe(*reference));
+  } else {
+    FUZZ_CHECK(fields == reference_fields, "fields differ from the reference's");
+  }
   std::size_t top_keys = 0;  // keys of the top-level object, duplicates included
   const json dom = json::parse(
       body.begin(), body.end(),

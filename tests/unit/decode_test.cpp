@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "../json_sax_reference.h"
 #include "form.h"
 #include "json_codec.h"
 
@@ -111,6 +112,111 @@ TEST_CASE("json decoding rejects what is not a flat object") {
     REQUIRE(e);
     CHECK(e->kind == c.kind);
     CHECK(e->field == c.field);
+  }
+}
+
+TEST_CASE("json decoding decides exactly as nlohmann's strict SAX parser") {
+  // Corners of RFC 8259 and of the flat-object contract; the fuzz target
+  // checks the same agreement on arbitrary input.
+  const std::string limit_value(kMaxFieldValueBytes, 'v');
+  const std::string cases[] = {
+      "",
+      " ",
+      "{}",
+      " {} ",
+      "{ }",
+      "{}x",
+      "{} {}",
+      "\xEF\xBB\xBF{}",
+      "\xEF\xBB{}",
+      "\xEF{}",
+      "{\"a\":1}",
+      "{\"a\":0}",
+      "{\"a\":-0}",
+      "{\"a\":-00}",
+      "{\"a\":01}",
+      "{\"a\":-}",
+      "{\"a\":1.}",
+      "{\"a\":.5}",
+      "{\"a\":1e5}",
+      "{\"a\":1E+5}",
+      "{\"a\":1e}",
+      "{\"a\":-1.5}",
+      "{\"a\":18446744073709551615}",
+      "{\"a\":18446744073709551616}",
+      "{\"a\":-9223372036854775808}",
+      "{\"a\":1e400}",
+      "{\"a\":-1e400}",
+      "1e400",
+      "-1e400",
+      "1e-400",
+      "{\"a\":" + std::string(400, '9') + "}",
+      "{\"a\":-" + std::string(400, '9') + "}",
+      "4467441.04407371e309551615\xc0\xc0",
+      "{\"a\":-9223372036854775809}",
+      "{\"a\":1x}",
+      "{\"a\":truex}",
+      "{\"a\":tru}",
+      "{\"a\":nul}",
+      "{\"a\":false}",
+      "{\"a\":[}",
+      "{\"a\":{",
+      "{\"a\" 1}",
+      "{\"a\":}",
+      "{\"a\":1,}",
+      "{,}",
+      "{\"a\":1 \"b\":2}",
+      "{a:1}",
+      "{'a':'b'}",
+      "{\"a\":\"\\u00e9\\u20AC\\ud83d\\ude00\"}",
+      "{\"a\":\"\\ud83d\"}",
+      "{\"a\":\"\\ude00\"}",
+      "{\"a\":\"\\ud83d\\u0041\"}",
+      "{\"a\":\"\\u12\"}",
+      "{\"a\":\"\\u0000\"}",
+      "{\"a\":\"\\x\"}",
+      "{\"a\":\"\\/\\b\\f\\n\\r\\t\\\"\\\\\"}",
+      "{\"a\":\"tab\there\"}",
+      "{\"a\":\"\x7f\"}",
+      "{\"a\":\"\xc3\xa9\"}",
+      "{\"a\":\"\xc0\x80\"}",
+      "{\"a\":\"\xe0\x80\x80\"}",
+      "{\"a\":\"\xed\xa0\x80\"}",
+      "{\"a\":\"\xf4\x90\x80\x80\"}",
+      "{\"a\":\"\xf0\x9f\x98\x80\"}",
+      "{\"a\":\"\xe2\x82\"}",
+      "{\"a\":\"unterminated}",
+      "{\"\":\"empty key\"}",
+      "\"top\"",
+      "\"top",
+      "7",
+      "-7",
+      "1.5",
+      "true",
+      "nul",
+      "[",
+      "]",
+      "}",
+      "{\"a\":1}}",
+      "{\"v\":\"" + limit_value + "\"}",
+      "{\"v\":\"" + limit_value + "v\"}",
+      "{\"" + std::string(kMaxFieldNameBytes + 1, 'n') + "\":[",
+      "{\"a\":\"1\",\"a\":\"2\"}",
+      "{\r\n\t\"user_id\" :\t\"u\" ,\n\"contact_no\":123456789\r\n}",
+  };
+  for (const std::string& body : cases) {
+    INFO(body);
+    FieldList got;
+    FieldList want;
+    const auto e = decode_json_fields(body, got);
+    const auto r = pvgate_test::reference_decode_json_fields(body, want);
+    REQUIRE(e.has_value() == r.has_value());
+    if (e) {
+      CHECK(e->kind == r->kind);
+      CHECK(e->field == r->field);
+    } else {
+      CHECK(got == want);
+    }
   }
 }
 
