@@ -254,9 +254,14 @@ bool FcgiServer::stop() {
 
 void FcgiServer::run_until_signal(const std::function<void()>& on_reload) {
   const sigset_t set = handled_signals();
+  const timespec tick{0, 50 * 1000 * 1000};
   while (true) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
+    // Every 50 ms without a signal: write out log lines batched for too long.
+    const int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig < 0) {
+      log_.flush_stale();
+      continue;
+    }
     if (sig == SIGHUP) {
       if (on_reload) on_reload();
       continue;
@@ -329,14 +334,17 @@ void FcgiServer::serve_connection(Connection* conn) {
     return;
   }
   in_flight_.fetch_add(1);
+  log_.hold();  // this thread's log line may wait for a busier one's (Logger::hold)
   serve(conn);  // finish(conn) runs now, or once Pipwave answered
+  log_.release();
 }
 
 void FcgiServer::finish(Connection* conn, const HttpReply* reply) {
   FCGX_Request& request = conn->request;
   if (reply != nullptr) {
-    std::string head;
-    head.reserve(160 + reply->body.size());
+    // One buffer per thread, reused: a reply allocates nothing here.
+    thread_local std::string head;
+    head.clear();
     head += "Status: ";
     head += std::to_string(reply->status);
     head += ' ';
@@ -357,9 +365,10 @@ void FcgiServer::finish(Connection* conn, const HttpReply* reply) {
     FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.out);
     if (!reply->log_line.empty()) {
       // nginx writes FastCGI stderr to its error log, one entry per record.
-      const std::string line = reply->log_line + "\n";
-      FCGX_PutStr(line.data(), static_cast<int>(line.size()), request.err);
+      head.assign(reply->log_line).push_back('\n');
+      FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.err);
     }
+    if (head.capacity() > 16384) std::string().swap(head);  // after a large /metrics
   } else {
     static const char kFallback[] =
         "Status: 500 Internal Server Error\r\nContent-Type: application/json\r\n"

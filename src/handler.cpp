@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <future>
 #include <map>
 
@@ -79,14 +78,15 @@ std::string quoted(std::string_view s, std::size_t max = 120) {
 
 }  // namespace
 
-std::string media_type(std::string_view content_type) {
-  const std::string_view type = content_type.substr(0, content_type.find(';'));
-  std::string out;
-  for (const char c : type) {
+bool is_media_type(std::string_view content_type, std::string_view type) {
+  std::size_t matched = 0;
+  for (const char c : content_type.substr(0, content_type.find(';'))) {
     if (c == ' ' || c == '\t') continue;
-    out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    const char lower = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    if (matched == type.size() || type[matched] != lower) return false;
+    ++matched;
   }
-  return out;
+  return matched == type.size();
 }
 
 std::string_view last_segment(std::string_view path) {
@@ -190,7 +190,10 @@ void Handler::handle_async(const HttpRequest& request, Reply done) {
       } catch (...) {
         r = internal_error(ex->trace.detail, nullptr);
       }
-      if (!ex->replied.exchange(true)) done(finish(*ex, r));
+      if (ex->replied.exchange(true)) return;
+      log_.hold();
+      done(finish(*ex, r));
+      log_.release();
     });
   } catch (const std::exception& e) {
     // The upstream failed before it took the call.
@@ -212,33 +215,26 @@ HttpReply Handler::finish(Exchange& ex, const Result& result) {
   if (log_.enabled(level)) {
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(clock_.steady() - ex.started);
-    const auto text = [](std::string key, std::string value) {
-      return LogField{std::move(key), std::move(value)};
-    };
-    const auto number = [](std::string key, std::int64_t value) {
-      return LogField{std::move(key), {}, value, true};
-    };
-    std::vector<LogField> fields;
-    fields.reserve(16);
-    fields.push_back(text("event", "request"));
-    if (!ex.request_id.empty()) fields.push_back(text("rid", ex.request_id));
-    fields.push_back(text("ip", ex.remote_addr));
-    if (!trace.merchant.empty()) fields.push_back(text("merchant", trace.merchant));
-    if (ex.action) fields.push_back(text("action", std::string(action_name(*ex.action))));
-    if (!trace.phone.empty()) fields.push_back(text("phone", trace.phone));
-    fields.push_back(text("outcome", std::string(outcome_name(result.outcome))));
-    fields.push_back(number("http", reply.status));
-    if (trace.upstream_status >= 0)
-      fields.push_back(number("upstream_status", trace.upstream_status));
-    if (trace.upstream_http > 0) fields.push_back(number("upstream_http", trace.upstream_http));
-    if (trace.upstream_ms >= 0) fields.push_back(number("upstream_ms", trace.upstream_ms));
-    fields.push_back(number("ms", ms.count()));
-    if (!trace.throttle.empty()) fields.push_back(text("throttle", trace.throttle.substr(0, 600)));
-    if (!trace.detail.empty()) fields.push_back(text("detail", trace.detail.substr(0, 200)));
+    LogLine line(log_, level);
+    line.text("event", "request");
+    if (!ex.request_id.empty()) line.text("rid", ex.request_id);
+    line.text("ip", ex.remote_addr);
+    if (!trace.merchant.empty()) line.text("merchant", trace.merchant);
+    if (ex.action) line.text("action", action_name(*ex.action));
+    if (!trace.phone.empty()) line.text("phone", trace.phone);
+    line.text("outcome", outcome_name(result.outcome));
+    line.number("http", reply.status);
+    if (trace.upstream_status >= 0) line.number("upstream_status", trace.upstream_status);
+    if (trace.upstream_http > 0) line.number("upstream_http", trace.upstream_http);
+    if (trace.upstream_ms >= 0) line.number("upstream_ms", trace.upstream_ms);
+    line.number("ms", ms.count());
+    if (!trace.throttle.empty())
+      line.text("throttle", std::string_view(trace.throttle).substr(0, 600));
+    if (!trace.detail.empty()) line.text("detail", std::string_view(trace.detail).substr(0, 200));
     if (ex.config != nullptr && ex.config->log_to_fastcgi) {
-      reply.log_line = log_.format(level, fields);  // nginx's error log, via FastCGI stderr
+      reply.log_line = line.line();  // nginx's error log, via FastCGI stderr
     } else {
-      log_.record(level, fields);
+      line.write(log_);
     }
   }
   return reply;
@@ -297,12 +293,11 @@ std::optional<Result> Handler::process(const HttpRequest& request, Exchange& ex,
   }
 
   // content type + decode
-  const std::string type = media_type(request.content_type);
   FieldList fields;
   std::optional<DecodeError> decode_error;
-  if (type == "application/json") {
+  if (is_media_type(request.content_type, "application/json")) {
     decode_error = decode_json_fields(request.body, fields);
-  } else if (type == "application/x-www-form-urlencoded") {
+  } else if (is_media_type(request.content_type, "application/x-www-form-urlencoded")) {
     decode_error = decode_form(request.body, fields);
   } else {
     return local_result(Outcome::unsupported_media,

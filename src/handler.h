@@ -67,8 +67,9 @@ class Handler {
   Metrics* metrics_;
 };
 
-// Media type of a Content-Type value: lower-cased, parameters and blanks removed.
-std::string media_type(std::string_view content_type);
+// Whether a Content-Type value names `type` (lower case): compared without
+// case, parameters and blanks, and without building a string.
+bool is_media_type(std::string_view content_type, std::string_view type);
 
 // The last segment of a request path ("/pvgate/send-token" -> "send-token").
 std::string_view last_segment(std::string_view path);

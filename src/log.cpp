@@ -1,9 +1,9 @@
 #include "log.h"
 
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 
@@ -63,9 +63,14 @@ std::string printable(std::string_view text) {
 }
 
 std::string Logger::format(LogLevel level, const std::vector<LogField>& fields) const {
+  std::string out;
+  format_into(out, level, fields);
+  return out;
+}
+
+void Logger::format_into(std::string& out, LogLevel level,
+                         const std::vector<LogField>& fields) const {
   if (json_.load(std::memory_order_relaxed)) {
-    std::string out;
-    out.reserve(320);
     out += "{\"ts\":\"";
     append_timestamp(out);
     out += "\",\"level\":\"";
@@ -74,9 +79,10 @@ std::string Logger::format(LogLevel level, const std::vector<LogField>& fields) 
     if (!fields.empty()) out.push_back(',');
     append_log_members(out, fields);  // JSON escapes control characters itself
     out.push_back('}');
-    return out;
+    return;
   }
-  std::string line = "pvgate: ";
+  std::string& line = out;
+  line += "pvgate: ";
   line.append(level_name(level));
   for (const auto& f : fields) {
     line.push_back(' ');
@@ -96,7 +102,77 @@ std::string Logger::format(LogLevel level, const std::vector<LogField>& fields) 
       line.push_back('"');
     }
   }
-  return line;
+}
+
+LogLine::LogLine(const Logger& log, LogLevel level)
+    : out_([]() -> std::string& {
+        thread_local std::string buffer;
+        return buffer;
+      }()),
+      level_(level),
+      json_(log.json_.load(std::memory_order_relaxed)) {
+  if (out_.capacity() > 16384) std::string().swap(out_);
+  out_.clear();
+  if (json_) {
+    out_ += "{\"ts\":\"";
+    append_timestamp(out_);
+    out_ += "\",\"level\":\"";
+    out_ += level_name(level);
+    out_ += '"';
+  } else {
+    out_ += "pvgate: ";
+    out_ += level_name(level);
+  }
+}
+
+LogLine& LogLine::text(std::string_view key, std::string_view value) {
+  if (json_) {
+    out_ += ",\"";
+    out_ += key;
+    out_ += "\":";
+    append_json_string(out_, value);
+  } else {
+    out_ += ' ';
+    out_ += key;
+    out_ += "=\"";
+    for (const char c : value) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u == 0x7F) {
+        out_.push_back('?');
+        continue;
+      }
+      if (c == '"' || c == '\\') out_.push_back('\\');
+      out_.push_back(c);
+    }
+    out_ += '"';
+  }
+  return *this;
+}
+
+LogLine& LogLine::number(std::string_view key, std::int64_t value) {
+  char digits[24];
+  const char* end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  if (json_) {
+    out_ += ",\"";
+    out_ += key;
+    out_ += "\":";
+  } else {
+    out_ += ' ';
+    out_ += key;
+    out_ += '=';
+  }
+  out_.append(digits, static_cast<std::size_t>(end - digits));
+  return *this;
+}
+
+const std::string& LogLine::line() {
+  if (json_ && !closed_) out_.push_back('}');
+  closed_ = true;
+  return out_;
+}
+
+void LogLine::write(Logger& log) {
+  log.emit(level_, line());
 }
 
 void Logger::log(LogLevel level, std::string_view text) {
@@ -104,24 +180,76 @@ void Logger::log(LogLevel level, std::string_view text) {
 }
 
 void Logger::record(LogLevel level, const std::vector<LogField>& fields) {
-  emit(level, format(level, fields));
+  // One buffer per thread, reused: a request line allocates nothing here.
+  thread_local std::string line;
+  line.clear();
+  format_into(line, level, fields);
+  emit(level, line);
+  if (line.capacity() > 16384) std::string().swap(line);
 }
 
-void Logger::emit(LogLevel, const std::string& text) {
-  // The line and its newline in one writev(2): one record, never interleaved.
-  char newline = '\n';
-  iovec parts[2] = {{const_cast<char*>(text.data()), text.size()}, {&newline, 1}};
-  int first = 0;
-  while (first < 2) {
-    const ssize_t n = ::writev(fd_, parts + first, 2 - first);
+void Logger::emit(LogLevel level, const std::string& text) {
+  constexpr std::size_t kBatchBytes = 4096;  // PIPE_BUF
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!pending_.empty() && pending_.size() + text.size() + 1 > kBatchBytes) {
+    write_out(lock);  // the batch is full: it goes first, whole
+    lock.lock();
+  }
+  if (pending_.empty()) oldest_ = std::chrono::steady_clock::now();
+  pending_.append(text).push_back('\n');
+  has_pending_.store(true, std::memory_order_release);
+  if (!batching_.load(std::memory_order_relaxed) || busy_.load(std::memory_order_acquire) <= 1 ||
+      level >= LogLevel::warn || pending_.size() >= kBatchBytes ||
+      std::chrono::steady_clock::now() - oldest_ >= kMaxLineDelay) {
+    write_out(lock);
+  }
+}
+
+void Logger::release() {
+  if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+      has_pending_.load(std::memory_order_acquire)) {
+    flush();
+  }
+}
+
+void Logger::flush() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  write_out(lock);
+}
+
+void Logger::flush_stale() {
+  if (!has_pending_.load(std::memory_order_acquire)) return;
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!pending_.empty() && std::chrono::steady_clock::now() - oldest_ >= kMaxLineDelay) {
+    write_out(lock);
+  }
+}
+
+void Logger::write_out(std::unique_lock<std::mutex>& lock) {
+  if (pending_.empty()) {
+    lock.unlock();
+    return;
+  }
+  // The batch leaves the buffer, and the write happens outside mutex_ (other
+  // threads go on queueing), but inside write_mutex_, taken before mutex_ is
+  // let go: batches reach the file in the order they left the buffer.
+  thread_local std::string batch;
+  batch.swap(pending_);
+  has_pending_.store(false, std::memory_order_release);
+  std::lock_guard<std::mutex> writing(write_mutex_);
+  lock.unlock();
+  write_all(batch.data(), batch.size());
+  batch.clear();
+  if (batch.capacity() > 8192) std::string().swap(batch);  // after a long line
+}
+
+void Logger::write_all(const char* data, std::size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd_, data, size);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;  // nowhere to log to; never fail a request over it
-    std::size_t done = static_cast<std::size_t>(n);
-    while (first < 2 && done >= parts[first].iov_len) done -= parts[first++].iov_len;
-    if (first < 2) {
-      parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + done;
-      parts[first].iov_len -= done;
-    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
   }
 }
 

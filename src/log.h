@@ -5,6 +5,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,7 +20,24 @@ namespace pvgate {
 class Logger {
  public:
   explicit Logger(int fd = 2) : fd_(fd) {}
-  virtual ~Logger() = default;
+  virtual ~Logger() { flush(); }
+  Logger(const Logger&) = delete;
+  Logger& operator=(const Logger&) = delete;
+
+  // Group commit, for the server: while other threads are busy with a request
+  // (between hold() and release()), an info or debug line waits in a buffer
+  // and goes out with theirs in one write. It goes out at the latest when
+  // the last busy thread lets go, when the buffer nears PIPE_BUF (4096 bytes:
+  // a write to journald's pipe stays whole), when a warning or error comes,
+  // or when flush_stale() finds it older than kMaxLineDelay. A thread that
+  // is alone writes its line at once, so a lone request's line is written
+  // before its reply. What a crash loses: lines of the last kMaxLineDelay.
+  static constexpr std::chrono::milliseconds kMaxLineDelay{100};
+  void set_batching(bool on) { batching_.store(on, std::memory_order_relaxed); }
+  void hold() { busy_.fetch_add(1, std::memory_order_acq_rel); }
+  void release();
+  void flush();
+  void flush_stale();
 
   void set_level(LogLevel level) { level_.store(level, std::memory_order_relaxed); }
   void set_json(bool json) { json_.store(json, std::memory_order_relaxed); }
@@ -31,6 +51,8 @@ class Logger {
   void record(LogLevel level, const std::vector<LogField>& fields);
   // The line record() would write, without the newline (for FastCGI stderr).
   std::string format(LogLevel level, const std::vector<LogField>& fields) const;
+  // The same, appended to `out`.
+  void format_into(std::string& out, LogLevel level, const std::vector<LogField>& fields) const;
 
   void debug(std::string_view t) {
     if (enabled(LogLevel::debug)) log(LogLevel::debug, t);
@@ -46,14 +68,50 @@ class Logger {
   }
 
  protected:
-  // Writes one finished line (no newline) in a single write(2). Tests
-  // override it to capture lines.
+  friend class LogLine;
+
+  // Writes one finished line (no newline) in a single write(2), or with
+  // batching on, queues it (see hold()). Tests override it to capture lines.
   virtual void emit(LogLevel level, const std::string& line);
 
  private:
+  void write_all(const char* data, std::size_t size);
+  // Writes the queued lines; `lock` holds mutex_ and is always released.
+  void write_out(std::unique_lock<std::mutex>& lock);
+
   int fd_;
+  std::atomic<bool> batching_{false};
+  std::atomic<int> busy_{0};
+  std::atomic<bool> has_pending_{false};
+  std::mutex mutex_;        // guards pending_ and oldest_
+  std::mutex write_mutex_;  // held while a batch is written: batches stay in order
+  std::string pending_;
+  std::chrono::steady_clock::time_point oldest_;
   std::atomic<LogLevel> level_{LogLevel::info};
   std::atomic<bool> json_{true};
+};
+
+// One record written field by field straight into a per-thread buffer (no
+// LogField list, no copies): the request line, on every request's path. Keys
+// are identifiers pvgate chose and are written as they are; values are
+// escaped (JSON) or quoted with control characters replaced (text), exactly
+// as record() does. Use one LogLine at a time per thread.
+class LogLine {
+ public:
+  LogLine(const Logger& log, LogLevel level);
+  LogLine& text(std::string_view key, std::string_view value);
+  LogLine& number(std::string_view key, std::int64_t value);
+  // The finished line, without the newline; valid until the next LogLine on
+  // this thread.
+  const std::string& line();
+  // Writes it (Logger::emit).
+  void write(Logger& log);
+
+ private:
+  std::string& out_;
+  LogLevel level_;
+  bool json_;
+  bool closed_ = false;
 };
 
 std::string_view level_name(LogLevel level);

@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
 
   upstream_global_init();
   Logger log;
+  log.set_batching(true);  // request lines under load go out in groups (Logger::hold)
   log.set_level(loaded.config->log_level);
   log.set_json(loaded.config->log_json);
   ConfigHolder config(loaded.config);
@@ -207,6 +208,7 @@ int main(int argc, char** argv) {
   });
   if (!server.stop()) {
     log.warn("requests still in flight at the drain deadline; exiting anyway");
+    log.flush();
     std::fflush(nullptr);
     std::_Exit(0);
   }
