@@ -160,6 +160,7 @@ Outcome classify_upstream_status(std::int64_t status) {
 HttpReply make_reply(const Result& result, const std::string& cors_origin) {
   HttpReply reply;
   reply.status = http_status(result.outcome);
+  reply.headers.reserve(cors_origin.empty() ? 3 : 5);
   reply.headers.emplace_back("Cache-Control", "no-store");
   reply.headers.emplace_back("X-Content-Type-Options", "nosniff");
   if (!cors_origin.empty()) {

@@ -5,10 +5,17 @@ namespace pvgate {
 std::string clean_message(std::string_view text, std::size_t max_bytes) {
   std::string out;
   out.reserve(text.size() < max_bytes ? text.size() : max_bytes);
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7F) continue;
-    out.push_back(c);
+  // Runs between control characters, each in one append.
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t j = i;
+    while (j < text.size()) {
+      const auto u = static_cast<unsigned char>(text[j]);
+      if (u < 0x20 || u == 0x7F) break;
+      ++j;
+    }
+    out.append(text.data() + i, j - i);
+    i = j + 1;  // past the control character
   }
   if (out.size() > max_bytes) {
     std::size_t cut = max_bytes;
