@@ -92,9 +92,32 @@ namespace {
 
 std::string key_material(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
   std::string material;
+  material.reserve(96);
   for (const auto part : parts) {
     material.append(key_part_name(part)).push_back('=');
-    material.append(part_value(part, subject));
+    // part_value's text, appended in place (no temporaries).
+    switch (part) {
+      case KeyPart::merchant:
+        material.append(subject.merchant);
+        break;
+      case KeyPart::user:
+        material.append(subject.user_id);
+        break;
+      case KeyPart::phone:
+        if (subject.contact_no) {
+          material.append(subject.dialing_code).push_back(':');
+          material.append(*subject.contact_no);
+        } else {
+          material.append("user:").append(subject.user_id);
+        }
+        break;
+      case KeyPart::ip:
+        material.append(ip_key(subject.remote_addr));
+        break;
+      case KeyPart::country:
+        material.append(subject.dialing_code);
+        break;
+    }
     material.push_back('\n');  // values never contain a newline (validated)
   }
   return material;
@@ -216,10 +239,12 @@ std::string describe_verdict(const ThrottleVerdict& verdict) {
            ": no rule decided";
   }
   std::string out;
+  out.reserve(24 * verdict.rules.size());
   for (const auto& r : verdict.rules) {
     if (!out.empty()) out.push_back(' ');
-    out += r.rule + ":" + (r.over ? (r.dry_run ? "over(dry)" : "over") : "ok");
-    if (r.over) out += "[" + r.masked_key + "]";
+    out.append(r.rule).push_back(':');
+    out.append(r.over ? (r.dry_run ? "over(dry)" : "over") : "ok");
+    if (r.over) out.append(1, '[').append(r.masked_key).push_back(']');
   }
   return out;
 }

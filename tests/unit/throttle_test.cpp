@@ -2,6 +2,7 @@
 
 #include "fakes.h"
 #include "lmdb_fixture.h"
+#include "signer.h"
 #include "throttle.h"
 
 using namespace pvgate;
@@ -77,6 +78,21 @@ TEST_CASE("rule keys: stable, distinct per part value, no phone number in clear"
   // IPv6 neighbours in one /64 share a key.
   CHECK(rule_key("r", {KeyPart::ip}, subject("1", "u", "2001:db8::1")) ==
         rule_key("r", {KeyPart::ip}, subject("1", "u", "2001:db8::2")));
+}
+
+TEST_CASE("rule keys keep their exact text across versions (stores outlive a release)") {
+  // Counts in an LMDB file or a shared Redis survive upgrades and rolling
+  // restarts: the digested text of every key part is fixed.
+  auto s = subject();
+  CHECK(key_digest({KeyPart::merchant, KeyPart::phone}, s) ==
+        sha1_hex("merchant=shop-a\nphone=60:123456789\n"));
+  CHECK(key_digest({KeyPart::merchant, KeyPart::user, KeyPart::ip, KeyPart::country}, s) ==
+        sha1_hex("merchant=shop-a\nuser=u1\nip=192.0.2.1\ncountry=60\n"));
+  CHECK(key_digest({KeyPart::ip}, subject("1", "u", "2001:db8::1")) ==
+        sha1_hex("ip=2001:db8::/64\n"));
+  s.contact_no.reset();
+  CHECK(key_digest({KeyPart::phone}, s) == sha1_hex("phone=user:u1\n"));
+  CHECK(sha1_hex("abc") == "a9993e364706816aba3e25717850c26c9cd0d89d");  // FIPS 180 example
 }
 
 TEST_CASE("phone cooldown: one send per minute per phone") {
