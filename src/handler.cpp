@@ -338,9 +338,12 @@ std::optional<Result> Handler::process(const HttpRequest& request, Exchange& ex,
     verdict = throttle_check(config.throttle, store_, subject, clock_.unix_ms());
     trace.throttle = describe_verdict(verdict);
     if (metrics_ != nullptr) {
+      thread_local std::vector<Metrics::ThrottleCount> counts;
+      counts.clear();
       for (const auto& rv : verdict.rules) {
-        metrics_->throttle(rv.rule, !rv.over ? "ok" : rv.dry_run ? "over_dry_run" : "over");
+        counts.push_back({&rv.rule, !rv.over ? "ok" : rv.dry_run ? "over_dry_run" : "over"});
       }
+      metrics_->throttle(counts);
       if (verdict.store_status != StoreStatus::ok) {
         metrics_->store_error(verdict.store_status == StoreStatus::full ? "full" : "unavailable");
       }

@@ -56,12 +56,18 @@ void Metrics::request(int action, Outcome outcome) {
 }
 
 void Metrics::throttle(const std::string& rule, std::string_view result) {
+  throttle({ThrottleCount{&rule, result}});
+}
+
+void Metrics::throttle(const std::vector<ThrottleCount>& counts) {
   std::lock_guard<std::mutex> lock(throttle_mutex_);
-  const auto it = throttle_.find(std::pair<std::string_view, std::string_view>(rule, result));
-  if (it != throttle_.end()) {
-    ++it->second;
-  } else {
-    throttle_.emplace(std::make_pair(rule, std::string(result)), 1);
+  for (const auto& [rule, result] : counts) {
+    const auto it = throttle_.find(std::pair<std::string_view, std::string_view>(*rule, result));
+    if (it != throttle_.end()) {
+      ++it->second;
+    } else {
+      throttle_.emplace(std::make_pair(*rule, std::string(result)), 1);
+    }
   }
 }
 

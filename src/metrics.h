@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "outcome.h"
 
@@ -37,6 +38,12 @@ class Metrics {
   // action: 0 send-token, 1 verify-token-answer, 2 none (unknown route, health, metrics).
   void request(int action, Outcome outcome);
   void throttle(const std::string& rule, std::string_view result);  // ok | over | over_dry_run
+  // One request's decisions, under one lock.
+  struct ThrottleCount {
+    const std::string* rule;
+    std::string_view result;
+  };
+  void throttle(const std::vector<ThrottleCount>& counts);
   void upstream_latency(double seconds);
   void upstream_fault(UpstreamFault kind);
   void upstream_connections_opened(long n);
