@@ -262,39 +262,6 @@ struct HitLog {
   std::size_t ref_offset = 0;  // the segments, in Scratch::refs
   std::uint32_t ref_count = 0;
   SegState state;
-  bool exists = false;  // the cursor of the check is at this key
-};
-
-// One cursor per hit, all open in one write transaction: the check leaves
-// each at its key (or where the key goes), so the commit writes there
-// instead of searching the tree again. LMDB keeps a write transaction's
-// cursors on their entries while others insert or split pages.
-class HitCursors {
- public:
-  // `storage`: kept per thread, so opening them allocates nothing but the cursors.
-  explicit HitCursors(std::vector<MDB_cursor*>& storage) : cursors_(storage) {}
-  // Before the transaction ends: committing frees a write transaction's cursors.
-  ~HitCursors() { close(); }
-  HitCursors(const HitCursors&) = delete;
-  HitCursors& operator=(const HitCursors&) = delete;
-  // At least one cursor, and one per hit.
-  bool open(MDB_txn* txn, MDB_dbi dbi, std::size_t n) {
-    cursors_.clear();
-    for (std::size_t i = 0; i < std::max<std::size_t>(n, 1); ++i) {
-      MDB_cursor* c = nullptr;
-      if (mdb_cursor_open(txn, dbi, &c) != 0) return false;
-      cursors_.push_back(c);
-    }
-    return true;
-  }
-  MDB_cursor* operator[](std::size_t i) const { return cursors_[i]; }
-  void close() {
-    for (MDB_cursor* c : cursors_) mdb_cursor_close(c);
-    cursors_.clear();
-  }
-
- private:
-  std::vector<MDB_cursor*>& cursors_;
 };
 
 // Reused per thread: a decision costs no allocation once warm.
@@ -306,7 +273,6 @@ struct Scratch {
   std::vector<std::int64_t> segment;  // a segment being rewritten
   std::vector<SegRef> kept;           // the segments of the log being written
   std::string seg_key;
-  std::vector<MDB_cursor*> cursors;
 };
 
 Scratch& scratch() {
@@ -319,16 +285,14 @@ std::int64_t floor_of(const ThrottleHit& hit, std::int64_t now, std::int64_t dro
   return std::max(now - hit.period_ms, dropped_to);
 }
 
-// Writes a log under `key` into the space mdb_put reserves; through `at`
-// when given (a cursor the check left at `key`, or at where it goes).
+// Writes a log under `key` into the space mdb_put reserves.
 int put_log(MDB_txn* txn, MDB_dbi dbi, MDB_val key, std::int64_t expires_ms,
             const std::vector<std::int64_t>& tail, const SegRef* refs, std::size_t ref_count,
-            const SegState& state, MDB_cursor* at = nullptr, unsigned flags = 0) {
+            const SegState& state) {
   const std::size_t tail_bytes = 8 * tail.size();
   MDB_val val{kHeader + tail_bytes + (ref_count > 0 ? kSegTrailer + kSegRef * ref_count : 0),
               nullptr};
-  const int rc = at != nullptr ? mdb_cursor_put(at, &key, &val, flags | MDB_RESERVE)
-                               : mdb_put(txn, dbi, &key, &val, MDB_RESERVE);
+  const int rc = mdb_put(txn, dbi, &key, &val, MDB_RESERVE);
   if (rc != 0) return rc;
   auto* p = static_cast<unsigned char*>(val.mv_data);
   const auto tail_count = static_cast<std::uint32_t>(tail.size());
@@ -508,7 +472,7 @@ int keep_newest(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const Throttl
 
 // Writes `key`'s log with one more event at `now`, from what the check found.
 int record(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const HitLog& found,
-           const ThrottleHit& hit, std::int64_t now, Scratch& s, MDB_cursor* at) {
+           const ThrottleHit& hit, std::int64_t now, Scratch& s) {
   SegState state = found.state;
   const std::int64_t floor = floor_of(hit, now, state.dropped_to);
   state.dropped_to = floor;
@@ -547,7 +511,7 @@ int record(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const HitLog& foun
   }
   const std::int64_t newest = s.merged.empty() ? s.kept.back().last : s.merged.back();
   return put_log(txn, dbi, as_val(key), newest + hit.period_ms, s.merged, s.kept.data(),
-                 s.kept.size(), state, at, found.exists ? MDB_CURRENT : 0u);
+                 s.kept.size(), state);
 }
 
 }  // namespace
@@ -560,23 +524,18 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
   if (s.logs.size() < hits.size()) s.logs.resize(hits.size());
   s.stamps.clear();
   s.refs.clear();
-  HitCursors cursors(s.cursors);
-  if (!cursors.open(txn.get(), env_->dbi, hits.size())) return Attempt::failed;
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
   for (std::size_t i = 0; i < hits.size(); ++i) {
     const ThrottleHit& hit = hits[i];
     HitLog& found = s.logs[i];
-    found = HitLog{s.stamps.size(), 0, s.refs.size(), 0, SegState{}, false};
+    found = HitLog{s.stamps.size(), 0, s.refs.size(), 0, SegState{}};
     MDB_val key = as_val(hit.key);
     MDB_val val;
-    // SET_RANGE, not SET: a missing key leaves the cursor where it goes.
-    const int rc = mdb_cursor_get(cursors[i], &key, &val, MDB_SET_RANGE);
+    const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
     if (rc != 0 && rc != MDB_NOTFOUND) return Attempt::failed;
-    found.exists = rc == 0 && key.mv_size == hit.key.size() &&
-                   std::memcmp(key.mv_data, hit.key.data(), key.mv_size) == 0;
     Log log;
-    if (!found.exists || !parse_log(val, log)) continue;  // none, or damaged: empty
+    if (rc != 0 || !parse_log(val, log)) continue;  // none, or damaged: empty
     found.state = SegState{log.next_id, log.dropped_to};
     if (log.expires_ms <= now_ms) continue;  // every stamp has left the window
     std::int64_t wait = 0;
@@ -600,32 +559,24 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
   }
   if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
 
-  for (std::size_t i = 0; i < hits.size(); ++i) {
-    const int rc =
-        record(txn.get(), env_->dbi, hits[i].key, s.logs[i], hits[i], now_ms, s, cursors[i]);
-    if (rc == MDB_MAP_FULL) return Attempt::full;
-    if (rc != 0) return Attempt::failed;
-  }
-
   // Reclaim a few expired entries on every write, so the store stays small
-  // without a separate sweeper process. After the writes: it may delete an
-  // expired entry a check found, and none of the entries just written has
-  // expired. It takes over the first hit's cursor, which is done.
+  // without a separate sweeper process.
   {
-    MDB_cursor* const cursor = cursors[0];
+    Cursor cursor(txn.get(), env_->dbi);
+    if (cursor.get() == nullptr) return Attempt::failed;
     MDB_val key = as_val(sweep_cursor_);
     MDB_val val;
-    int rc = sweep_cursor_.empty() ? mdb_cursor_get(cursor, &key, &val, MDB_FIRST)
-                                   : mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+    int rc = sweep_cursor_.empty() ? mdb_cursor_get(cursor.get(), &key, &val, MDB_FIRST)
+                                   : mdb_cursor_get(cursor.get(), &key, &val, MDB_SET_RANGE);
     for (std::size_t n = 0; rc == 0 && n < options_.sweep_per_write; ++n) {
       Log log;
       if (!parse_log(val, log) || log.expires_ms <= now_ms) {
-        const int del = mdb_cursor_del(cursor, 0);
+        const int del = mdb_cursor_del(cursor.get(), 0);
         if (del == MDB_MAP_FULL) return Attempt::full;
         if (del != 0) return Attempt::failed;
       }
       // After a delete LMDB's MDB_NEXT yields the entry that followed it.
-      rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+      rc = mdb_cursor_get(cursor.get(), &key, &val, MDB_NEXT);
     }
     if (rc == 0) {
       sweep_cursor_.assign(static_cast<const char*>(key.mv_data), key.mv_size);
@@ -634,7 +585,11 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     }
   }
 
-  cursors.close();
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    const int rc = record(txn.get(), env_->dbi, hits[i].key, s.logs[i], hits[i], now_ms, s);
+    if (rc == MDB_MAP_FULL) return Attempt::full;
+    if (rc != 0) return Attempt::failed;
+  }
   const int rc = txn.commit();
   if (rc == MDB_MAP_FULL) return Attempt::full;
   return rc == 0 ? Attempt::done : Attempt::failed;
