@@ -266,6 +266,7 @@ struct HitLog {
 
 // Reused per thread: a decision costs no allocation once warm.
 struct Scratch {
+  std::vector<Log> found;  // each hit's log as its check found it, in LMDB's pages
   std::vector<HitLog> logs;
   std::vector<std::int64_t> stamps;
   std::vector<SegRef> refs;
@@ -521,22 +522,24 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return Attempt::failed;
   Scratch& s = scratch();
-  if (s.logs.size() < hits.size()) s.logs.resize(hits.size());
-  s.stamps.clear();
-  s.refs.clear();
+  if (s.logs.size() < hits.size()) {
+    s.logs.resize(hits.size());
+    s.found.resize(hits.size());
+  }
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
   for (std::size_t i = 0; i < hits.size(); ++i) {
     const ThrottleHit& hit = hits[i];
-    HitLog& found = s.logs[i];
-    found = HitLog{s.stamps.size(), 0, s.refs.size(), 0, SegState{}};
+    Log& log = s.found[i];
+    log = Log{};
     MDB_val key = as_val(hit.key);
     MDB_val val;
     const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
     if (rc != 0 && rc != MDB_NOTFOUND) return Attempt::failed;
-    Log log;
-    if (rc != 0 || !parse_log(val, log)) continue;  // none, or damaged: empty
-    found.state = SegState{log.next_id, log.dropped_to};
+    if (rc != 0 || !parse_log(val, log)) {
+      log = Log{};  // none, or damaged: empty
+      continue;
+    }
     if (log.expires_ms <= now_ms) continue;  // every stamp has left the window
     std::int64_t wait = 0;
     if (wait_for(txn.get(), env_->dbi, hit.key, log, hit, now_ms, s, wait) != 0) {
@@ -544,10 +547,20 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     }
     out.wait_ms[i] = wait;
     if (wait > 0 && hit.enforce) out.allowed = false;
-    // Copy the live stamps and the segments out: the writes below may move
-    // or free the pages they were found in.
+  }
+  if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
+
+  // Copy the live stamps and the segments out: the writes below may move or
+  // free the pages they were found in.
+  s.stamps.clear();
+  s.refs.clear();
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    const Log& log = s.found[i];
+    HitLog& found = s.logs[i];
+    found = HitLog{s.stamps.size(), 0, s.refs.size(), 0, SegState{log.next_id, log.dropped_to}};
+    if (log.expires_ms <= now_ms) continue;  // also none or damaged (expires_ms 0)
     const std::uint32_t first_live =
-        upper_bound_stamp(log.tail, log.tail_count, floor_of(hit, now_ms, log.dropped_to));
+        upper_bound_stamp(log.tail, log.tail_count, floor_of(hits[i], now_ms, log.dropped_to));
     found.tail_count = log.tail_count - first_live;
     s.stamps.resize(found.tail_offset + found.tail_count);
     if (found.tail_count > 0) {
@@ -557,7 +570,6 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     found.ref_count = log.seg_count;
     for (std::uint32_t r = 0; r < log.seg_count; ++r) s.refs.push_back(log.ref(r));
   }
-  if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
 
   // Reclaim a few expired entries on every write, so the store stays small
   // without a separate sweeper process.
