@@ -22,11 +22,11 @@ namespace {
 //   and only when seg_count > 0:
 //   [uint32 next_id][uint32 0][int64 dropped_to][SegRef refs[seg_count]]
 //
-// A small log (limit <= kSegmentStamps, every shipped rule but the
-// merchant-wide one) is all tail and never has segments: byte for byte the
+// A small log (limit <= 64, every shipped rule but the merchant-wide one)
+// is all tail and never has segments: byte for byte the
 // layout of the stores written before segments existed, so those are read as
 // they are. A long log (merchant-hour: up to 1000 stamps) keeps its newest
-// stamps in the tail and seals every kSegmentStamps of them into a segment
+// stamps in the tail and seals every segment_stamps() of them into a segment
 // entry of its own, under the log's key + '\x01' + big-endian uint32 id,
 // holding a plain log (seg_count 0). The log's value lists the segments
 // oldest first (SegRef: first and last stamp, count, id); segments and tail
@@ -42,7 +42,8 @@ namespace {
 // (the latest window floor any commit applied) says they are gone: every
 // stamp <= dropped_to counts as dropped, for checks and refunds alike. So a
 // segmented log decides exactly as the plain one, even when a later caller's
-// clock reads a few ms earlier.
+// clock reads a few ms earlier (not when it reads more than a whole period
+// earlier than a commit already made: its event then counts as dropped).
 //
 // expires_ms is the newest stamp + the period: the sweep reclaims a log (or
 // a segment) at that time. Anything that does not parse is treated as empty
