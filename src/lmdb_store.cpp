@@ -6,24 +6,64 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
 namespace pvgate {
 namespace {
 
-// Value layout: [int64 expires_ms][uint32 count][uint32 0][int64 stamps[count], ascending],
-// native byte order. Values sit at any alignment inside LMDB's pages, so every
-// field is read and written with memcpy.
+// Layout. Every key holds a log: the timestamps of its recent events,
+// ascending, in one value (all native byte order, at any alignment, so every
+// field is read and written with memcpy):
 //
-// The hot path never decodes a log into a container: a check reads the header
-// and binary-searches the stamps where they lie, and a commit writes the new
-// log straight into the space mdb_put reserves (MDB_RESERVE), copying the
-// surviving stamps in at most two pieces. LMDB is copy-on-write, so a changed
-// value is always written in full to a fresh page; a ring buffer of fixed size
-// would save nothing over this and keeps expired stamps around, so the
-// compact layout stays (and with it every entry already on disk).
+//   [int64 expires_ms][uint32 tail_count][uint32 seg_count]
+//   [int64 tail[tail_count]]
+//   and only when seg_count > 0:
+//   [uint32 next_id][uint32 0][int64 dropped_to][SegRef refs[seg_count]]
+//
+// A small log (limit <= 64, every shipped rule but the merchant-wide one)
+// is all tail and never has segments: byte for byte the
+// layout of the stores written before segments existed, so those are read as
+// they are. A long log (merchant-hour: up to 1000 stamps) keeps its newest
+// stamps in the tail and seals every segment_stamps() of them into a segment
+// entry of its own, under the log's key + '\x01' + big-endian uint32 id,
+// holding a plain log (seg_count 0). The log's value lists the segments
+// oldest first (SegRef: first and last stamp, count, id); segments and tail
+// are disjoint in time and in order, so the whole log is seg[0] .. seg[n-1],
+// tail. LMDB is copy-on-write: a decision now rewrites a value of at most
+// about 1 KB on a leaf page instead of a 1000-stamp log on overflow pages,
+// and reads a segment only when the log is within one segment of its limit.
+//
+// A plain log drops a stamp when it leaves the window or when `limit` newer
+// ones are kept. A segmented log drops whole segments, or rewrites the oldest
+// one when more than `limit` live stamps would be kept; stamps that left the
+// window stay in the oldest segment until all of it has, and `dropped_to`
+// (the latest window floor any commit applied) says they are gone: every
+// stamp <= dropped_to counts as dropped, for checks and refunds alike. So a
+// segmented log decides exactly as the plain one, even when a later caller's
+// clock reads a few ms earlier (not when it reads more than a whole period
+// earlier than a commit already made: its event then counts as dropped).
+//
+// expires_ms is the newest stamp + the period: the sweep reclaims a log (or
+// a segment) at that time. Anything that does not parse is treated as empty
+// and reclaimed by the sweep.
 constexpr std::size_t kHeader = 16;
+constexpr std::size_t kSegTrailer = 16;
+constexpr std::size_t kSegRef = 24;
+constexpr char kSegmentMark = '\x01';  // never in a caller's key (printable ASCII)
+
+// Tail stamps sealed into one segment: the limit / 16, at least 64 (the
+// merchant-wide rule's 1000 gives 64: a value of at most 64 stamps + 17 refs,
+// under 1 KB) and at most 256 (a limit of 10,000: 40 segments).
+std::uint32_t segment_stamps(std::uint32_t limit) {
+  return std::clamp<std::uint32_t>(limit / 16, 64, 256);
+}
+
+// A log's segments are only used when its limit exceeds one segment.
+bool segmented(std::uint32_t limit) {
+  return limit > segment_stamps(limit);
+}
 
 std::int64_t load64(const unsigned char* p) {
   std::int64_t v;
@@ -31,18 +71,73 @@ std::int64_t load64(const unsigned char* p) {
   return v;
 }
 
-// The header of a well-formed value, or false for anything else (a foreign or
-// damaged value, treated as empty and reclaimed by the sweep).
-bool parse_header(const MDB_val& v, std::int64_t& expires_ms, std::uint32_t& count) {
+std::uint32_t load32(const unsigned char* p) {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+struct SegRef {
+  std::int64_t first = 0;
+  std::int64_t last = 0;
+  std::uint32_t count = 0;
+  std::uint32_t id = 0;
+};
+
+// A parsed value, pointing into LMDB's page.
+struct Log {
+  std::int64_t expires_ms = 0;
+  const unsigned char* tail = nullptr;
+  std::uint32_t tail_count = 0;
+  std::uint32_t seg_count = 0;
+  std::uint32_t next_id = 0;
+  std::int64_t dropped_to = std::numeric_limits<std::int64_t>::min();
+  const unsigned char* refs = nullptr;
+
+  std::int64_t stamp(std::uint32_t i) const {
+    return load64(tail + 8 * static_cast<std::size_t>(i));
+  }
+  SegRef ref(std::uint32_t i) const {
+    const unsigned char* p = refs + kSegRef * i;
+    return SegRef{load64(p), load64(p + 8), load32(p + 16), load32(p + 20)};
+  }
+};
+
+// A well-formed value, or false for anything else (a foreign or damaged
+// value, treated as empty and reclaimed by the sweep).
+bool parse_log(const MDB_val& v, Log& log) {
   if (v.mv_size < kHeader) return false;
   const auto* p = static_cast<const unsigned char*>(v.mv_data);
-  std::memcpy(&expires_ms, p, 8);
-  std::memcpy(&count, p + 8, 4);
-  return count <= kMaxRuleLimit && v.mv_size == kHeader + 8 * static_cast<std::size_t>(count);
+  log.expires_ms = load64(p);
+  log.tail_count = load32(p + 8);
+  log.seg_count = load32(p + 12);
+  if (log.tail_count > kMaxRuleLimit || log.seg_count > kMaxRuleLimit) return false;
+  const std::size_t tail_end = kHeader + 8 * static_cast<std::size_t>(log.tail_count);
+  log.tail = p + kHeader;
+  if (log.seg_count == 0) {
+    log.next_id = 0;
+    log.dropped_to = std::numeric_limits<std::int64_t>::min();
+    log.refs = nullptr;
+    return v.mv_size == tail_end;
+  }
+  if (v.mv_size != tail_end + kSegTrailer + kSegRef * log.seg_count) return false;
+  log.next_id = load32(p + tail_end);
+  log.dropped_to = load64(p + tail_end + 8);
+  log.refs = p + tail_end + kSegTrailer;
+  return true;
 }
 
 MDB_val as_val(const std::string& s) {
   return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+
+// `key`'s segment `id`, in `out` (reused: no allocation once warm).
+MDB_val segment_key(const std::string& key, std::uint32_t id, std::string& out) {
+  out.assign(key);
+  out.push_back(kSegmentMark);
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((id >> shift) & 0xff));
+  return as_val(out);
 }
 
 // Index of the first stamp greater than `t` in stamps[0, count).
@@ -154,79 +249,271 @@ LmdbStore::~LmdbStore() = default;
 
 namespace {
 
-// One hit's log as a check found it: the live stamps (newer than the hit's
-// window floor), copied out before any write of the transaction can move them.
-struct LiveLog {
-  std::size_t offset = 0;  // into the per-thread stamp arena
-  std::uint32_t count = 0;
+// Where a segmented log keeps what goes with its segments.
+struct SegState {
+  std::uint32_t next_id = 0;  // of the next segment sealed
+  std::int64_t dropped_to = std::numeric_limits<std::int64_t>::min();
 };
 
-// The stamps still inside the window of `hit` at `now` of a stored value
-// (none when it is missing, expired or malformed), located in place.
-struct Located {
-  const unsigned char* stamps = nullptr;
-  std::uint32_t first_live = 0;
-  std::uint32_t count = 0;
+// What a check learned of one hit's log, copied out of LMDB's pages before
+// any write of the transaction can move or free them.
+struct HitLog {
+  std::size_t tail_offset = 0;  // the live tail stamps, in Scratch::stamps
+  std::uint32_t tail_count = 0;
+  std::size_t ref_offset = 0;  // the segments, in Scratch::refs
+  std::uint32_t ref_count = 0;
+  SegState state;
 };
 
-Located locate(const MDB_val* val, const ThrottleHit& hit, std::int64_t now) {
-  Located at;
-  std::int64_t expires_ms = 0;
-  std::uint32_t count = 0;
-  if (val == nullptr || !parse_header(*val, expires_ms, count) || expires_ms <= now) return at;
-  at.stamps = static_cast<const unsigned char*>(val->mv_data) + kHeader;
-  at.count = count;
-  at.first_live = upper_bound_stamp(at.stamps, count, now - hit.period_ms);
-  return at;
+// Reused per thread: a decision costs no allocation once warm.
+struct Scratch {
+  std::vector<Log> found;  // each hit's log as its check found it, in LMDB's pages
+  std::vector<HitLog> logs;
+  std::vector<std::int64_t> stamps;
+  std::vector<SegRef> refs;
+  std::vector<std::int64_t> merged;   // the tail being written
+  std::vector<std::int64_t> segment;  // a segment being rewritten
+  std::vector<SegRef> kept;           // the segments of the log being written
+  std::string seg_key;
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
 }
 
-// The wait until a slot frees (0 when one is free now).
-std::int64_t wait_for(const Located& at, const ThrottleHit& hit, std::int64_t now) {
-  if (at.count - at.first_live < hit.limit) return 0;
-  // The limit-th newest event decides when a slot frees.
-  const std::int64_t pivot = load64(at.stamps + 8 * static_cast<std::size_t>(at.count - hit.limit));
-  // An event stamped later than `now` (another worker's clock read a moment
-  // after ours) must not make the wait longer than one period.
-  return std::clamp<std::int64_t>(pivot + hit.period_ms - now, 1, hit.period_ms);
+// The window floor of `hit` at `now` for a log: stamps at or below it do not count.
+std::int64_t floor_of(const ThrottleHit& hit, std::int64_t now, std::int64_t dropped_to) {
+  return std::max(now - hit.period_ms, dropped_to);
 }
 
-// stamps from[first, first + n) to `to` (no-op for none: `from` may be null then).
-void copy_stamps(unsigned char* to, const std::int64_t* from, std::size_t first, std::size_t n) {
-  if (n > 0) std::memcpy(to, from + first, 8 * n);
-}
-
-// Writes the log `live` + one event at `now` (inserted in order, then only
-// the newest `limit` kept) under `key`, in the space mdb_put reserves.
-int put_recorded(MDB_txn* txn, MDB_dbi dbi, MDB_val* key, const std::int64_t* live,
-                 std::uint32_t live_count, const ThrottleHit& hit, std::int64_t now) {
-  // Insert after equal stamps, as std::upper_bound would.
-  std::uint32_t pos = live_count;
-  while (pos > 0 && live[pos - 1] > now) --pos;
-  const std::uint32_t total = live_count + 1;
-  const std::uint32_t count = std::min<std::uint32_t>(total, hit.limit);
-  const std::uint32_t drop = total - count;  // the oldest of the merged log
-  MDB_val val{kHeader + 8 * static_cast<std::size_t>(count), nullptr};
-  const int rc = mdb_put(txn, dbi, key, &val, MDB_RESERVE);
+// Writes a log under `key` into the space mdb_put reserves.
+int put_log(MDB_txn* txn, MDB_dbi dbi, MDB_val key, std::int64_t expires_ms,
+            const std::vector<std::int64_t>& tail, const SegRef* refs, std::size_t ref_count,
+            const SegState& state) {
+  const std::size_t tail_bytes = 8 * tail.size();
+  MDB_val val{kHeader + tail_bytes + (ref_count > 0 ? kSegTrailer + kSegRef * ref_count : 0),
+              nullptr};
+  const int rc = mdb_put(txn, dbi, &key, &val, MDB_RESERVE);
   if (rc != 0) return rc;
   auto* p = static_cast<unsigned char*>(val.mv_data);
-  auto* out = p + kHeader;
-  // merged[i] = live[i] for i < pos, now at pos, live[i - 1] after it; keep merged[drop, total).
-  if (drop <= pos) {
-    const std::size_t head = pos - drop;
-    copy_stamps(out, live, drop, head);
-    std::memcpy(out + 8 * head, &now, 8);
-    copy_stamps(out + 8 * (head + 1), live, pos, live_count - pos);
-  } else {
-    // `now` is older than every stamp kept: it is dropped at once.
-    copy_stamps(out, live, drop - 1, count);
-  }
-  std::int64_t newest = 0;
-  std::memcpy(&newest, out + 8 * static_cast<std::size_t>(count - 1), 8);
-  const std::int64_t expires_ms = newest + hit.period_ms;
+  const auto tail_count = static_cast<std::uint32_t>(tail.size());
+  const auto seg_count = static_cast<std::uint32_t>(ref_count);
   std::memcpy(p, &expires_ms, 8);
-  std::memcpy(p + 8, &count, 4);
-  std::memset(p + 12, 0, 4);
+  std::memcpy(p + 8, &tail_count, 4);
+  std::memcpy(p + 12, &seg_count, 4);
+  if (tail_bytes > 0) std::memcpy(p + kHeader, tail.data(), tail_bytes);
+  if (ref_count > 0) {
+    unsigned char* q = p + kHeader + tail_bytes;
+    std::memcpy(q, &state.next_id, 4);
+    std::memset(q + 4, 0, 4);
+    std::memcpy(q + 8, &state.dropped_to, 8);
+    q += kSegTrailer;
+    for (std::size_t i = 0; i < ref_count; ++i, q += kSegRef) {
+      std::memcpy(q, &refs[i].first, 8);
+      std::memcpy(q + 8, &refs[i].last, 8);
+      std::memcpy(q + 16, &refs[i].count, 4);
+      std::memcpy(q + 20, &refs[i].id, 4);
+    }
+  }
   return 0;
+}
+
+// A segment (a plain log) under its own key.
+int put_segment(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const SegRef& ref,
+                std::int64_t expires_ms, const std::vector<std::int64_t>& stamps,
+                std::string& seg_key) {
+  return put_log(txn, dbi, segment_key(key, ref.id, seg_key), expires_ms, stamps, nullptr, 0,
+                 SegState{});
+}
+
+int del_segment(MDB_txn* txn, MDB_dbi dbi, const std::string& key, std::uint32_t id,
+                std::string& seg_key) {
+  MDB_val k = segment_key(key, id, seg_key);
+  const int rc = mdb_del(txn, dbi, &k, nullptr);
+  return rc == MDB_NOTFOUND ? 0 : rc;  // the sweep was first
+}
+
+// Reads segment `ref` into `out`, with its expiry; a segment the sweep took
+// (it had expired) or a damaged one reads as empty. Returns an LMDB error, or 0.
+int read_segment(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const SegRef& ref,
+                 std::string& seg_key, std::vector<std::int64_t>& out, std::int64_t& expires_ms) {
+  out.clear();
+  expires_ms = 0;
+  MDB_val k = segment_key(key, ref.id, seg_key);
+  MDB_val v;
+  const int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  Log seg;
+  if (!parse_log(v, seg) || seg.seg_count != 0) return 0;
+  out.resize(seg.tail_count);
+  if (seg.tail_count > 0) std::memcpy(out.data(), seg.tail, 8 * out.size());
+  expires_ms = seg.expires_ms;
+  return 0;
+}
+
+// Sets `wait` to how long until `hit` has a free slot at `now` in `log` (0
+// when it has one now). Only the newest `limit` stamps decide: the hit is
+// over when the limit-th newest is still inside the window, and its wait is
+// the time until that one leaves. Reads a segment only when the log is
+// within one segment of its limit. Returns an LMDB error, or 0.
+int wait_for(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const Log& log,
+             const ThrottleHit& hit, std::int64_t now, Scratch& s, std::int64_t& wait) {
+  wait = 0;
+  const std::int64_t floor = floor_of(hit, now, log.dropped_to);
+  const std::uint32_t first_live = upper_bound_stamp(log.tail, log.tail_count, floor);
+  const std::uint32_t tail_live = log.tail_count - first_live;
+  std::int64_t pivot = 0;
+  if (tail_live >= hit.limit) {
+    pivot = log.stamp(log.tail_count - hit.limit);
+  } else {
+    // Segments are older than every tail stamp: none is live past a dead one.
+    if (first_live > 0 || log.seg_count == 0) return 0;
+    std::uint64_t at_most = tail_live;
+    for (std::uint32_t i = 0; i < log.seg_count; ++i) {
+      const SegRef ref = log.ref(i);
+      if (ref.last > floor) at_most += ref.count;
+    }
+    if (at_most < hit.limit) return 0;
+    // The segment holding the limit-th newest stamp, newest segment first.
+    std::uint32_t need = hit.limit - tail_live;
+    std::uint32_t i = log.seg_count;
+    SegRef ref;
+    while (true) {
+      if (i == 0) return 0;
+      ref = log.ref(--i);
+      if (ref.last <= floor) return 0;
+      if (ref.count >= need) break;
+      need -= ref.count;
+    }
+    std::int64_t expires_ms = 0;
+    if (const int rc = read_segment(txn, dbi, key, ref, s.seg_key, s.segment, expires_ms)) {
+      return rc;
+    }
+    if (s.segment.size() < need) return 0;
+    pivot = s.segment[s.segment.size() - need];
+  }
+  if (pivot <= floor) return 0;
+  // An event stamped later than `now` (another worker's clock read a moment
+  // after ours) must not make the wait longer than one period.
+  wait = std::clamp<std::int64_t>(pivot + hit.period_ms - now, 1, hit.period_ms);
+  return 0;
+}
+
+// Inserts `now` after the stamps <= it.
+void insert_stamp(std::vector<std::int64_t>& stamps, std::int64_t now) {
+  stamps.insert(std::upper_bound(stamps.begin(), stamps.end(), now), now);
+}
+
+// Adds `now` to segment `ref` of `key`'s log (an event stamped before the
+// newest of that segment: two workers committing out of clock order).
+int insert_into_segment(MDB_txn* txn, MDB_dbi dbi, const std::string& key, SegRef& ref,
+                        const ThrottleHit& hit, std::int64_t now, Scratch& s) {
+  std::int64_t expires_ms = 0;
+  if (const int rc = read_segment(txn, dbi, key, ref, s.seg_key, s.segment, expires_ms)) return rc;
+  insert_stamp(s.segment, now);
+  ref.first = s.segment.front();
+  ref.last = s.segment.back();
+  ref.count = static_cast<std::uint32_t>(s.segment.size());
+  return put_segment(txn, dbi, key, ref, ref.last + hit.period_ms, s.segment, s.seg_key);
+}
+
+// Keeps only the newest `limit` live stamps of the log being written (s.kept,
+// then s.merged), as a plain log would: whole segments go, and the oldest one
+// left is rewritten without the rest. Reads the oldest segment only when the
+// log may hold more than `limit` live stamps.
+int keep_newest(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const ThrottleHit& hit,
+                std::int64_t floor, Scratch& s) {
+  std::uint64_t total = s.merged.size();
+  for (const SegRef& ref : s.kept) total += ref.count;
+  if (total <= hit.limit) return 0;
+  if (!s.kept.empty() && s.kept.front().first <= floor) {
+    // The oldest segment reaches below the window: count its live stamps.
+    SegRef& ref = s.kept.front();
+    std::int64_t expires_ms = 0;
+    if (const int rc = read_segment(txn, dbi, key, ref, s.seg_key, s.segment, expires_ms)) {
+      return rc;
+    }
+    const auto live = static_cast<std::uint32_t>(
+        s.segment.end() - std::upper_bound(s.segment.begin(), s.segment.end(), floor));
+    total -= ref.count - live;
+    ref.count = live;  // for the count below; rewritten if it stays
+    if (total <= hit.limit) {
+      ref.count = static_cast<std::uint32_t>(s.segment.size());
+      return 0;  // its dead stamps are dropped by `dropped_to`
+    }
+  }
+  std::size_t drop = 0;
+  while (drop < s.kept.size() && total - s.kept[drop].count >= hit.limit) {
+    total -= s.kept[drop].count;
+    if (const int rc = del_segment(txn, dbi, key, s.kept[drop].id, s.seg_key)) return rc;
+    ++drop;
+  }
+  s.kept.erase(s.kept.begin(), s.kept.begin() + static_cast<std::ptrdiff_t>(drop));
+  if (total > hit.limit && !s.kept.empty()) {
+    // The oldest segment keeps only its newest stamps.
+    SegRef& ref = s.kept.front();
+    std::int64_t expires_ms = 0;
+    if (const int rc = read_segment(txn, dbi, key, ref, s.seg_key, s.segment, expires_ms)) {
+      return rc;
+    }
+    const auto keep = static_cast<std::size_t>(ref.count - (total - hit.limit));
+    s.segment.erase(s.segment.begin(), s.segment.end() - static_cast<std::ptrdiff_t>(
+                                                             std::min(keep, s.segment.size())));
+    ref.first = s.segment.front();
+    ref.count = static_cast<std::uint32_t>(s.segment.size());
+    return put_segment(txn, dbi, key, ref, expires_ms, s.segment, s.seg_key);
+  }
+  if (s.kept.empty() && s.merged.size() > hit.limit) {
+    s.merged.erase(s.merged.begin(),
+                   s.merged.begin() + static_cast<std::ptrdiff_t>(s.merged.size() - hit.limit));
+  }
+  return 0;
+}
+
+// Writes `key`'s log with one more event at `now`, from what the check found.
+int record(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const HitLog& found,
+           const ThrottleHit& hit, std::int64_t now, Scratch& s) {
+  SegState state = found.state;
+  const std::int64_t floor = floor_of(hit, now, state.dropped_to);
+  state.dropped_to = floor;
+  // Segments wholly out of the window go (their entries have expired too).
+  s.kept.clear();
+  for (std::uint32_t i = 0; i < found.ref_count; ++i) {
+    const SegRef& ref = s.refs[found.ref_offset + i];
+    if (ref.last > floor) {
+      s.kept.push_back(ref);
+    } else if (const int rc = del_segment(txn, dbi, key, ref.id, s.seg_key)) {
+      return rc;
+    }
+  }
+  const auto tail = s.stamps.begin() + static_cast<std::ptrdiff_t>(found.tail_offset);
+  s.merged.assign(tail, tail + found.tail_count);
+  // `now` goes after every stamp <= it: into the tail unless a segment ends later.
+  std::size_t j = 0;
+  while (j < s.kept.size() && s.kept[j].last <= now) ++j;
+  if (j == s.kept.size()) {
+    insert_stamp(s.merged, now);
+  } else if (const int rc = insert_into_segment(txn, dbi, key, s.kept[j], hit, now, s)) {
+    return rc;
+  }
+  if (const int rc = keep_newest(txn, dbi, key, hit, floor, s)) return rc;
+  if (segmented(hit.limit) && s.merged.size() >= segment_stamps(hit.limit)) {
+    // Seal the tail into a segment of its own: from now on it is rewritten
+    // only to drop its oldest stamps, for an out-of-order event or a refund.
+    const SegRef ref{s.merged.front(), s.merged.back(), static_cast<std::uint32_t>(s.merged.size()),
+                     state.next_id++};
+    if (const int rc =
+            put_segment(txn, dbi, key, ref, ref.last + hit.period_ms, s.merged, s.seg_key)) {
+      return rc;
+    }
+    s.kept.push_back(ref);
+    s.merged.clear();
+  }
+  const std::int64_t newest = s.merged.empty() ? s.kept.back().last : s.merged.back();
+  return put_log(txn, dbi, as_val(key), newest + hit.period_ms, s.merged, s.kept.data(),
+                 s.kept.size(), state);
 }
 
 }  // namespace
@@ -235,41 +522,54 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
                                          ThrottleDecision& out) {
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return Attempt::failed;
-  // Reused per thread: a decision costs no allocation once warm.
-  thread_local std::vector<Located> located;
-  thread_local std::vector<LiveLog> logs;
-  thread_local std::vector<std::int64_t> arena;
-  if (located.size() < hits.size()) {
-    located.resize(hits.size());
-    logs.resize(hits.size());
+  Scratch& s = scratch();
+  if (s.logs.size() < hits.size()) {
+    s.logs.resize(hits.size());
+    s.found.resize(hits.size());
   }
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
-  std::size_t live_total = 0;
   for (std::size_t i = 0; i < hits.size(); ++i) {
-    MDB_val key = as_val(hits[i].key);
+    const ThrottleHit& hit = hits[i];
+    Log& log = s.found[i];
+    log = Log{};
+    MDB_val key = as_val(hit.key);
     MDB_val val;
     const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
     if (rc != 0 && rc != MDB_NOTFOUND) return Attempt::failed;
-    located[i] = locate(rc == 0 ? &val : nullptr, hits[i], now_ms);
-    live_total += located[i].count - located[i].first_live;
-    out.wait_ms[i] = wait_for(located[i], hits[i], now_ms);
-    if (out.wait_ms[i] > 0 && hits[i].enforce) out.allowed = false;
+    if (rc != 0 || !parse_log(val, log)) {
+      log = Log{};  // none, or damaged: empty
+      continue;
+    }
+    if (log.expires_ms <= now_ms) continue;  // every stamp has left the window
+    std::int64_t wait = 0;
+    if (wait_for(txn.get(), env_->dbi, hit.key, log, hit, now_ms, s, wait) != 0) {
+      return Attempt::failed;
+    }
+    out.wait_ms[i] = wait;
+    if (wait > 0 && hit.enforce) out.allowed = false;
   }
   if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
 
-  // Copy the live stamps out: the writes below may move or free the pages
-  // the values were found in.
-  if (arena.size() < live_total) arena.resize(live_total);
-  for (std::size_t i = 0, offset = 0; i < hits.size(); ++i) {
-    const Located& at = located[i];
-    logs[i].offset = offset;
-    logs[i].count = at.count - at.first_live;
-    if (logs[i].count > 0) {
-      std::memcpy(arena.data() + offset, at.stamps + 8 * static_cast<std::size_t>(at.first_live),
-                  8 * static_cast<std::size_t>(logs[i].count));
+  // Copy the live stamps and the segments out: the writes below may move or
+  // free the pages they were found in.
+  s.stamps.clear();
+  s.refs.clear();
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    const Log& log = s.found[i];
+    HitLog& found = s.logs[i];
+    found = HitLog{s.stamps.size(), 0, s.refs.size(), 0, SegState{log.next_id, log.dropped_to}};
+    if (log.expires_ms <= now_ms) continue;  // also none or damaged (expires_ms 0)
+    const std::uint32_t first_live =
+        upper_bound_stamp(log.tail, log.tail_count, floor_of(hits[i], now_ms, log.dropped_to));
+    found.tail_count = log.tail_count - first_live;
+    s.stamps.resize(found.tail_offset + found.tail_count);
+    if (found.tail_count > 0) {
+      std::memcpy(s.stamps.data() + found.tail_offset,
+                  log.tail + 8 * static_cast<std::size_t>(first_live), 8 * found.tail_count);
     }
-    offset += logs[i].count;
+    found.ref_count = log.seg_count;
+    for (std::uint32_t r = 0; r < log.seg_count; ++r) s.refs.push_back(log.ref(r));
   }
 
   // Reclaim a few expired entries on every write, so the store stays small
@@ -282,9 +582,8 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     int rc = sweep_cursor_.empty() ? mdb_cursor_get(cursor.get(), &key, &val, MDB_FIRST)
                                    : mdb_cursor_get(cursor.get(), &key, &val, MDB_SET_RANGE);
     for (std::size_t n = 0; rc == 0 && n < options_.sweep_per_write; ++n) {
-      std::int64_t expires_ms = 0;
-      std::uint32_t count = 0;
-      if (!parse_header(val, expires_ms, count) || expires_ms <= now_ms) {
+      Log log;
+      if (!parse_log(val, log) || log.expires_ms <= now_ms) {
         const int del = mdb_cursor_del(cursor.get(), 0);
         if (del == MDB_MAP_FULL) return Attempt::full;
         if (del != 0) return Attempt::failed;
@@ -300,9 +599,7 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
   }
 
   for (std::size_t i = 0; i < hits.size(); ++i) {
-    MDB_val key = as_val(hits[i].key);
-    const int rc = put_recorded(txn.get(), env_->dbi, &key, arena.data() + logs[i].offset,
-                                logs[i].count, hits[i], now_ms);
+    const int rc = record(txn.get(), env_->dbi, hits[i].key, s.logs[i], hits[i], now_ms, s);
     if (rc == MDB_MAP_FULL) return Attempt::full;
     if (rc != 0) return Attempt::failed;
   }
@@ -329,40 +626,71 @@ StoreStatus LmdbStore::check_and_commit(const std::vector<ThrottleHit>& hits, st
   return a == Attempt::full ? StoreStatus::full : StoreStatus::unavailable;
 }
 
+namespace {
+
+// Removes one stamp equal to `now` from `key`'s log, newest part first.
+// Returns an LMDB error, or 0 (also when there is no such stamp).
+int refund_one(MDB_txn* txn, MDB_dbi dbi, const std::string& key, std::int64_t now, Scratch& s) {
+  MDB_val k = as_val(key);
+  MDB_val v;
+  int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  Log log;
+  if (!parse_log(v, log) || now <= log.dropped_to) return 0;
+  // Copy the log out: the writes below may move its page.
+  const std::int64_t expires_ms = log.expires_ms;
+  const SegState state{log.next_id, log.dropped_to};
+  s.merged.resize(log.tail_count);
+  if (log.tail_count > 0) std::memcpy(s.merged.data(), log.tail, 8 * s.merged.size());
+  s.kept.clear();
+  for (std::uint32_t i = 0; i < log.seg_count; ++i) s.kept.push_back(log.ref(i));
+
+  const auto in_tail = std::find(s.merged.begin(), s.merged.end(), now);
+  if (in_tail != s.merged.end()) {
+    s.merged.erase(in_tail);
+  } else {
+    // In a segment whose span holds `now`, newest first.
+    bool found = false;
+    for (std::size_t i = s.kept.size(); i > 0 && !found;) {
+      SegRef& ref = s.kept[--i];
+      if (now < ref.first || now > ref.last) continue;
+      std::int64_t seg_expires = 0;
+      if ((rc = read_segment(txn, dbi, key, ref, s.seg_key, s.segment, seg_expires)) != 0) {
+        return rc;
+      }
+      const auto at = std::find(s.segment.begin(), s.segment.end(), now);
+      if (at == s.segment.end()) continue;
+      found = true;
+      s.segment.erase(at);
+      if (s.segment.empty()) {
+        if ((rc = del_segment(txn, dbi, key, ref.id, s.seg_key)) != 0) return rc;
+        s.kept.erase(s.kept.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        ref.first = s.segment.front();
+        ref.last = s.segment.back();
+        ref.count = static_cast<std::uint32_t>(s.segment.size());
+        // The expiry stays as it was.
+        if ((rc = put_segment(txn, dbi, key, ref, seg_expires, s.segment, s.seg_key)) != 0) {
+          return rc;
+        }
+      }
+    }
+    if (!found) return 0;  // nothing to give back
+  }
+  if (s.merged.empty() && s.kept.empty()) return mdb_del(txn, dbi, &k, nullptr);
+  // The expiry stays as it was.
+  return put_log(txn, dbi, as_val(key), expires_ms, s.merged, s.kept.data(), s.kept.size(), state);
+}
+
+}  // namespace
+
 StoreStatus LmdbStore::refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) {
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return StoreStatus::unavailable;
-  std::vector<unsigned char> bytes;
+  Scratch& s = scratch();
   for (const auto& hit : hits) {
-    MDB_val key = as_val(hit.key);
-    MDB_val val;
-    const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
-    if (rc == MDB_NOTFOUND) continue;
-    if (rc != 0) return StoreStatus::unavailable;
-    std::int64_t expires_ms = 0;
-    std::uint32_t count = 0;
-    if (!parse_header(val, expires_ms, count)) continue;
-    const auto* stamps = static_cast<const unsigned char*>(val.mv_data) + kHeader;
-    std::uint32_t found = 0;
-    while (found < count && load64(stamps + 8 * static_cast<std::size_t>(found)) != now_ms) {
-      ++found;
-    }
-    if (found == count) continue;
-    int put = 0;
-    if (count == 1) {
-      put = mdb_del(txn.get(), env_->dbi, &key, nullptr);
-    } else {
-      // The same log without that one stamp; the expiry stays as it was.
-      const auto* p = static_cast<const unsigned char*>(val.mv_data);
-      const std::size_t cut = kHeader + 8 * static_cast<std::size_t>(found);
-      bytes.assign(p, p + cut);
-      bytes.insert(bytes.end(), p + cut + 8, p + val.mv_size);
-      const std::uint32_t left = count - 1;
-      std::memcpy(&bytes[8], &left, 4);
-      MDB_val v{bytes.size(), bytes.data()};
-      put = mdb_put(txn.get(), env_->dbi, &key, &v, 0);
-    }
-    if (put != 0) return StoreStatus::unavailable;
+    if (refund_one(txn.get(), env_->dbi, hit.key, now_ms, s) != 0) return StoreStatus::unavailable;
   }
   return txn.commit() == 0 ? StoreStatus::ok : StoreStatus::unavailable;
 }
@@ -383,9 +711,8 @@ std::size_t LmdbStore::sweep_all(std::int64_t now_ms) {
     MDB_val val;
     int rc = mdb_cursor_get(cursor.get(), &key, &val, MDB_FIRST);
     while (rc == 0) {
-      std::int64_t expires_ms = 0;
-      std::uint32_t count = 0;
-      if (!parse_header(val, expires_ms, count) || expires_ms <= now_ms) {
+      Log log;
+      if (!parse_log(val, log) || log.expires_ms <= now_ms) {
         if (mdb_cursor_del(cursor.get(), 0) != 0) break;
         ++removed;
         rc = mdb_cursor_get(cursor.get(), &key, &val, MDB_NEXT);

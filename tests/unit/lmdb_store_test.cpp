@@ -1,14 +1,19 @@
 // What only the local store must prove: sharing across processes, surviving
-// restarts and killed writers, and staying bounded.
+// restarts and killed writers, staying bounded, and that its segmented long
+// logs decide exactly as one plain sliding log would.
 #include <catch2/catch.hpp>
-
+// Only to write a store as the layout before segments did, byte for byte.
+#include <lmdb.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <random>
 #include <thread>
 
 #include "lmdb_fixture.h"
@@ -216,4 +221,198 @@ TEST_CASE("lmdb: threads refused together never let one through") {
   }
   for (auto& th : pool) th.join();
   CHECK(granted.load() == static_cast<int>(kLimit));
+}
+
+namespace {
+
+// The sliding log every store implements, kept the plain way: the newest
+// `limit` live stamps, ascending.
+class ReferenceLog {
+ public:
+  // The wait at `now` (0: a slot is free).
+  std::int64_t wait(std::uint32_t limit, std::int64_t period_ms, std::int64_t now) const {
+    const std::int64_t floor = now - period_ms;
+    const auto live = static_cast<std::size_t>(
+        stamps_.end() - std::upper_bound(stamps_.begin(), stamps_.end(), floor));
+    if (live < limit) return 0;
+    const std::int64_t pivot = stamps_[stamps_.size() - limit];
+    return std::clamp<std::int64_t>(pivot + period_ms - now, 1, period_ms);
+  }
+  void record(std::uint32_t limit, std::int64_t period_ms, std::int64_t now) {
+    const std::int64_t floor = now - period_ms;
+    stamps_.erase(stamps_.begin(), std::upper_bound(stamps_.begin(), stamps_.end(), floor));
+    stamps_.insert(std::upper_bound(stamps_.begin(), stamps_.end(), now), now);
+    if (stamps_.size() > limit) {
+      stamps_.erase(stamps_.begin(),
+                    stamps_.begin() + static_cast<std::ptrdiff_t>(stamps_.size() - limit));
+    }
+  }
+  void refund(std::int64_t now) {
+    const auto at = std::find(stamps_.begin(), stamps_.end(), now);
+    if (at != stamps_.end()) stamps_.erase(at);
+  }
+
+  std::size_t size() const { return stamps_.size(); }
+
+ private:
+  std::vector<std::int64_t> stamps_;
+};
+
+}  // namespace
+
+TEST_CASE("lmdb: a long log in segments decides exactly as one plain sliding log") {
+  // Limits of 100 and 300 keep 64-stamp segments; the walk goes back in time
+  // now and then (workers committing out of clock order), mixes dry-run hits
+  // that commit past the limit, refunds, idle gaps longer than the period,
+  // and a reload lowering the limit (to 40: below one segment). Every
+  // decision must match the plain log to the ms.
+  const auto seed = GENERATE(1u, 2u, 3u, 4u);
+  pvgate_test::TempLmdbStore store;
+  ReferenceLog ref;
+  constexpr std::int64_t kPeriod = 10'000;
+  std::mt19937 rng(seed);
+  std::int64_t t = kT0;
+  std::vector<std::int64_t> granted;
+  int refused = 0;
+  int passed = 0;
+  for (int step = 0; step < 20'000; ++step) {
+    const auto roll = rng() % 1000;
+    if (roll < 2) {
+      t += kPeriod + static_cast<std::int64_t>(rng() % 3000);  // idle: everything expires
+    } else if (roll < 60) {
+      t -= static_cast<std::int64_t>(rng() % 40);  // out of clock order
+    } else {
+      t += static_cast<std::int64_t>(rng() % 70);
+    }
+    if (roll >= 60 && roll < 90 && !granted.empty()) {
+      const std::int64_t back = granted[rng() % granted.size()];
+      REQUIRE(store.refund({hit("long", 300, kPeriod)}, back) == StoreStatus::ok);
+      ref.refund(back);
+      continue;
+    }
+    const std::uint32_t limit = step < 15'000 ? (seed % 2 ? 300 : 100) : (seed < 3 ? 120 : 40);
+    const bool enforce = roll % 7 != 0;
+    const std::int64_t expected = ref.wait(limit, kPeriod, t);
+    ThrottleDecision d;
+    REQUIRE(store.check_and_commit({ThrottleHit{"long", limit, kPeriod, enforce}}, t, d) ==
+            StoreStatus::ok);
+    REQUIRE(d.wait_ms.size() == 1);
+    INFO("seed " << seed << " step " << step << " at " << t - kT0 << " limit " << limit << ", "
+                 << ref.size() << " kept");
+    REQUIRE(d.wait_ms[0] == expected);
+    REQUIRE(d.allowed == (expected == 0 || !enforce));
+    if (d.allowed) {
+      ref.record(limit, kPeriod, t);
+      granted.push_back(t);
+      if (granted.size() > 500) granted.erase(granted.begin());
+      ++passed;
+    } else {
+      ++refused;
+    }
+  }
+  // The walk really ran into the limit, and past segment boundaries.
+  CHECK(refused > 1000);
+  CHECK(passed > 5000);
+}
+
+TEST_CASE("lmdb: a long log at its limit across a segment boundary, and its segments reclaimed") {
+  pvgate_test::TempLmdbStore store;
+  constexpr std::uint32_t kLimit = 1000;
+  constexpr std::int64_t kHour = 3'600'000;
+  const std::vector<ThrottleHit> hits{hit("merchant", kLimit, kHour)};
+  ThrottleDecision d;
+  for (std::uint32_t i = 0; i < kLimit; ++i) {
+    REQUIRE(store.check_and_commit(hits, kT0 + 1000 * i, d) == StoreStatus::ok);
+    REQUIRE(d.allowed);
+  }
+  // 15 sealed segments of 64 stamps and a tail of 40, not one 8 KB value.
+  CHECK(store.store().entries() == 16);
+  // The limit-th newest is the oldest stamp, first of the oldest segment.
+  REQUIRE(store.check_and_commit(hits, kT0 + kHour - 1, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+  CHECK(d.wait_ms[0] == 1);
+  // Slide the window over the first segment's last stamp (kT0 + 63 s) and the
+  // second's first (kT0 + 64 s): exactly one slot frees each second.
+  for (std::int64_t i = 0; i < 66; ++i) {
+    const std::int64_t at = kT0 + kHour + 1000 * i;
+    REQUIRE(store.check_and_commit(hits, at, d) == StoreStatus::ok);
+    REQUIRE(d.allowed);
+    REQUIRE(store.check_and_commit(hits, at + 1, d) == StoreStatus::ok);
+    REQUIRE_FALSE(d.allowed);
+    REQUIRE(d.wait_ms[0] == 999);
+  }
+  // A refund of a stamp in a sealed segment frees exactly one slot.
+  REQUIRE(store.refund(hits, kT0 + 500'000) == StoreStatus::ok);
+  REQUIRE(store.check_and_commit(hits, kT0 + kHour + 66'000 - 10, d) == StoreStatus::ok);
+  CHECK(d.allowed);
+  REQUIRE(store.check_and_commit(hits, kT0 + kHour + 66'000 - 9, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+  // Segments out of the window were deleted as the log moved on: at most
+  // one segment's worth of stamps past the limit is ever kept.
+  CHECK(store.store().entries() <= 1 + kLimit / 64 + 2);
+  // Once the last event is an hour old, the log and every segment go.
+  CHECK(store.store().sweep_all(kT0 + 2 * kHour + 66'000) > 0);
+  CHECK(store.store().entries() == 0);
+}
+
+TEST_CASE("lmdb: a store written before segments existed is read as it is") {
+  // The layout before segments: [int64 expires][uint32 count][uint32 0]
+  // [int64 stamps], one value per key however long. It is the layout of a log
+  // without segments, so such a store needs no migration: a long log is
+  // sealed into one segment at its next event.
+  pvgate_test::TempDir dir;
+  const LmdbStoreOptions options{dir.path() + "/t", 4 << 20, 8};
+  constexpr std::int64_t kHour = 3'600'000;
+  { LmdbStore create(options); }
+  {
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    REQUIRE(mdb_env_set_mapsize(env, options.max_bytes) == 0);
+    REQUIRE(mdb_env_open(env, options.path.c_str(), 0, 0600) == 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi dbi = 0;
+    REQUIRE(mdb_dbi_open(txn, nullptr, 0, &dbi) == 0);
+    const auto put_old = [&](const std::string& key, const std::vector<std::int64_t>& stamps,
+                             std::int64_t period) {
+      std::vector<unsigned char> v(16 + 8 * stamps.size());
+      const std::int64_t expires = stamps.back() + period;
+      const auto count = static_cast<std::uint32_t>(stamps.size());
+      std::memcpy(v.data(), &expires, 8);
+      std::memcpy(v.data() + 8, &count, 4);
+      std::memcpy(v.data() + 16, stamps.data(), 8 * stamps.size());
+      MDB_val k{key.size(), const_cast<char*>(key.data())};
+      MDB_val d{v.size(), v.data()};
+      REQUIRE(mdb_put(txn, dbi, &k, &d, 0) == 0);
+    };
+    std::vector<std::int64_t> long_log;
+    for (int i = 0; i < 900; ++i) long_log.push_back(kT0 + 4000 * i);
+    put_old("merchant-hour:old", long_log, kHour);
+    put_old("phone-cooldown:old", {kT0 + 3'596'000}, 60'000);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  LmdbStore store(options);
+  const std::int64_t now = kT0 + 3'600'000;  // the first old stamp has just left
+  ThrottleDecision d;
+  REQUIRE(store.check_and_commit({hit("phone-cooldown:old", 1, 60'000)}, now, d) ==
+          StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+  CHECK(d.wait_ms[0] == 56'000);
+  // 899 of the old stamps are live: 101 more fit, the 102nd waits for the
+  // second old stamp (kT0 + 4 s) to leave.
+  const std::vector<ThrottleHit> merchant{hit("merchant-hour:old", 1000, kHour)};
+  for (int i = 0; i < 101; ++i) {
+    REQUIRE(store.check_and_commit(merchant, now + i, d) == StoreStatus::ok);
+    REQUIRE(d.allowed);
+  }
+  REQUIRE(store.check_and_commit(merchant, now + 101, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+  CHECK(d.wait_ms[0] == 4000 - 101);
+  // A refund of an old stamp (now inside the sealed segment) frees one slot.
+  REQUIRE(store.refund(merchant, kT0 + 4000 * 500) == StoreStatus::ok);
+  REQUIRE(store.check_and_commit(merchant, now + 102, d) == StoreStatus::ok);
+  CHECK(d.allowed);
+  REQUIRE(store.check_and_commit(merchant, now + 103, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
 }
