@@ -155,7 +155,7 @@ TEMPLATE_TEST_CASE("store contract: a wait never exceeds the period", "[store]",
 
 TEMPLATE_TEST_CASE("store contract: a large limit allows exactly `limit` per window, to the ms",
                    "[store]", LmdbFactory, RedisFactory) {
-  // 1000 events do not fit in one LMDB page: the log lives on overflow pages.
+  // 1000 events: in LMDB a log over sealed segments (src/lmdb_store.cpp), in Redis one sorted set.
   auto store = TestType::make();
   constexpr std::uint32_t kLimit = 1000;
   const std::vector<ThrottleHit> hits{hit("c:large", kLimit, kMinute)};
