@@ -64,55 +64,26 @@ std::string printable(std::string_view text) {
 
 std::string Logger::format(LogLevel level, const std::vector<LogField>& fields) const {
   std::string out;
-  format_into(out, level, fields);
-  return out;
+  LogLine line(*this, level, out);
+  for (const auto& f : fields) line.field(f);
+  return line.line();
 }
 
-void Logger::format_into(std::string& out, LogLevel level,
-                         const std::vector<LogField>& fields) const {
-  if (json_.load(std::memory_order_relaxed)) {
-    out += "{\"ts\":\"";
-    append_timestamp(out);
-    out += "\",\"level\":\"";
-    out += level_name(level);
-    out += '"';
-    if (!fields.empty()) out.push_back(',');
-    append_log_members(out, fields);  // JSON escapes control characters itself
-    out.push_back('}');
-    return;
-  }
-  std::string& line = out;
-  line += "pvgate: ";
-  line.append(level_name(level));
-  for (const auto& f : fields) {
-    line.push_back(' ');
-    if (f.key == "msg") {
-      line.append(printable(f.text));
-      continue;
-    }
-    line.append(f.key).push_back('=');
-    if (f.is_number) {
-      line.append(std::to_string(f.number));
-    } else {
-      line.push_back('"');
-      for (const char c : printable(f.text)) {
-        if (c == '"' || c == '\\') line.push_back('\\');
-        line.push_back(c);
-      }
-      line.push_back('"');
-    }
-  }
+namespace {
+
+std::string& thread_buffer() {
+  thread_local std::string buffer;
+  if (buffer.capacity() > 16384) std::string().swap(buffer);  // after a long line
+  buffer.clear();
+  return buffer;
 }
 
-LogLine::LogLine(const Logger& log, LogLevel level)
-    : out_([]() -> std::string& {
-        thread_local std::string buffer;
-        return buffer;
-      }()),
-      level_(level),
-      json_(log.json_.load(std::memory_order_relaxed)) {
-  if (out_.capacity() > 16384) std::string().swap(out_);
-  out_.clear();
+}  // namespace
+
+LogLine::LogLine(const Logger& log, LogLevel level) : LogLine(log, level, thread_buffer()) {}
+
+LogLine::LogLine(const Logger& log, LogLevel level, std::string& out)
+    : out_(out), level_(level), json_(log.json_.load(std::memory_order_relaxed)) {
   if (json_) {
     out_ += "{\"ts\":\"";
     append_timestamp(out_);
@@ -165,6 +136,19 @@ LogLine& LogLine::number(std::string_view key, std::int64_t value) {
   return *this;
 }
 
+LogLine& LogLine::message(std::string_view text) {
+  if (json_) return this->text("msg", text);
+  out_ += ' ';
+  out_ += printable(text);
+  return *this;
+}
+
+LogLine& LogLine::field(const LogField& f) {
+  if (f.is_number) return number(f.key, f.number);
+  if (f.key == "msg") return message(f.text);
+  return text(f.key, f.text);
+}
+
 const std::string& LogLine::line() {
   if (json_ && !closed_) out_.push_back('}');
   closed_ = true;
@@ -176,16 +160,13 @@ void LogLine::write(Logger& log) {
 }
 
 void Logger::log(LogLevel level, std::string_view text) {
-  emit(level, format(level, {LogField{"msg", std::string(text)}}));
+  LogLine(*this, level).message(text).write(*this);
 }
 
 void Logger::record(LogLevel level, const std::vector<LogField>& fields) {
-  // One buffer per thread, reused: a request line allocates nothing here.
-  thread_local std::string line;
-  line.clear();
-  format_into(line, level, fields);
-  emit(level, line);
-  if (line.capacity() > 16384) std::string().swap(line);
+  LogLine line(*this, level);
+  for (const auto& f : fields) line.field(f);
+  line.write(*this);
 }
 
 void Logger::emit(LogLevel level, const std::string& text) {

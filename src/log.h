@@ -49,10 +49,8 @@ class Logger {
   void log(LogLevel level, std::string_view text);
   // A structured record: {"ts":..,"level":.., fields...} or "pvgate: <level> k=v ...".
   void record(LogLevel level, const std::vector<LogField>& fields);
-  // The line record() would write, without the newline (for FastCGI stderr).
+  // The line record() would write, without the newline.
   std::string format(LogLevel level, const std::vector<LogField>& fields) const;
-  // The same, appended to `out`.
-  void format_into(std::string& out, LogLevel level, const std::vector<LogField>& fields) const;
 
   void debug(std::string_view t) {
     if (enabled(LogLevel::debug)) log(LogLevel::debug, t);
@@ -91,16 +89,21 @@ class Logger {
   std::atomic<bool> json_{true};
 };
 
-// One record written field by field straight into a per-thread buffer (no
-// LogField list, no copies): the request line, on every request's path. Keys
-// are identifiers pvgate chose and are written as they are; values are
-// escaped (JSON) or quoted with control characters replaced (text), exactly
-// as record() does. Use one LogLine at a time per thread.
+// The one formatter of log lines: a record written field by field into a
+// per-thread buffer (or a caller's string), with no list of fields and no
+// copies, as the request line on every request's path needs. Keys are
+// identifiers pvgate chose and are written as they are; values are escaped
+// (JSON) or quoted with control characters replaced (text). Use one
+// thread-buffer LogLine at a time per thread.
 class LogLine {
  public:
-  LogLine(const Logger& log, LogLevel level);
+  LogLine(const Logger& log, LogLevel level);                    // the thread's buffer
+  LogLine(const Logger& log, LogLevel level, std::string& out);  // appended to `out`
   LogLine& text(std::string_view key, std::string_view value);
   LogLine& number(std::string_view key, std::int64_t value);
+  // A free-text message: "msg" in JSON, the bare text (no key) in text format.
+  LogLine& message(std::string_view text);
+  LogLine& field(const LogField& f);  // text, number or (key "msg") message
   // The finished line, without the newline; valid until the next LogLine on
   // this thread.
   const std::string& line();

@@ -55,10 +55,6 @@ void Metrics::request(int action, Outcome outcome) {
   requests_[action][static_cast<int>(outcome)].fetch_add(1, std::memory_order_relaxed);
 }
 
-void Metrics::throttle(const std::string& rule, std::string_view result) {
-  throttle({ThrottleCount{&rule, result}});
-}
-
 void Metrics::throttle(const std::vector<ThrottleCount>& counts) {
   std::lock_guard<std::mutex> lock(throttle_mutex_);
   for (const auto& [rule, result] : counts) {

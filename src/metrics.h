@@ -37,11 +37,10 @@ class Metrics {
 
   // action: 0 send-token, 1 verify-token-answer, 2 none (unknown route, health, metrics).
   void request(int action, Outcome outcome);
-  void throttle(const std::string& rule, std::string_view result);  // ok | over | over_dry_run
-  // One request's decisions, under one lock.
+  // One request's throttle decisions, counted under one lock.
   struct ThrottleCount {
     const std::string* rule;
-    std::string_view result;
+    std::string_view result;  // ok | over | over_dry_run
   };
   void throttle(const std::vector<ThrottleCount>& counts);
   void upstream_latency(double seconds);

@@ -13,33 +13,40 @@ namespace {
 
 constexpr const char* kAnswerRule = "answer-attempts";
 
-std::string phone_part(const ThrottleSubject& s) {
-  // Without a contact_no, Pipwave uses the number it holds for the user:
-  // count such sends per user so they cannot dodge the phone rules.
-  return s.contact_no ? s.dialing_code + ":" + *s.contact_no : "user:" + s.user_id;
-}
-
-std::string part_value(KeyPart part, const ThrottleSubject& s) {
+// Appends the text a key part stands for (what key digests hash).
+void append_part_value(std::string& out, KeyPart part, const ThrottleSubject& s) {
   switch (part) {
     case KeyPart::merchant:
-      return s.merchant;
+      out += s.merchant;
+      return;
     case KeyPart::user:
-      return s.user_id;
+      out += s.user_id;
+      return;
     case KeyPart::phone:
-      return phone_part(s);
+      // Without a contact_no, Pipwave uses the number it holds for the user:
+      // count such sends per user so they cannot dodge the phone rules.
+      if (s.contact_no) {
+        out.append(s.dialing_code).append(1, ':').append(*s.contact_no);
+      } else {
+        out.append("user:").append(s.user_id);
+      }
+      return;
     case KeyPart::ip:
-      return ip_key(s.remote_addr);
+      out += ip_key(s.remote_addr);
+      return;
     case KeyPart::country:
-      return s.dialing_code;
+      out += s.dialing_code;
+      return;
   }
-  return {};
 }
 
-std::string masked_value(KeyPart part, const ThrottleSubject& s) {
-  if (part == KeyPart::phone) {
-    return s.contact_no ? s.dialing_code + mask_phone(*s.contact_no) : "(user's number)";
+void append_masked_value(std::string& out, KeyPart part, const ThrottleSubject& s) {
+  if (part != KeyPart::phone) return append_part_value(out, part, s);
+  if (s.contact_no) {
+    out.append(s.dialing_code).append(mask_phone(*s.contact_no));
+  } else {
+    out.append("(user's number)");
   }
-  return part_value(part, s);
 }
 
 std::string masked_key(const std::vector<KeyPart>& parts, const ThrottleSubject& s) {
@@ -47,7 +54,7 @@ std::string masked_key(const std::vector<KeyPart>& parts, const ThrottleSubject&
   for (const auto part : parts) {
     if (!out.empty()) out.push_back(',');
     out.append(key_part_name(part)).push_back('=');
-    out.append(masked_value(part, s));
+    append_masked_value(out, part, s);
   }
   return out;
 }
@@ -95,29 +102,7 @@ std::string key_material(const std::vector<KeyPart>& parts, const ThrottleSubjec
   material.reserve(96);
   for (const auto part : parts) {
     material.append(key_part_name(part)).push_back('=');
-    // part_value's text, appended in place (no temporaries).
-    switch (part) {
-      case KeyPart::merchant:
-        material.append(subject.merchant);
-        break;
-      case KeyPart::user:
-        material.append(subject.user_id);
-        break;
-      case KeyPart::phone:
-        if (subject.contact_no) {
-          material.append(subject.dialing_code).push_back(':');
-          material.append(*subject.contact_no);
-        } else {
-          material.append("user:").append(subject.user_id);
-        }
-        break;
-      case KeyPart::ip:
-        material.append(ip_key(subject.remote_addr));
-        break;
-      case KeyPart::country:
-        material.append(subject.dialing_code);
-        break;
-    }
+    append_part_value(material, part, subject);
     material.push_back('\n');  // values never contain a newline (validated)
   }
   return material;
