@@ -128,6 +128,7 @@ void block_signals() {
 
 struct Connection {
   FCGX_Request request;
+  Exchange ex;
   // Held while the connection is armed in epoll, and taken (empty) by the
   // worker that takes the event: the kernel already orders the two, but tools such
   // as ThreadSanitizer cannot see through epoll, so the hand-off of the
@@ -412,8 +413,11 @@ void FcgiServer::worker() {
 
 void FcgiServer::serve(Connection* conn) {
   FCGX_Request& request = conn->request;
-  HttpRequest http;
+  Exchange& ex = conn->ex;
+  ex.reset();
+  HttpRequest& http = ex.request;
   try {
+    handler_.begin(ex);  // the snapshot whose body limit the read below uses
     const Params p(request.envp);
     http.method = text(p.method);
     http.path = text(p.document_uri);
@@ -430,15 +434,15 @@ void FcgiServer::serve(Connection* conn) {
     http.request_id = text(p.request_id);
     http.origin = text(p.origin);
     http.referer = text(p.referer);
-    char** envp = request.envp;
-    http.param = [envp](const std::string& name) -> std::optional<std::string> {
-      const char* v = FCGX_GetParam(name.c_str(), envp);
-      if (v == nullptr) return std::nullopt;
-      return std::string(v);
-    };
+    for (char** e = request.envp; e != nullptr && *e != nullptr; ++e) {
+      const std::string_view kv = *e;
+      const std::size_t eq = kv.find('=');
+      if (eq != std::string_view::npos)
+        http.params.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
 
     // Read at most limit + 1 bytes: enough to tell "over the limit".
-    const std::size_t want = std::min(http.content_length, options_.max_body_bytes + 1);
+    const std::size_t want = std::min(http.content_length, ex.max_body_bytes() + 1);
     http.body.resize(want);
     std::size_t got = 0;
     while (got < want) {
@@ -453,8 +457,13 @@ void FcgiServer::serve(Connection* conn) {
     finish(conn, nullptr);
     return;
   }
-  // The handler calls back exactly once: here, or from the upstream's thread.
-  handler_.handle_async(http, [this, conn](HttpReply reply) { finish(conn, &reply); });
+  ex.resume = [this, conn](Exchange& done) {
+    handler_.complete(done);
+    log_.hold();
+    finish(conn, &done.reply);
+    log_.release();
+  };
+  if (handler_.run(ex)) finish(conn, &ex.reply);
 }
 
 void FcgiServer::drain_body(FCGX_Request& request, std::size_t unread) {

@@ -1,9 +1,9 @@
 // The request and reply as the handler sees them: plain data, no libfcgi.
 #pragma once
 
-#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -14,15 +14,24 @@ struct HttpRequest {
   std::string path;                // DOCUMENT_URI (or SCRIPT_NAME)
   std::string content_type;        // CONTENT_TYPE, as sent
   std::size_t content_length = 0;  // CONTENT_LENGTH (0 when absent)
-  std::string body;                // at most max_body_bytes + 1 bytes were read
+  std::string body;                // at most the snapshot's max_body_bytes + 1 bytes were kept
   std::string merchant;            // PVGATE_MERCHANT
   bool merchant_given = false;
   std::string remote_addr;  // REMOTE_ADDR
   std::string request_id;   // PVGATE_REQUEST_ID (nginx $request_id), may be empty
   std::string origin;       // HTTP_ORIGIN
   std::string referer;      // HTTP_REFERER
-  // Any other FastCGI param by name (nullopt when absent); may be unset in tests.
-  std::function<std::optional<std::string>(const std::string&)> param;
+  // Every FastCGI param as sent, in order: views into a buffer the request's
+  // owner keeps alive for as long as the request.
+  std::vector<std::pair<std::string_view, std::string_view>> params;
+
+  // The first param of that name, as FCGX_GetParam finds it.
+  std::optional<std::string_view> param(std::string_view name) const {
+    for (const auto& [n, v] : params) {
+      if (n == name) return v;
+    }
+    return std::nullopt;
+  }
 };
 
 struct HttpReply {

@@ -49,10 +49,11 @@ void help(std::string& out, std::string_view name, std::string_view type, std::s
 
 Metrics::Metrics() = default;
 
-void Metrics::request(int action, Outcome outcome) {
-  if (action < 0 || action > 2) action = 2;
+void Metrics::request(std::optional<Action> action, Outcome outcome) {
+  // kActions' last column counts requests that named no action.
+  const std::size_t a = action ? static_cast<std::size_t>(*action) : kActions.size() - 1;
   if (static_cast<int>(outcome) < 0 || static_cast<int>(outcome) >= kOutcomes) return;
-  requests_[action][static_cast<int>(outcome)].fetch_add(1, std::memory_order_relaxed);
+  requests_[a][static_cast<int>(outcome)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::throttle(const std::vector<ThrottleCount>& counts) {

@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "outcome.h"
+#include "validate.h"
 
 namespace pvgate {
 
@@ -35,8 +37,8 @@ class Metrics {
  public:
   Metrics();
 
-  // action: 0 send-token, 1 verify-token-answer, 2 none (unknown route, health, metrics).
-  void request(int action, Outcome outcome);
+  // No action: an unknown route, healthz or metrics.
+  void request(std::optional<Action> action, Outcome outcome);
   // One request's throttle decisions, counted under one lock.
   struct ThrottleCount {
     const std::string* rule;

@@ -421,10 +421,7 @@ TEST_CASE_METHOD(OriginFixture,
   HttpRequest b = from("", "", "shop-b");
   b.body = "contact_no_country_dialing_code=60&contact_no=123456789";
   b.content_length = b.body.size();
-  b.param = [](const std::string& name) -> std::optional<std::string> {
-    if (name == "PVGATE_USER_ID") return std::string("server-user-7");
-    return std::nullopt;
-  };
+  b.params = {{"PVGATE_USER_ID", "server-user-7"}};
   CHECK(handler.handle(b).status == 200);
   CHECK(json::parse(upstream.calls.back().body)["user_id"] == "server-user-7");
 }
@@ -448,10 +445,7 @@ TEST_CASE_METHOD(OriginFixture, "CORS preflight: 204 with the allowed origin, 40
 
 TEST_CASE_METHOD(OriginFixture, "user_id_param: the server's user id, a client's own is refused") {
   HttpRequest r = from("https://b.example", "", "shop-b");
-  r.param = [](const std::string& name) -> std::optional<std::string> {
-    if (name == "PVGATE_USER_ID") return std::string("alice");
-    return std::nullopt;
-  };
+  r.params = {{"HTTP_HOST", "b.example"}, {"PVGATE_USER_ID", "alice"}};
   HttpReply reply = handler.handle(r);  // kSend carries user_id
   CHECK(reply.status == 400);
   CHECK(body_of(reply)["message"].get<std::string>().find("user_id") != std::string::npos);
@@ -459,7 +453,7 @@ TEST_CASE_METHOD(OriginFixture, "user_id_param: the server's user id, a client's
   r.content_length = r.body.size();
   CHECK(handler.handle(r).status == 200);
   CHECK(json::parse(upstream.calls.back().body)["user_id"] == "alice");
-  r.param = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  r.params.clear();
   CHECK(handler.handle(r).status == 500);  // nginx did not authenticate: misconfiguration
   CHECK(upstream.calls.size() == 1);
 }

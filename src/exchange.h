@@ -1,0 +1,75 @@
+// One request from the moment its FastCGI record begins to the moment its
+// reply is written: the one object that holds its state (nghttpx's
+// Downstream is the model). Its owner, the FastCGI connection, keeps it alive
+// across the upstream call and reuses it (and its buffers) for the next
+// request on a kept-alive connection. The stages (stages.h) read and fill it;
+// nothing else holds a piece of a request.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config.h"
+#include "fields.h"
+#include "http.h"
+#include "outcome.h"
+#include "throttle.h"
+#include "upstream.h"
+#include "validate.h"
+
+namespace pvgate {
+
+// What the request's log line reports besides the exchange's own fields.
+struct Trace {
+  std::string merchant;
+  std::string phone;  // masked
+  std::int64_t upstream_status = -1;
+  long upstream_http = 0;
+  long upstream_ms = -1;
+  std::string detail;       // why, for the operator; never secret, never a phone number
+  std::string throttle;     // per-rule decisions, keys masked
+  std::string cors_origin;  // the request's Origin when the merchant allows it
+};
+
+struct Exchange {
+  // Filled by the owner before Handler::run; `request.body` holds at most
+  // config->max_body_bytes + 1 bytes.
+  HttpRequest request;
+  // The one configuration snapshot this request is served under, taken by
+  // Handler::begin when the request starts: its body limit, merchant, rules
+  // and answer all come from it, whatever a reload swaps in meanwhile.
+  std::shared_ptr<const Config> config;
+  std::chrono::steady_clock::time_point started;
+  std::chrono::steady_clock::time_point sent;  // when the call was handed to the upstream
+
+  std::optional<Action> action;              // once the route named one
+  bool operations = false;                   // healthz/metrics: not an API request
+  const MerchantConfig* merchant = nullptr;  // in *config
+  FieldList fields;                          // as decoded, before validation
+  ClientFields client;
+  ThrottleVerdict verdict;
+  std::string signature;
+  UpstreamCall call;      // signed, ready to forward
+  UpstreamResult answer;  // Pipwave's answer, once it came
+  Trace trace;
+  HttpReply reply;  // final once Handler::run returned true or Handler::complete ran
+
+  // Set by the owner: runs exactly once, on the upstream's thread, when
+  // `answer` is in. It must only hand the exchange back to the owner's
+  // threads (which then call Handler::complete); it must not write a reply.
+  std::function<void(Exchange&)> resume;
+
+  // Clears every field for the next request, keeping the buffers' capacity
+  // and `resume`.
+  void reset();
+
+  // The body limit of this request's snapshot (the read and the 413 check
+  // both use it).
+  std::size_t max_body_bytes() const { return config ? config->max_body_bytes : 0; }
+};
+
+}  // namespace pvgate

@@ -1,0 +1,59 @@
+// Stage: throttle (country filter, rules and the wrong-answer lock, all or nothing).
+#include <vector>
+
+#include "stages.h"
+
+namespace pvgate {
+
+namespace {
+
+void count(const ThrottleVerdict& verdict, Metrics& metrics) {
+  thread_local std::vector<Metrics::ThrottleCount> counts;
+  counts.clear();
+  for (const auto& rv : verdict.rules) {
+    counts.push_back({&rv.rule, !rv.over ? "ok" : rv.dry_run ? "over_dry_run" : "over"});
+  }
+  metrics.throttle(counts);
+  if (verdict.store_status != StoreStatus::ok) {
+    metrics.store_error(verdict.store_status == StoreStatus::full ? "full" : "unavailable");
+  }
+}
+
+}  // namespace
+
+StageResult throttle(Exchange& ex, const Services& s) {
+  const ThrottleConfig& config = ex.config->throttle;
+  if (!config.enabled) return std::nullopt;
+  Trace& trace = ex.trace;
+  if (s.store == nullptr && !config.rules.empty()) {
+    trace.detail = "throttle rules configured but no store open (restart to apply)";
+  }
+  const ClientFields& client = ex.client;
+  const ThrottleSubject subject{
+      *ex.action,        ex.merchant->name, client.user_id,        client.dialing_code,
+      client.contact_no, client.reference,  ex.request.remote_addr};
+  ThrottleVerdict& verdict = ex.verdict;
+  verdict = throttle_check(config, s.store, subject, s.clock.unix_ms());
+  trace.throttle = describe_verdict(verdict);
+  if (s.metrics != nullptr) count(verdict, *s.metrics);
+  switch (verdict.result) {
+    case ThrottleResult::pass:
+      return std::nullopt;
+    case ThrottleResult::reject: {
+      Result r = local_result(Outcome::too_frequent);
+      r.seconds_till_resend = verdict.retry_after_s;
+      return r;
+    }
+    case ThrottleResult::country_denied:
+      return local_result(Outcome::country_denied);
+    case ThrottleResult::store_denied:
+      trace.detail = "throttle store failed; on_store_error: deny";
+      return local_result(Outcome::store_unavailable);
+    case ThrottleResult::store_bypassed:
+      trace.detail = "throttle store failed; on_store_error: allow";
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace pvgate
