@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "clock.h"
@@ -39,6 +41,47 @@ class FakeUpstream final : public pvgate::Upstream {
     next.http_status = http;
     next.body = body;
   }
+};
+
+// An upstream that keeps every call and answers only when told, from a
+// thread of the test's choosing: the completion arrives after run() returned,
+// on another thread, as CurlUpstream's does.
+class DeferredUpstream final : public pvgate::Upstream {
+ public:
+  struct Pending {
+    pvgate::UpstreamCall call;
+    Done done;
+  };
+  void post_async(const pvgate::UpstreamConfig&, pvgate::UpstreamCall call, Done done) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    pending.push_back({std::move(call), std::move(done)});
+  }
+  pvgate::UpstreamResult post(const pvgate::UpstreamConfig&, const pvgate::UpstreamCall&) override {
+    throw std::logic_error("DeferredUpstream answers only asynchronously");
+  }
+  // Answers call `i` with `result` on a new thread and waits for that thread.
+  // Returns the id of the thread that ran the completion.
+  std::thread::id answer_from_thread(std::size_t i, pvgate::UpstreamResult result) {
+    Done done;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      done = std::move(pending.at(i).done);
+    }
+    std::thread::id ran_on;
+    std::thread t([&] {
+      ran_on = std::this_thread::get_id();
+      done(std::move(result));
+    });
+    t.join();
+    return ran_on;
+  }
+  std::size_t size() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return pending.size();
+  }
+
+  std::mutex mutex;
+  std::vector<Pending> pending;
 };
 
 class CapturingLogger final : public pvgate::Logger {
