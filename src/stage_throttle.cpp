@@ -15,7 +15,8 @@ void count(const ThrottleVerdict& verdict, Metrics& metrics) {
   }
   metrics.throttle(counts);
   if (verdict.store_status != StoreStatus::ok) {
-    metrics.store_error(verdict.store_status == StoreStatus::full ? "full" : "unavailable");
+    metrics.store_error(verdict.store_status == StoreStatus::full ? StoreFault::full
+                                                                  : StoreFault::unavailable);
   }
 }
 
