@@ -77,9 +77,10 @@ enum class UpstreamFault {
 };
 
 // Why the throttle store failed, for pvgate_store_errors_total's `kind` label.
-#define PVGATE_STORE_FAULTS(X)                              \
-  X(unavailable) /* not reached, or it answered an error */ \
-  X(full)        /* no room even after reclaiming expired entries */
+#define PVGATE_STORE_FAULTS(X)                                       \
+  X(unavailable) /* not reached, or it answered an error */          \
+  X(full)        /* no room even after reclaiming expired entries */ \
+  X(internal)    /* a broken invariant (a bug in pvgate): always refused */
 
 enum class StoreFault {
 #define PVGATE_FAULT_ID(id) id,

@@ -520,6 +520,28 @@ TEST_CASE_METHOD(MetricsFixture, "metrics are for loopback only; health reports 
   CHECK(body_of(down)["status"] == 503);
 }
 
+TEST_CASE_METHOD(MetricsFixture,
+                 "a broken store invariant is refused, logged at error and counted, even under "
+                 "on_store_error: allow") {
+  // The config never lets a limit of 0 through; a bug that does must not
+  // switch throttling off.
+  auto config = std::make_shared<Config>(*holder.get());
+  config->throttle.on_store_error = OnStoreError::allow;
+  config->throttle.rules[0].limit = 0;
+  holder.set(config);
+  const HttpReply reply = observed.handle(request("send-token", kSend));
+  CHECK(reply.status == 503);
+  CHECK(body_of(reply)["status"] == 500);
+  CHECK(upstream.calls.empty());
+  const std::string logged = log.all();
+  CHECK(logged.find(R"("level":"error")") != std::string::npos);
+  CHECK(logged.find("broken invariant: limit outside 1..10000 in rule phone-cooldown") !=
+        std::string::npos);
+  CHECK(logged.find("123456789") == std::string::npos);
+  CHECK(get("metrics").body.find("pvgate_store_errors_total{kind=\"internal\"} 1\n") !=
+        std::string::npos);
+}
+
 TEST_CASE_METHOD(MetricsFixture, "upstream faults are counted by kind") {
   upstream.next = UpstreamResult{};
   upstream.next.error = UpstreamError::timeout;

@@ -64,6 +64,7 @@ constexpr const char* kExpected =
     "# TYPE pvgate_store_errors_total counter\n"
     "pvgate_store_errors_total{kind=\"unavailable\"} 2\n"
     "pvgate_store_errors_total{kind=\"full\"} 1\n"
+    "pvgate_store_errors_total{kind=\"internal\"} 0\n"
     "# HELP pvgate_config_reloads_total SIGHUP reloads by result.\n"
     "# TYPE pvgate_config_reloads_total counter\n"
     "pvgate_config_reloads_total{result=\"ok\"} 1\n"
@@ -102,6 +103,7 @@ TEST_CASE("fault names are the enumerators' names") {
   CHECK(fault_name(UpstreamFault::kCount) == "unknown");
   CHECK(fault_name(StoreFault::unavailable) == "unavailable");
   CHECK(fault_name(StoreFault::full) == "full");
+  CHECK(fault_name(StoreFault::internal) == "internal");
   CHECK(metric_spec(MetricId::requests).name == "pvgate_requests_total");
   CHECK(metric_spec(MetricId::reloads).type == "counter");
 }
