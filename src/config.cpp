@@ -408,6 +408,22 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   config.merchants.emplace(name, std::move(m));
 }
 
+void read_metrics(Reader& r, const YAML::Node& node, Config& config) {
+  if (!r.is_map(node, "metrics")) return;
+  r.only_keys(node, "metrics", {"allow"});
+  const YAML::Node allow = node["allow"];
+  if (!allow) return;  // keep the default
+  config.metrics_allow.clear();
+  for (const auto& [value, at] : scalars(r, allow, "metrics.allow")) {
+    std::string problem;
+    if (const auto range = parse_cidr(value, problem)) {
+      config.metrics_allow.push_back(*range);
+    } else {
+      r.error(at, "metrics.allow", problem);
+    }
+  }
+}
+
 ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) {
   auto config = std::make_shared<Config>();
   config->source = source;
@@ -415,7 +431,7 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
   if (!root.IsMap()) {
     r.error(root, "(top level)", "must be a mapping with upstream: and merchants:");
   } else {
-    r.only_keys(root, "", {"upstream", "merchants", "limits", "log", "throttle"});
+    r.only_keys(root, "", {"upstream", "merchants", "limits", "log", "throttle", "metrics"});
     if (const YAML::Node throttle = root["throttle"]) read_throttle(r, throttle, config->throttle);
     if (root["upstream"]) {
       read_upstream(r, root["upstream"], config->upstream);
@@ -428,6 +444,7 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
         r.integer(limits, "limits", "max_body_bytes", config->max_body_bytes, 64, 65536);
       }
     }
+    if (const YAML::Node metrics = root["metrics"]) read_metrics(r, metrics, *config);
     if (const YAML::Node log = root["log"]) {
       if (r.is_map(log, "log")) {
         r.only_keys(log, "log", {"level", "format", "destination"});

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "cidr.h"
+
 namespace pvgate {
 
 struct UpstreamConfig {
@@ -86,6 +88,9 @@ struct Config {
   bool log_to_fastcgi = false;  // log.destination: fastcgi puts request lines in nginx's error log
   std::map<std::string, MerchantConfig> merchants;
   ThrottleConfig throttle;
+  // metrics.allow: client addresses (REMOTE_ADDR) the metrics route answers;
+  // default 127.0.0.0/8 and ::1/128. Empty: it answers nobody.
+  std::vector<CidrRange> metrics_allow = loopback_ranges();
 
   // The merchant for a request: by name when given, else the only one.
   const MerchantConfig* find_merchant(const std::string& name, bool given) const;

@@ -310,3 +310,37 @@ TEST_CASE("origins are normalised; wildcards and non-URLs are errors; none is a 
   r = load_config_text(head + "    user_id_param: lower-case\n", "t");
   CHECK(has_error(r, "merchants.m.user_id_param"));
 }
+
+TEST_CASE("metrics.allow: loopback by default, CIDR ranges, errors with file:line:key") {
+  auto r = load_config_text(kGood, "t.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_allow == loopback_ranges());
+  CHECK(address_in(r.config->metrics_allow, "127.0.0.1"));
+  CHECK(address_in(r.config->metrics_allow, "::1"));
+  CHECK_FALSE(address_in(r.config->metrics_allow, "10.0.0.1"));
+
+  r = load_config_text(std::string(kGood) + "metrics:\n  allow: [10.0.0.0/8, \"2001:db8::/32\"]\n",
+                       "t.yaml");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_allow.size() == 2);
+  CHECK(address_in(r.config->metrics_allow, "10.9.8.7"));
+  CHECK_FALSE(address_in(r.config->metrics_allow, "127.0.0.1"));  // the list replaces the default
+
+  r = load_config_text(std::string(kGood) + "metrics:\n  allow: []\n", "t.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_allow.empty());
+
+  r = load_config_text(std::string(kGood) +
+                           "metrics:\n  allow:\n    - 127.0.0.0/8\n    - 10.0.0.0/33\n"
+                           "    - ::1/129\n    - nonsense\n  deny: [1.2.3.4]\n",
+                       "t.yaml");
+  CHECK_FALSE(r.config);
+  CHECK(has_error(r, "t.yaml:12: metrics.allow: '10.0.0.0/33': the prefix length must be a "
+                     "number from 0 to 32"));
+  CHECK(has_error(r, "t.yaml:13: metrics.allow: '::1/129'"));
+  CHECK(has_error(r, "t.yaml:14: metrics.allow: 'nonsense' is not an IPv4 or IPv6"));
+  CHECK(has_error(r, "t.yaml:15: metrics.deny: unknown key"));
+  CHECK(has_error(load_config_text(std::string(kGood) + "metrics: on\n", "t.yaml"),
+                  "metrics: must be a mapping"));
+}
