@@ -625,6 +625,37 @@ std::string format_period(std::int64_t ms) {
   return std::to_string(s) + "s";
 }
 
+std::vector<std::string> restart_only_changes(const Config& old, const Config& next) {
+  std::vector<std::string> out;
+  const auto restart = [&](const std::string& key, const char* now) {
+    out.push_back(key + " takes effect only on restart (" + now + ")");
+  };
+  const ThrottleConfig& a = old.throttle;
+  const ThrottleConfig& b = next.throttle;
+  constexpr const char* kStoreStays = "the store opened at start stays; rules apply now";
+  if (a.enabled != b.enabled) {
+    restart(b.enabled ? "throttle: section added" : "throttle: section removed",
+            b.enabled ? "no store is open: nothing is throttled until then"
+                      : "the store opened at start stays; no rule applies now");
+  } else if (a.enabled) {
+    if (a.store != b.store) {
+      restart("throttle.store", kStoreStays);
+    } else if (a.store == StoreKind::local) {
+      if (a.path != b.path) restart("throttle.path", kStoreStays);
+      if (a.max_size_mb != b.max_size_mb) restart("throttle.max_size_mb", kStoreStays);
+    } else {
+      if (a.redis_url != b.redis_url) restart("throttle.redis", kStoreStays);
+      if (a.redis_timeout_ms != b.redis_timeout_ms) {
+        restart("throttle.redis_timeout_ms", kStoreStays);
+      }
+    }
+  }
+  if (old.upstream.max_connections != next.upstream.max_connections) {
+    restart("upstream.max_connections", "the limit set at start stays");
+  }
+  return out;
+}
+
 const MerchantConfig* Config::find_merchant(const std::string& name, bool given) const {
   if (!given) return merchants.size() == 1 ? &merchants.begin()->second : nullptr;
   const auto it = merchants.find(name);

@@ -115,6 +115,15 @@ std::int64_t parse_period(const std::string& text);
 // Parses "https://host[:port]/path"; sets `loopback`. Returns an error text or "".
 std::string check_upstream_url(const std::string& url, bool& loopback);
 
+// What a reload from `old` to `next` cannot change: one message per
+// restart-only key that differs ("throttle.path takes effect only on
+// restart ..."), naming the key, never its value (a Redis URL may hold a
+// password). Restart-only: the throttle store (the section's presence, store,
+// path, max_size_mb, redis, redis_timeout_ms: the store is opened once) and
+// upstream.max_connections (it sizes the upstream client). Everything else,
+// limits.max_body_bytes included, applies to the next request.
+std::vector<std::string> restart_only_changes(const Config& old, const Config& next);
+
 // The current configuration, swapped atomically on reload.
 class ConfigHolder {
  public:

@@ -344,3 +344,62 @@ TEST_CASE("metrics.allow: loopback by default, CIDR ranges, errors with file:lin
   CHECK(has_error(load_config_text(std::string(kGood) + "metrics: on\n", "t.yaml"),
                   "metrics: must be a mapping"));
 }
+
+TEST_CASE("restart_only_changes: one message per restart-only key, none for the rest") {
+  const auto base = load_config_text(std::string(kGood) + R"(throttle:
+  store: local
+  path: /tmp/a
+  rules: []
+)",
+                                     "t.yaml");
+  REQUIRE(base.config);
+  const Config& old = *base.config;
+  CHECK(restart_only_changes(old, old).empty());
+
+  // Applied at once: the body limit (each request reads with its own
+  // snapshot's limit), timeouts, rules, log level, metrics.allow.
+  Config next = old;
+  next.max_body_bytes = 1024;
+  next.upstream.timeout_ms = 2000;
+  next.throttle.on_store_error = OnStoreError::allow;
+  next.throttle.rules.push_back(ThrottleRule{});
+  next.log_level = LogLevel::debug;
+  next.metrics_allow.clear();
+  CHECK(restart_only_changes(old, next).empty());
+
+  next = old;
+  next.throttle.path = "/tmp/b";
+  next.throttle.max_size_mb = 128;
+  next.upstream.max_connections = 16;
+  const auto changes = restart_only_changes(old, next);
+  REQUIRE(changes.size() == 3);
+  CHECK(changes[0].rfind("throttle.path takes effect only on restart", 0) == 0);
+  CHECK(changes[1].rfind("throttle.max_size_mb takes effect only on restart", 0) == 0);
+  CHECK(changes[2].rfind("upstream.max_connections takes effect only on restart", 0) == 0);
+  CHECK(changes[0].find("/tmp/") == std::string::npos);  // the key, never its value
+
+  next = old;
+  next.throttle.store = StoreKind::redis;
+  next.throttle.redis_url = "redis://:hunter2@10.0.0.1:6379/0";
+  next.throttle.redis_timeout_ms = 250;
+  REQUIRE(restart_only_changes(old, next).size() == 1);
+  CHECK(restart_only_changes(old, next)[0].rfind("throttle.store takes effect", 0) == 0);
+
+  Config redis = next;
+  next.throttle.redis_url = "redis://:s3cret@10.0.0.2:6379/0";
+  next.throttle.redis_timeout_ms = 300;
+  next.throttle.path = "/tmp/ignored";  // not the store in use
+  const auto redis_changes = restart_only_changes(redis, next);
+  REQUIRE(redis_changes.size() == 2);
+  CHECK(redis_changes[0].rfind("throttle.redis takes effect only on restart", 0) == 0);
+  CHECK(redis_changes[1].rfind("throttle.redis_timeout_ms takes effect", 0) == 0);
+  for (const auto& c : redis_changes) CHECK(c.find("s3cret") == std::string::npos);
+
+  next = old;
+  next.throttle.enabled = false;
+  next.throttle.path = "/tmp/c";
+  REQUIRE(restart_only_changes(old, next).size() == 1);
+  CHECK(restart_only_changes(old, next)[0].rfind("throttle: section removed takes effect", 0) ==
+        0);
+  CHECK(restart_only_changes(next, old)[0].rfind("throttle: section added takes effect", 0) == 0);
+}
