@@ -40,8 +40,8 @@ TEST_CASE("cidr: prefix lengths at and past their limits") {
   CHECK(range("127.0.0.0/8") == range("::ffff:127.0.0.0/104"));
   CHECK(error_of("10.1.2.3/33").find("from 0 to 32") != std::string::npos);
   CHECK(error_of("::1/129").find("from 0 to 128") != std::string::npos);
-  for (const char* bad : {"10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/08",
-                          "10.0.0.0/8/8", "10.0.0.0/ 8", "10.0.0.0/1000", "::/0x10"}) {
+  for (const char* bad : {"10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/08", "10.0.0.0/8/8",
+                          "10.0.0.0/ 8", "10.0.0.0/1000", "::/0x10"}) {
     INFO(bad);
     CHECK(error_of(bad).find("prefix length") != std::string::npos);
   }

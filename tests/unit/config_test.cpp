@@ -336,8 +336,9 @@ TEST_CASE("metrics.allow: loopback by default, CIDR ranges, errors with file:lin
                            "    - ::1/129\n    - nonsense\n  deny: [1.2.3.4]\n",
                        "t.yaml");
   CHECK_FALSE(r.config);
-  CHECK(has_error(r, "t.yaml:12: metrics.allow: '10.0.0.0/33': the prefix length must be a "
-                     "number from 0 to 32"));
+  CHECK(has_error(r,
+                  "t.yaml:12: metrics.allow: '10.0.0.0/33': the prefix length must be a "
+                  "number from 0 to 32"));
   CHECK(has_error(r, "t.yaml:13: metrics.allow: '::1/129'"));
   CHECK(has_error(r, "t.yaml:14: metrics.allow: 'nonsense' is not an IPv4 or IPv6"));
   CHECK(has_error(r, "t.yaml:15: metrics.deny: unknown key"));
@@ -399,7 +400,6 @@ TEST_CASE("restart_only_changes: one message per restart-only key, none for the 
   next.throttle.enabled = false;
   next.throttle.path = "/tmp/c";
   REQUIRE(restart_only_changes(old, next).size() == 1);
-  CHECK(restart_only_changes(old, next)[0].rfind("throttle: section removed takes effect", 0) ==
-        0);
+  CHECK(restart_only_changes(old, next)[0].rfind("throttle: section removed takes effect", 0) == 0);
   CHECK(restart_only_changes(next, old)[0].rfind("throttle: section added takes effect", 0) == 0);
 }

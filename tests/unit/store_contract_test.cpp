@@ -270,9 +270,9 @@ TEMPLATE_TEST_CASE("store contract: a hit outside ThrottleHit's ranges is an int
   // Nothing was recorded for the good hit next to the broken ones.
   CHECK(allowed(*store, {hit("c:fine", 1, kMinute)}, kT0));
   // The bounds themselves are fine.
-  CHECK(allowed(*store,
-                {hit(std::string(ThrottleHit::kMaxKeyBytes, 'k'), kMaxRuleLimit,
-                     ThrottleHit::kMinPeriodMs)},
-                kT0));
+  CHECK(allowed(
+      *store,
+      {hit(std::string(ThrottleHit::kMaxKeyBytes, 'k'), kMaxRuleLimit, ThrottleHit::kMinPeriodMs)},
+      kT0));
   CHECK(allowed(*store, {hit(" ~", 1, kMinute)}, kT0));  // printable ASCII's ends
 }
