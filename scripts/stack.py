@@ -74,6 +74,15 @@ START_TIMEOUT_S = 20.0   # per component
 RELOAD_TIMEOUT_S = 10.0  # SIGHUP until every pvgate process has logged the reload
 STOP_TIMEOUT_S = 15.0    # per process, after which it is killed
 POLL_S = 0.02
+
+# The FastCGI socket as the package makes it (packaging/, scripts/spawn-fcgi-example: -U pvgate
+# -G www-data -M 0660): mode 0660, in the group of the web server's workers, so nginx may
+# connect and other users may not. Started as root, the stack's nginx workers run as
+# NGINX_USER:NGINX_GROUP (its `user` line); otherwise nginx, pvgate and the socket share the
+# caller's user and group.
+SOCKET_MODE = "0660"
+NGINX_USER = "root"
+NGINX_GROUP = "root"
 LOG_TAIL_BYTES = 4000
 
 # Used only when the system nginx ships no fastcgi_params (it always does on Debian).
@@ -101,6 +110,16 @@ fastcgi_param  HTTP_HOST          $host;
 
 class StackError(RuntimeError):
     pass
+
+
+def socket_owner_args():
+    """spawn-fcgi options for a FastCGI socket nginx's workers connect to (SOCKET_MODE)."""
+    # spawn-fcgi creates the socket with its own user and group: root:root (= NGINX_USER:
+    # NGINX_GROUP) when run as root (it refuses `-U root` / `-G root`, so none is passed), else
+    # the user that runs nginx too. A stack whose nginx workers ran as another group would
+    # pass `-G` that group, as the package passes www-data.
+    assert os.geteuid() != 0 or (NGINX_USER, NGINX_GROUP) == ("root", "root")
+    return ["-M", SOCKET_MODE]
 
 
 def free_port():
@@ -817,8 +836,8 @@ class Stack:
         if "pvgate" in self.procs and self.procs["pvgate"].poll() is None:
             raise StackError("pvgate is already running")
         self.socket_path.unlink(missing_ok=True)
-        argv = [find_tool("spawn-fcgi"), "-n", "-s", str(self.socket_path), "-M", "0666",
-                "--"] + self._pvgate_argv()
+        argv = ([find_tool("spawn-fcgi"), "-n", "-s", str(self.socket_path)]
+                + socket_owner_args() + ["--"] + self._pvgate_argv())
         if self.supervisor is not None:
             at = argv.index("--") + 1
             argv[at:at] = [find_tool("multiwatch"), "-f", str(self.supervisor), "--"]
@@ -856,9 +875,9 @@ class Stack:
         # shell puts pvgate.log back before it execs pvgate (whose command line then is
         # pvgate's own, as find_pvgate_processes expects).
         redirect = f'exec "$0" "$@" >>{shlex.quote(str(self.pvgate_log))} 2>&1'
-        argv = [find_tool("spawn-fcgi"), "-F", str(self.workers), "-P", str(self.pid_file),
-                "-s", str(self.socket_path), "-M", "0666", "--",
-                "/bin/sh", "-c", redirect] + self._pvgate_argv()
+        argv = ([find_tool("spawn-fcgi"), "-F", str(self.workers), "-P", str(self.pid_file),
+                 "-s", str(self.socket_path)] + socket_owner_args()
+                + ["--", "/bin/sh", "-c", redirect] + self._pvgate_argv())
         p = self._popen("spawn-fcgi", argv, "pvgate.log")
         try:
             rc = p.wait(timeout=START_TIMEOUT_S)
@@ -1016,7 +1035,7 @@ class Stack:
             "WORKER_PROCESSES": str(self.nginx_workers),
             # Workers of a root master run as `nobody`, which cannot enter a private (0700)
             # run directory; as root they may stay root (loopback-only demo/test stack).
-            "USER_LINE": "user root;" if os.geteuid() == 0 else "",
+            "USER_LINE": f"user {NGINX_USER} {NGINX_GROUP};" if os.geteuid() == 0 else "",
             "EXTRA_LOCATIONS": self.extra_locations.replace("@SOCKET@", str(self.socket_path)),
             "REAL_IP": ("set_real_ip_from 127.0.0.1;\n        real_ip_header X-Forwarded-For;"
                         if self.real_ip else "# (none: the demo uses the peer address)"),

@@ -408,6 +408,22 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   config.merchants.emplace(name, std::move(m));
 }
 
+void read_metrics(Reader& r, const YAML::Node& node, Config& config) {
+  if (!r.is_map(node, "metrics")) return;
+  r.only_keys(node, "metrics", {"allow"});
+  const YAML::Node allow = node["allow"];
+  if (!allow) return;  // keep the default
+  config.metrics_allow.clear();
+  for (const auto& [value, at] : scalars(r, allow, "metrics.allow")) {
+    std::string problem;
+    if (const auto range = parse_cidr(value, problem)) {
+      config.metrics_allow.push_back(*range);
+    } else {
+      r.error(at, "metrics.allow", problem);
+    }
+  }
+}
+
 ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) {
   auto config = std::make_shared<Config>();
   config->source = source;
@@ -415,7 +431,7 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
   if (!root.IsMap()) {
     r.error(root, "(top level)", "must be a mapping with upstream: and merchants:");
   } else {
-    r.only_keys(root, "", {"upstream", "merchants", "limits", "log", "throttle"});
+    r.only_keys(root, "", {"upstream", "merchants", "limits", "log", "throttle", "metrics"});
     if (const YAML::Node throttle = root["throttle"]) read_throttle(r, throttle, config->throttle);
     if (root["upstream"]) {
       read_upstream(r, root["upstream"], config->upstream);
@@ -428,6 +444,7 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
         r.integer(limits, "limits", "max_body_bytes", config->max_body_bytes, 64, 65536);
       }
     }
+    if (const YAML::Node metrics = root["metrics"]) read_metrics(r, metrics, *config);
     if (const YAML::Node log = root["log"]) {
       if (r.is_map(log, "log")) {
         r.only_keys(log, "log", {"level", "format", "destination"});
@@ -606,6 +623,37 @@ std::string format_period(std::int64_t ms) {
   if (s % 3600 == 0) return std::to_string(s / 3600) + "h";
   if (s % 60 == 0) return std::to_string(s / 60) + "m";
   return std::to_string(s) + "s";
+}
+
+std::vector<std::string> restart_only_changes(const Config& old, const Config& next) {
+  std::vector<std::string> out;
+  const auto restart = [&](const std::string& key, const char* now) {
+    out.push_back(key + " takes effect only on restart (" + now + ")");
+  };
+  const ThrottleConfig& a = old.throttle;
+  const ThrottleConfig& b = next.throttle;
+  constexpr const char* kStoreStays = "the store opened at start stays; rules apply now";
+  if (a.enabled != b.enabled) {
+    restart(b.enabled ? "throttle: section added" : "throttle: section removed",
+            b.enabled ? "no store is open: nothing is throttled until then"
+                      : "the store opened at start stays; no rule applies now");
+  } else if (a.enabled) {
+    if (a.store != b.store) {
+      restart("throttle.store", kStoreStays);
+    } else if (a.store == StoreKind::local) {
+      if (a.path != b.path) restart("throttle.path", kStoreStays);
+      if (a.max_size_mb != b.max_size_mb) restart("throttle.max_size_mb", kStoreStays);
+    } else {
+      if (a.redis_url != b.redis_url) restart("throttle.redis", kStoreStays);
+      if (a.redis_timeout_ms != b.redis_timeout_ms) {
+        restart("throttle.redis_timeout_ms", kStoreStays);
+      }
+    }
+  }
+  if (old.upstream.max_connections != next.upstream.max_connections) {
+    restart("upstream.max_connections", "the limit set at start stays");
+  }
+  return out;
 }
 
 const MerchantConfig* Config::find_merchant(const std::string& name, bool given) const {

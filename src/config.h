@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "cidr.h"
+
 namespace pvgate {
 
 struct UpstreamConfig {
@@ -86,6 +88,9 @@ struct Config {
   bool log_to_fastcgi = false;  // log.destination: fastcgi puts request lines in nginx's error log
   std::map<std::string, MerchantConfig> merchants;
   ThrottleConfig throttle;
+  // metrics.allow: client addresses (REMOTE_ADDR) the metrics route answers;
+  // default 127.0.0.0/8 and ::1/128. Empty: it answers nobody.
+  std::vector<CidrRange> metrics_allow = loopback_ranges();
 
   // The merchant for a request: by name when given, else the only one.
   const MerchantConfig* find_merchant(const std::string& name, bool given) const;
@@ -109,6 +114,15 @@ std::int64_t parse_period(const std::string& text);
 
 // Parses "https://host[:port]/path"; sets `loopback`. Returns an error text or "".
 std::string check_upstream_url(const std::string& url, bool& loopback);
+
+// What a reload from `old` to `next` cannot change: one message per
+// restart-only key that differs ("throttle.path takes effect only on
+// restart ..."), naming the key, never its value (a Redis URL may hold a
+// password). Restart-only: the throttle store (the section's presence, store,
+// path, max_size_mb, redis, redis_timeout_ms: the store is opened once) and
+// upstream.max_connections (it sizes the upstream client). Everything else,
+// limits.max_body_bytes included, applies to the next request.
+std::vector<std::string> restart_only_changes(const Config& old, const Config& next);
 
 // The current configuration, swapped atomically on reload.
 class ConfigHolder {

@@ -612,7 +612,17 @@ StoreStatus LmdbStore::check_and_commit(const std::vector<ThrottleHit>& hits, st
                                         ThrottleDecision& out) {
   out.allowed = true;
   out.wait_ms.clear();  // keeps its capacity for the caller's next decision
+  out.broken = nullptr;
   if (hits.empty()) return StoreStatus::ok;
+  // The layout relies on the hit ranges: a limit of 0 would index before a
+  // log's first stamp, and a key outside printable ASCII could name a segment.
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    if (const char* broken = broken_hit(hits[i])) {
+      out.broken = broken;
+      out.broken_hit = i;
+      return StoreStatus::internal;
+    }
+  }
   Attempt a = try_commit(hits, now_ms, out);
   if (a == Attempt::full) {
     // Full: reclaim every expired entry and try once more. Live entries are
@@ -686,6 +696,9 @@ int refund_one(MDB_txn* txn, MDB_dbi dbi, const std::string& key, std::int64_t n
 }  // namespace
 
 StoreStatus LmdbStore::refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) {
+  for (const auto& hit : hits) {
+    if (broken_hit(hit) != nullptr) return StoreStatus::internal;
+  }
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return StoreStatus::unavailable;
   Scratch& s = scratch();

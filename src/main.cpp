@@ -186,19 +186,8 @@ int main(int argc, char** argv) {
       metrics.reload(false);
       return;
     }
-    const ThrottleConfig& now_t = config.get()->throttle;
-    const ThrottleConfig& next_t = next.config->throttle;
-    if (now_t.enabled != next_t.enabled || now_t.store != next_t.store ||
-        now_t.path != next_t.path || now_t.redis_url != next_t.redis_url ||
-        now_t.max_size_mb != next_t.max_size_mb ||
-        now_t.redis_timeout_ms != next_t.redis_timeout_ms) {
-      log.warn("reload: throttle store settings change only on restart; rules apply now");
-    }
-    if (next.config->upstream.max_connections != config.get()->upstream.max_connections) {
-      log.warn("reload: upstream.max_connections takes effect only on restart");
-    }
-    if (next.config->max_body_bytes != config.get()->max_body_bytes) {
-      log.warn("reload: limits.max_body_bytes takes effect for the read limit only on restart");
+    for (const auto& change : restart_only_changes(*config.get(), *next.config)) {
+      log.warn("reload: " + change);
     }
     log.set_level(next.config->log_level);
     log.set_json(next.config->log_json);

@@ -9,30 +9,6 @@ namespace {
 
 constexpr std::array<std::string_view, 3> kActions = {"send-token", "verify-token-answer", "none"};
 
-std::string_view fault_name(int i) {
-  switch (static_cast<UpstreamFault>(i)) {
-    case UpstreamFault::not_delivered:
-      return "not_delivered";
-    case UpstreamFault::timeout:
-      return "timeout";
-    case UpstreamFault::tls:
-      return "tls";
-    case UpstreamFault::too_large:
-      return "too_large";
-    case UpstreamFault::transport:
-      return "transport";
-    case UpstreamFault::bad_http:
-      return "bad_http";
-    case UpstreamFault::bad_answer:
-      return "bad_answer";
-    case UpstreamFault::bad_status:
-      return "bad_status";
-    case UpstreamFault::kCount:
-      break;
-  }
-  return "unknown";
-}
-
 // Label values here are rule names (a-z 0-9 - _) or fixed words: nothing to escape.
 void line(std::string& out, std::string_view name, std::string_view labels, std::uint64_t value) {
   out.append(name);
@@ -40,12 +16,40 @@ void line(std::string& out, std::string_view name, std::string_view labels, std:
   out.append(" ").append(std::to_string(value)).append("\n");
 }
 
-void help(std::string& out, std::string_view name, std::string_view type, std::string_view text) {
-  out.append("# HELP ").append(name).append(" ").append(text).append("\n");
-  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+// The family's HELP and TYPE lines; returns its name.
+std::string_view help(std::string& out, MetricId id) {
+  const MetricSpec& spec = metric_spec(id);
+  out.append("# HELP ").append(spec.name).append(" ").append(spec.help).append("\n");
+  out.append("# TYPE ").append(spec.name).append(" ").append(spec.type).append("\n");
+  return spec.name;
+}
+
+// `name` + `suffix` (a histogram's _bucket, _sum, _count).
+std::string joined(std::string_view name, std::string_view suffix) {
+  return std::string(name).append(suffix);
 }
 
 }  // namespace
+
+std::string_view fault_name(UpstreamFault fault) {
+  static constexpr std::string_view kNames[] = {
+#define PVGATE_FAULT_NAME(id) #id,
+      PVGATE_UPSTREAM_FAULTS(PVGATE_FAULT_NAME)
+#undef PVGATE_FAULT_NAME
+  };
+  const auto i = static_cast<std::size_t>(fault);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
+std::string_view fault_name(StoreFault fault) {
+  static constexpr std::string_view kNames[] = {
+#define PVGATE_FAULT_NAME(id) #id,
+      PVGATE_STORE_FAULTS(PVGATE_FAULT_NAME)
+#undef PVGATE_FAULT_NAME
+  };
+  const auto i = static_cast<std::size_t>(fault);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
 
 Metrics::Metrics() = default;
 
@@ -86,8 +90,8 @@ void Metrics::upstream_connections_opened(long n) {
     connections_opened_.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
 }
 
-void Metrics::store_error(std::string_view kind) {
-  (kind == "full" ? store_full_ : store_unavailable_).fetch_add(1, std::memory_order_relaxed);
+void Metrics::store_error(StoreFault kind) {
+  store_faults_[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::reload(bool ok) {
@@ -97,36 +101,34 @@ void Metrics::reload(bool ok) {
 std::string Metrics::render() const {
   std::string out;
   out.reserve(8192);
-  help(out, "pvgate_build_info", "gauge", "pvgate's version.");
-  line(out, "pvgate_build_info", "version=\"" PVGATE_VERSION "\"", 1);
+  std::string_view name = help(out, MetricId::build_info);
+  line(out, name, "version=\"" PVGATE_VERSION "\"", 1);
 
-  help(out, "pvgate_requests_total", "counter", "Requests by action and outcome.");
+  name = help(out, MetricId::requests);
   for (std::size_t a = 0; a < kActions.size(); ++a) {
     for (int o = 0; o < kOutcomes; ++o) {
       const std::uint64_t v = requests_[a][o].load(std::memory_order_relaxed);
       if (v == 0) continue;
-      line(out, "pvgate_requests_total",
+      line(out, name,
            "action=\"" + std::string(kActions[a]) + "\",outcome=\"" +
                std::string(outcome_name(static_cast<Outcome>(o))) + "\"",
            v);
     }
   }
 
-  help(out, "pvgate_requests_in_flight", "gauge", "Requests being handled now.");
-  line(out, "pvgate_requests_in_flight", "",
-       static_cast<std::uint64_t>(std::max<std::int64_t>(0, in_flight_.load())));
+  name = help(out, MetricId::in_flight);
+  line(out, name, "", static_cast<std::uint64_t>(std::max<std::int64_t>(0, in_flight_.load())));
 
-  help(out, "pvgate_throttle_decisions_total", "counter",
-       "Throttle decisions by rule and result (ok, over, over_dry_run).");
+  name = help(out, MetricId::throttle);
   {
     std::lock_guard<std::mutex> lock(throttle_mutex_);
     for (const auto& [key, v] : throttle_) {
-      line(out, "pvgate_throttle_decisions_total",
-           "rule=\"" + key.first + "\",result=\"" + key.second + "\"", v);
+      line(out, name, "rule=\"" + key.first + "\",result=\"" + key.second + "\"", v);
     }
   }
 
-  help(out, "pvgate_upstream_latency_seconds", "histogram", "Pipwave call latency.");
+  name = help(out, MetricId::upstream_latency);
+  const std::string bucket = joined(name, "_bucket");
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i <= kLatencyBuckets.size(); ++i) {
     cumulative += latency_buckets_[i].load(std::memory_order_relaxed);
@@ -136,30 +138,30 @@ std::string Metrics::render() const {
     } else {
       std::snprintf(le, sizeof le, "le=\"+Inf\"");
     }
-    line(out, "pvgate_upstream_latency_seconds_bucket", le, cumulative);
+    line(out, bucket, le, cumulative);
   }
-  char sum[64];
-  std::snprintf(sum, sizeof sum, "pvgate_upstream_latency_seconds_sum %.6f\n",
-                static_cast<double>(latency_sum_micros_.load()) / 1e6);
-  out.append(sum);
-  line(out, "pvgate_upstream_latency_seconds_count", "", latency_count_.load());
+  char sum[32];
+  std::snprintf(sum, sizeof sum, " %.6f\n", static_cast<double>(latency_sum_micros_.load()) / 1e6);
+  out.append(name).append("_sum").append(sum);
+  line(out, joined(name, "_count"), "", latency_count_.load());
 
-  help(out, "pvgate_upstream_errors_total", "counter", "Failed Pipwave calls by kind.");
+  name = help(out, MetricId::upstream_errors);
   for (int i = 0; i < static_cast<int>(UpstreamFault::kCount); ++i) {
-    line(out, "pvgate_upstream_errors_total", "kind=\"" + std::string(fault_name(i)) + "\"",
+    line(out, name, "kind=\"" + std::string(fault_name(static_cast<UpstreamFault>(i))) + "\"",
          faults_[i].load(std::memory_order_relaxed));
   }
-  help(out, "pvgate_upstream_connections_opened_total", "counter",
-       "New connections (TCP + TLS) opened to Pipwave; the rest were reused.");
-  line(out, "pvgate_upstream_connections_opened_total", "", connections_opened_.load());
+  name = help(out, MetricId::upstream_connections);
+  line(out, name, "", connections_opened_.load());
 
-  help(out, "pvgate_store_errors_total", "counter", "Throttle store failures by kind.");
-  line(out, "pvgate_store_errors_total", "kind=\"unavailable\"", store_unavailable_.load());
-  line(out, "pvgate_store_errors_total", "kind=\"full\"", store_full_.load());
+  name = help(out, MetricId::store_errors);
+  for (int i = 0; i < static_cast<int>(StoreFault::kCount); ++i) {
+    line(out, name, "kind=\"" + std::string(fault_name(static_cast<StoreFault>(i))) + "\"",
+         store_faults_[i].load(std::memory_order_relaxed));
+  }
 
-  help(out, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.");
-  line(out, "pvgate_config_reloads_total", "result=\"ok\"", reloads_ok_.load());
-  line(out, "pvgate_config_reloads_total", "result=\"rejected\"", reloads_rejected_.load());
+  name = help(out, MetricId::reloads);
+  line(out, name, "result=\"ok\"", reloads_ok_.load());
+  line(out, name, "result=\"rejected\"", reloads_rejected_.load());
   return out;
 }
 

@@ -20,18 +20,78 @@
 
 namespace pvgate {
 
-// Why an upstream call failed, for the metric's `kind` label.
-enum class UpstreamFault {
-  not_delivered,  // refused, DNS failure
-  timeout,
-  tls,
-  too_large,
-  transport,
-  bad_http,    // HTTP status outside 2xx-4xx
-  bad_answer,  // not a JSON object with a status
-  bad_status,  // a merchant-setup status (401, 403, 404, 500, 5004-5006, unknown)
-  kCount,
+// Every metric pvgate exposes, declared once: X(id, name, type, help). The
+// render order is this order; `id` names the family in Metrics::render.
+#define PVGATE_METRICS(X)                                                                        \
+  X(build_info, "pvgate_build_info", "gauge", "pvgate's version.")                               \
+  X(requests, "pvgate_requests_total", "counter", "Requests by action and outcome.")             \
+  X(in_flight, "pvgate_requests_in_flight", "gauge", "Requests being handled now.")              \
+  X(throttle, "pvgate_throttle_decisions_total", "counter",                                      \
+    "Throttle decisions by rule and result (ok, over, over_dry_run).")                           \
+  X(upstream_latency, "pvgate_upstream_latency_seconds", "histogram", "Pipwave call latency.")   \
+  X(upstream_errors, "pvgate_upstream_errors_total", "counter", "Failed Pipwave calls by kind.") \
+  X(upstream_connections, "pvgate_upstream_connections_opened_total", "counter",                 \
+    "New connections (TCP + TLS) opened to Pipwave; the rest were reused.")                      \
+  X(store_errors, "pvgate_store_errors_total", "counter", "Throttle store failures by kind.")    \
+  X(reloads, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.")
+
+enum class MetricId {
+#define PVGATE_METRIC_ID(id, name, type, help) id,
+  PVGATE_METRICS(PVGATE_METRIC_ID)
+#undef PVGATE_METRIC_ID
 };
+
+struct MetricSpec {
+  std::string_view name;
+  std::string_view type;  // counter | gauge | histogram
+  std::string_view help;
+};
+
+inline constexpr MetricSpec kMetricSpecs[] = {
+#define PVGATE_METRIC_SPEC(id, name, type, help) {name, type, help},
+    PVGATE_METRICS(PVGATE_METRIC_SPEC)
+#undef PVGATE_METRIC_SPEC
+};
+
+constexpr const MetricSpec& metric_spec(MetricId id) {
+  return kMetricSpecs[static_cast<int>(id)];
+}
+
+// Why an upstream call failed, for pvgate_upstream_errors_total's `kind`
+// label: X(name), the label value being the name.
+#define PVGATE_UPSTREAM_FAULTS(X)                             \
+  X(not_delivered) /* refused, DNS failure */                 \
+  X(timeout)       /* no answer within upstream.timeout_ms */ \
+  X(tls)           /* handshake or certificate failure */     \
+  X(too_large)     /* answer over max_response_bytes */       \
+  X(transport)     /* any other transport error */            \
+  X(bad_http)      /* HTTP status outside 2xx-4xx */          \
+  X(bad_answer)    /* not a JSON object with a status */      \
+  X(bad_status)    /* a merchant-setup status (401, 403, 404, 500, 5004-5006, unknown) */
+
+enum class UpstreamFault {
+#define PVGATE_FAULT_ID(id) id,
+  PVGATE_UPSTREAM_FAULTS(PVGATE_FAULT_ID)
+#undef PVGATE_FAULT_ID
+      kCount,
+};
+
+// Why the throttle store failed, for pvgate_store_errors_total's `kind` label.
+#define PVGATE_STORE_FAULTS(X)                                       \
+  X(unavailable) /* not reached, or it answered an error */          \
+  X(full)        /* no room even after reclaiming expired entries */ \
+  X(internal)    /* a broken invariant (a bug in pvgate): always refused */
+
+enum class StoreFault {
+#define PVGATE_FAULT_ID(id) id,
+  PVGATE_STORE_FAULTS(PVGATE_FAULT_ID)
+#undef PVGATE_FAULT_ID
+      kCount,
+};
+
+// The label values ("timeout", "full"), as declared above.
+std::string_view fault_name(UpstreamFault fault);
+std::string_view fault_name(StoreFault fault);
 
 class Metrics {
  public:
@@ -48,7 +108,7 @@ class Metrics {
   void upstream_latency(double seconds);
   void upstream_fault(UpstreamFault kind);
   void upstream_connections_opened(long n);
-  void store_error(std::string_view kind);  // unavailable | full
+  void store_error(StoreFault kind);
   void reload(bool ok);
   void in_flight(int delta) { in_flight_.fetch_add(delta, std::memory_order_relaxed); }
 
@@ -66,8 +126,7 @@ class Metrics {
   std::atomic<std::uint64_t> latency_sum_micros_{0};
   std::array<std::atomic<std::uint64_t>, static_cast<int>(UpstreamFault::kCount)> faults_{};
   std::atomic<std::uint64_t> connections_opened_{0};
-  std::atomic<std::uint64_t> store_unavailable_{0};
-  std::atomic<std::uint64_t> store_full_{0};
+  std::array<std::atomic<std::uint64_t>, static_cast<int>(StoreFault::kCount)> store_faults_{};
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_rejected_{0};
   std::atomic<std::int64_t> in_flight_{0};

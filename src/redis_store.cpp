@@ -78,7 +78,6 @@ return {removed}
 )lua";
 
 constexpr std::size_t kMaxHitKeyBytes = 200;  // ThrottleHit::key's documented bound
-constexpr std::int64_t kMinPeriodMs = 1000;
 // Far beyond any real rule; keeps now + period exact in Lua's doubles.
 constexpr std::int64_t kMaxPeriodMs = std::int64_t{1} << 45;
 constexpr std::size_t kMaxErrorBytes = 200;  // of a hiredis or Redis error kept for the log
@@ -154,19 +153,14 @@ std::string make_nonce_prefix() {
   return out;
 }
 
-bool is_printable_ascii(const std::string& s) {
-  for (char c : s) {
-    if (c < 0x20 || c > 0x7e) return false;
-  }
-  return true;
-}
-
-// ThrottleHit's documented ranges. The config validates rules, so a failure
-// here is a bug upstream; it is answered `unavailable`, never sent to Redis.
-bool valid_hit(const ThrottleHit& hit) {
-  return !hit.key.empty() && hit.key.size() <= kMaxHitKeyBytes && is_printable_ascii(hit.key) &&
-         hit.limit >= 1 && hit.limit <= kMaxRuleLimit && hit.period_ms >= kMinPeriodMs &&
-         hit.period_ms <= kMaxPeriodMs;
+// ThrottleHit's documented ranges (broken_hit), and a period Lua's doubles
+// keep exact. The config validates rules, so a failure here is a bug
+// upstream: it is answered `internal` (refused whatever on_store_error says),
+// never sent to Redis. Returns what broke, or nullptr.
+const char* hit_problem(const ThrottleHit& hit) {
+  if (const char* broken = broken_hit(hit)) return broken;
+  if (hit.period_ms > kMaxPeriodMs) return "period over 2^45 ms";
+  return nullptr;
 }
 
 // ---- URL parsing ----------------------------------------------------------
@@ -743,8 +737,13 @@ StoreStatus RedisStore::check_and_commit(const std::vector<ThrottleHit>& hits, s
   args.push_back(std::to_string(now_ms));
   args.push_back(nonce_prefix_ + ":" +
                  std::to_string(nonce_counter_.fetch_add(1, std::memory_order_relaxed)));
-  for (const auto& hit : hits) {
-    if (!valid_hit(hit)) return StoreStatus::unavailable;
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    const ThrottleHit& hit = hits[i];
+    if (const char* broken = hit_problem(hit)) {
+      out.broken = broken;
+      out.broken_hit = i;
+      return StoreStatus::internal;
+    }
     keys.push_back(options_.key_prefix + hit.key);
     args.push_back(std::to_string(hit.limit));
     args.push_back(std::to_string(hit.period_ms));
@@ -767,7 +766,7 @@ StoreStatus RedisStore::refund(const std::vector<ThrottleHit>& hits, std::int64_
   std::vector<std::string> keys;
   keys.reserve(hits.size());
   for (const auto& hit : hits) {
-    if (!valid_hit(hit)) return StoreStatus::unavailable;
+    if (hit_problem(hit) != nullptr) return StoreStatus::internal;
     keys.push_back(options_.key_prefix + hit.key);
   }
   std::vector<long long> ints;

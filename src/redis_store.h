@@ -79,7 +79,7 @@ class RedisStore final : public ThrottleStore {
   RedisStore& operator=(const RedisStore&) = delete;
 
   // All three are safe to call from many threads at once and never throw.
-  // Hits that break ThrottleHit's documented ranges answer `unavailable`.
+  // Hits that break ThrottleHit's documented ranges answer `internal`.
   StoreStatus check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                ThrottleDecision& out) override;
   StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) override;

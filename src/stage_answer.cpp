@@ -80,8 +80,14 @@ Result answer(Exchange& ex, const Services& s) {
     case UpstreamError::not_delivered:
       // Provably never reached Pipwave: no SMS was sent, so give the quota back.
       trace.detail = "upstream unreachable: " + answer.detail;
-      if (s.store != nullptr && throttle_refund(*s.store, ex.verdict) != StoreStatus::ok) {
-        trace.detail += " (throttle refund failed)";
+      if (s.store != nullptr) {
+        const StoreStatus refunded = throttle_refund(*s.store, ex.verdict);
+        if (refunded == StoreStatus::internal) {
+          // The hits the store just committed now break its invariant: a bug.
+          s.log.error("throttle refund: broken invariant in the request's hits; nothing refunded");
+          if (s.metrics != nullptr) s.metrics->store_error(StoreFault::internal);
+        }
+        if (refunded != StoreStatus::ok) trace.detail += " (throttle refund failed)";
       }
       return local_result(Outcome::bad_gateway);
     case UpstreamError::tls:

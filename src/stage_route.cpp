@@ -23,10 +23,6 @@ std::string quoted(std::string_view s, std::size_t max) {
 
 namespace {
 
-bool is_loopback(const std::string& addr) {
-  return addr.rfind("127.", 0) == 0 || addr == "::1" || addr.rfind("::ffff:127.", 0) == 0;
-}
-
 HttpReply plain(int status, std::string content_type, std::string body) {
   HttpReply r;
   r.status = status;
@@ -43,6 +39,14 @@ std::optional<HttpReply> operations(Exchange& ex, const Services& s) {
   const std::string_view route = last_segment(request.path);
   if (route != "healthz" && route != "metrics") return std::nullopt;
   ex.operations = true;
+  // Metrics only where nginx says so (PVGATE_METRICS on, set in its metrics
+  // location alone: the route is the last segment, so /pvgate/x/metrics
+  // reaches pvgate too) and only for the scraper's addresses (metrics.allow).
+  if (route == "metrics" &&
+      (s.metrics == nullptr || request.param("PVGATE_METRICS") != std::string_view("on") ||
+       ex.config == nullptr || !address_in(ex.config->metrics_allow, request.remote_addr))) {
+    return plain(404, "application/json", R"({"status":404,"message":"Unknown route."})");
+  }
   if (request.method != "GET" && request.method != "HEAD") {
     HttpReply r = plain(405, "application/json", R"({"status":400,"message":"Use GET."})");
     r.headers.emplace_back("Allow", "GET");
@@ -59,10 +63,6 @@ std::optional<HttpReply> operations(Exchange& ex, const Services& s) {
                  std::string(R"({"message":")") +
                      (config_ok ? "throttle store not answering" : "no configuration") +
                      R"(","status":503})");
-  }
-  // Metrics are for the operator's scraper on this host, never for browsers.
-  if (s.metrics == nullptr || !is_loopback(request.remote_addr)) {
-    return plain(404, "application/json", R"({"status":404,"message":"Unknown route."})");
   }
   return plain(200, "text/plain; version=0.0.4; charset=utf-8", s.metrics->render());
 }

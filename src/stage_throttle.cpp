@@ -14,8 +14,15 @@ void count(const ThrottleVerdict& verdict, Metrics& metrics) {
     counts.push_back({&rv.rule, !rv.over ? "ok" : rv.dry_run ? "over_dry_run" : "over"});
   }
   metrics.throttle(counts);
-  if (verdict.store_status != StoreStatus::ok) {
-    metrics.store_error(verdict.store_status == StoreStatus::full ? "full" : "unavailable");
+  switch (verdict.store_status) {
+    case StoreStatus::ok:
+      return;
+    case StoreStatus::unavailable:
+      return metrics.store_error(StoreFault::unavailable);
+    case StoreStatus::full:
+      return metrics.store_error(StoreFault::full);
+    case StoreStatus::internal:
+      return metrics.store_error(StoreFault::internal);
   }
 }
 
@@ -52,6 +59,12 @@ StageResult throttle(Exchange& ex, const Services& s) {
     case ThrottleResult::store_bypassed:
       trace.detail = "throttle store failed; on_store_error: allow";
       return std::nullopt;
+    case ThrottleResult::store_internal:
+      // A bug in pvgate, not an outage: refused whatever on_store_error says,
+      // and logged at error so it is seen, not only counted.
+      trace.detail = "throttle store: broken invariant: " + verdict.broken + "; refused";
+      s.log.error(trace.detail);
+      return local_result(Outcome::store_unavailable);
   }
   return std::nullopt;
 }

@@ -186,6 +186,16 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
 
   ThrottleDecision decision;
   verdict.store_status = store->check_and_commit(verdict.hits, now_ms, decision);
+  if (verdict.store_status == StoreStatus::internal) {
+    // A bug, not an outage: never let on_store_error: allow switch throttling off.
+    verdict.result = ThrottleResult::store_internal;
+    verdict.broken = decision.broken != nullptr ? decision.broken : "(not said)";
+    if (decision.broken != nullptr && decision.broken_hit < verdict.rules.size()) {
+      verdict.broken += " in rule " + verdict.rules[decision.broken_hit].rule;
+    }
+    verdict.hits.clear();  // nothing was committed
+    return verdict;
+  }
   if (verdict.store_status != StoreStatus::ok) {
     verdict.result = config.on_store_error == OnStoreError::deny ? ThrottleResult::store_denied
                                                                  : ThrottleResult::store_bypassed;
@@ -218,10 +228,15 @@ StoreStatus throttle_refund(ThrottleStore& store, const ThrottleVerdict& verdict
 }
 
 std::string describe_verdict(const ThrottleVerdict& verdict) {
-  if (verdict.store_status != StoreStatus::ok) {
-    return std::string("store ") +
-           (verdict.store_status == StoreStatus::full ? "full" : "unavailable") +
-           ": no rule decided";
+  switch (verdict.store_status) {
+    case StoreStatus::ok:
+      break;
+    case StoreStatus::unavailable:
+      return "store unavailable: no rule decided";
+    case StoreStatus::full:
+      return "store full: no rule decided";
+    case StoreStatus::internal:
+      return "store internal error: no rule decided";
   }
   std::string out;
   out.reserve(24 * verdict.rules.size());

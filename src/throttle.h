@@ -41,6 +41,7 @@ enum class ThrottleResult {
   country_denied,  // 403 / 5001: dialing code not accepted
   store_denied,    // store failed and on_store_error is deny: 503
   store_bypassed,  // store failed and on_store_error is allow: forward, logged
+  store_internal,  // the store found a broken invariant (a bug): 503 whatever on_store_error says
 };
 
 struct ThrottleVerdict {
@@ -50,6 +51,9 @@ struct ThrottleVerdict {
   std::vector<ThrottleHit> hits;  // what was committed (for refund)
   std::int64_t stamp_ms = 0;      // when
   StoreStatus store_status = StoreStatus::ok;
+  // With store_internal: what broke and in which rule's hit, for the error
+  // log (never a key, a phone number or a secret).
+  std::string broken;
 };
 
 // Throttle key text for an IP: IPv4 as is, IPv6 as its /64 ("2001:db8:0:1::/64"),

@@ -8,6 +8,7 @@
 // them leaves the window. Memory per key is bounded by `limit` timestamps.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -17,21 +18,44 @@ namespace pvgate {
 inline constexpr std::uint32_t kMaxRuleLimit = 10000;
 
 struct ThrottleHit {
-  std::string key;         // opaque store key, printable ASCII, <= 200 bytes
+  static constexpr std::size_t kMaxKeyBytes = 200;
+  static constexpr std::int64_t kMinPeriodMs = 1000;
+
+  std::string key;         // opaque store key, printable ASCII, 1 .. kMaxKeyBytes bytes
   std::uint32_t limit;     // 1 .. kMaxRuleLimit events ...
-  std::int64_t period_ms;  // ... per this many milliseconds (>= 1000)
+  std::int64_t period_ms;  // ... per this many milliseconds (>= kMinPeriodMs)
   bool enforce = true;     // false for dry-run rules: counted, never rejects
 };
+
+// What in `hit` breaks ThrottleHit's documented ranges (static text that
+// never quotes the key), or nullptr when nothing does. The config validates
+// every rule, so a broken hit is a bug in pvgate: stores answer it
+// StoreStatus::internal and never act on it.
+inline const char* broken_hit(const ThrottleHit& hit) {
+  if (hit.key.empty()) return "empty key";
+  if (hit.key.size() > ThrottleHit::kMaxKeyBytes) return "key longer than 200 bytes";
+  for (const char c : hit.key) {
+    if (c < 0x20 || c > 0x7e) return "key not printable ASCII";
+  }
+  if (hit.limit < 1 || hit.limit > kMaxRuleLimit) return "limit outside 1..10000";
+  if (hit.period_ms < ThrottleHit::kMinPeriodMs) return "period under 1000 ms";
+  return nullptr;
+}
 
 struct ThrottleDecision {
   bool allowed = true;                // no enforcing hit was over; every hit was recorded
   std::vector<std::int64_t> wait_ms;  // per hit: 0 when under its limit, else ms until a slot frees
+  // With StoreStatus::internal: what broke, for the error log (static text,
+  // never a key or a secret); nullptr otherwise.
+  const char* broken = nullptr;
+  std::size_t broken_hit = 0;  // and the index of the hit it broke in
 };
 
 enum class StoreStatus {
   ok,           // the decision is valid
   unavailable,  // the store could not be reached or answered an error (apply on_store_error)
   full,         // no room for a new key even after reclaiming expired ones (apply on_store_error)
+  internal,     // a broken invariant (a bug in pvgate): refused whatever on_store_error says
 };
 
 class ThrottleStore {
@@ -41,12 +65,15 @@ class ThrottleStore {
   // Checks every hit at time `now_ms` (Unix ms, from the caller's clock). If no
   // enforcing hit is over its limit, records one event at `now_ms` for every
   // hit; otherwise records nothing. All or nothing, atomically with respect to
-  // every other caller of the same store (threads, processes, hosts).
+  // every other caller of the same store (threads, processes, hosts). A hit
+  // that broken_hit() refuses makes it record nothing and answer `internal`,
+  // with `out.broken` saying what broke.
   virtual StoreStatus check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                        ThrottleDecision& out) = 0;
 
   // Removes one event recorded at exactly `now_ms` from each hit's key (used
   // when a request provably never reached Pipwave). Missing events are ignored.
+  // Answers `internal` and removes nothing for a hit that broken_hit() refuses.
   virtual StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) = 0;
 
   // Cheap liveness check for health reporting.

@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
       perror("FCGX_OpenSocket");
       return 1;
     }
-    chmod(socket_path, 0666);
+    chmod(socket_path, 0660); /* as spawn-fcgi -M 0660: nginx runs as this user or root */
   }
   pthread_t *t = calloc((size_t)threads, sizeof *t);
   if (!t) return 1;

@@ -310,3 +310,96 @@ TEST_CASE("origins are normalised; wildcards and non-URLs are errors; none is a 
   r = load_config_text(head + "    user_id_param: lower-case\n", "t");
   CHECK(has_error(r, "merchants.m.user_id_param"));
 }
+
+TEST_CASE("metrics.allow: loopback by default, CIDR ranges, errors with file:line:key") {
+  auto r = load_config_text(kGood, "t.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_allow == loopback_ranges());
+  CHECK(address_in(r.config->metrics_allow, "127.0.0.1"));
+  CHECK(address_in(r.config->metrics_allow, "::1"));
+  CHECK_FALSE(address_in(r.config->metrics_allow, "10.0.0.1"));
+
+  r = load_config_text(std::string(kGood) + "metrics:\n  allow: [10.0.0.0/8, \"2001:db8::/32\"]\n",
+                       "t.yaml");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_allow.size() == 2);
+  CHECK(address_in(r.config->metrics_allow, "10.9.8.7"));
+  CHECK_FALSE(address_in(r.config->metrics_allow, "127.0.0.1"));  // the list replaces the default
+
+  r = load_config_text(std::string(kGood) + "metrics:\n  allow: []\n", "t.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_allow.empty());
+
+  r = load_config_text(std::string(kGood) +
+                           "metrics:\n  allow:\n    - 127.0.0.0/8\n    - 10.0.0.0/33\n"
+                           "    - ::1/129\n    - nonsense\n  deny: [1.2.3.4]\n",
+                       "t.yaml");
+  CHECK_FALSE(r.config);
+  CHECK(has_error(r,
+                  "t.yaml:12: metrics.allow: '10.0.0.0/33': the prefix length must be a "
+                  "number from 0 to 32"));
+  CHECK(has_error(r, "t.yaml:13: metrics.allow: '::1/129'"));
+  CHECK(has_error(r, "t.yaml:14: metrics.allow: 'nonsense' is not an IPv4 or IPv6"));
+  CHECK(has_error(r, "t.yaml:15: metrics.deny: unknown key"));
+  CHECK(has_error(load_config_text(std::string(kGood) + "metrics: on\n", "t.yaml"),
+                  "metrics: must be a mapping"));
+}
+
+TEST_CASE("restart_only_changes: one message per restart-only key, none for the rest") {
+  const auto base = load_config_text(std::string(kGood) + R"(throttle:
+  store: local
+  path: /tmp/a
+  rules: []
+)",
+                                     "t.yaml");
+  REQUIRE(base.config);
+  const Config& old = *base.config;
+  CHECK(restart_only_changes(old, old).empty());
+
+  // Applied at once: the body limit (each request reads with its own
+  // snapshot's limit), timeouts, rules, log level, metrics.allow.
+  Config next = old;
+  next.max_body_bytes = 1024;
+  next.upstream.timeout_ms = 2000;
+  next.throttle.on_store_error = OnStoreError::allow;
+  next.throttle.rules.push_back(ThrottleRule{});
+  next.log_level = LogLevel::debug;
+  next.metrics_allow.clear();
+  CHECK(restart_only_changes(old, next).empty());
+
+  next = old;
+  next.throttle.path = "/tmp/b";
+  next.throttle.max_size_mb = 128;
+  next.upstream.max_connections = 16;
+  const auto changes = restart_only_changes(old, next);
+  REQUIRE(changes.size() == 3);
+  CHECK(changes[0].rfind("throttle.path takes effect only on restart", 0) == 0);
+  CHECK(changes[1].rfind("throttle.max_size_mb takes effect only on restart", 0) == 0);
+  CHECK(changes[2].rfind("upstream.max_connections takes effect only on restart", 0) == 0);
+  CHECK(changes[0].find("/tmp/") == std::string::npos);  // the key, never its value
+
+  next = old;
+  next.throttle.store = StoreKind::redis;
+  next.throttle.redis_url = "redis://:hunter2@10.0.0.1:6379/0";
+  next.throttle.redis_timeout_ms = 250;
+  REQUIRE(restart_only_changes(old, next).size() == 1);
+  CHECK(restart_only_changes(old, next)[0].rfind("throttle.store takes effect", 0) == 0);
+
+  Config redis = next;
+  next.throttle.redis_url = "redis://:s3cret@10.0.0.2:6379/0";
+  next.throttle.redis_timeout_ms = 300;
+  next.throttle.path = "/tmp/ignored";  // not the store in use
+  const auto redis_changes = restart_only_changes(redis, next);
+  REQUIRE(redis_changes.size() == 2);
+  CHECK(redis_changes[0].rfind("throttle.redis takes effect only on restart", 0) == 0);
+  CHECK(redis_changes[1].rfind("throttle.redis_timeout_ms takes effect", 0) == 0);
+  for (const auto& c : redis_changes) CHECK(c.find("s3cret") == std::string::npos);
+
+  next = old;
+  next.throttle.enabled = false;
+  next.throttle.path = "/tmp/c";
+  REQUIRE(restart_only_changes(old, next).size() == 1);
+  CHECK(restart_only_changes(old, next)[0].rfind("throttle: section removed takes effect", 0) == 0);
+  CHECK(restart_only_changes(next, old)[0].rfind("throttle: section added takes effect", 0) == 0);
+}

@@ -462,11 +462,15 @@ namespace {
 
 struct MetricsFixture : ThrottledFixture {
   MetricsFixture() : observed(holder, upstream, clock, log, &store, &metrics) {}
-  HttpReply get(const std::string& route, const std::string& ip = "127.0.0.1") {
+  // As nginx's metrics location sends it: PVGATE_METRICS on.
+  HttpReply get(const std::string& route, const std::string& ip = "127.0.0.1",
+                const char* metrics_param = "on", const std::string& path_prefix = "/pvgate/") {
     HttpRequest r = request(route, "");
     r.method = "GET";
+    r.path = path_prefix + route;
     r.content_type.clear();
     r.remote_addr = ip;
+    if (metrics_param != nullptr) r.params.emplace_back("PVGATE_METRICS", metrics_param);
     return observed.handle(r);
   }
   Metrics metrics;
@@ -505,6 +509,10 @@ TEST_CASE_METHOD(MetricsFixture, "metrics count requests, throttle decisions and
 TEST_CASE_METHOD(MetricsFixture, "metrics are for loopback only; health reports the store") {
   CHECK(get("metrics", "203.0.113.9").status == 404);
   CHECK(get("metrics", "::1").status == 200);
+  CHECK(get("metrics", "::ffff:127.0.0.1").status == 200);
+  // Loopback by address, not by text: these used to pass a string-prefix test.
+  CHECK(get("metrics", "127.evil.example").status == 404);
+  CHECK(get("metrics", "::ffff:127.0.0.1.example").status == 404);
   const HttpReply health = get("healthz", "203.0.113.9");
   CHECK(health.status == 200);
   CHECK(body_of(health)["status"] == 200);
@@ -518,6 +526,58 @@ TEST_CASE_METHOD(MetricsFixture, "metrics are for loopback only; health reports 
   const HttpReply down = broken.handle(r);
   CHECK(down.status == 503);
   CHECK(body_of(down)["status"] == 503);
+}
+
+TEST_CASE_METHOD(MetricsFixture,
+                 "a broken store invariant is refused, logged at error and counted, even under "
+                 "on_store_error: allow") {
+  // The config never lets a limit of 0 through; a bug that does must not
+  // switch throttling off.
+  auto config = std::make_shared<Config>(*holder.get());
+  config->throttle.on_store_error = OnStoreError::allow;
+  config->throttle.rules[0].limit = 0;
+  holder.set(config);
+  const HttpReply reply = observed.handle(request("send-token", kSend));
+  CHECK(reply.status == 503);
+  CHECK(body_of(reply)["status"] == 500);
+  CHECK(upstream.calls.empty());
+  const std::string logged = log.all();
+  CHECK(logged.find(R"("level":"error")") != std::string::npos);
+  CHECK(logged.find("broken invariant: limit outside 1..10000 in rule phone-cooldown") !=
+        std::string::npos);
+  CHECK(logged.find("123456789") == std::string::npos);
+  CHECK(get("metrics").body.find("pvgate_store_errors_total{kind=\"internal\"} 1\n") !=
+        std::string::npos);
+}
+
+TEST_CASE_METHOD(MetricsFixture, "metrics only where nginx sets PVGATE_METRICS on") {
+  CHECK(get("metrics").status == 200);
+  // Any path ending in /metrics reaches pvgate: without the param it is unknown.
+  const HttpReply unset = get("metrics", "127.0.0.1", nullptr, "/pvgate/x/");
+  CHECK(unset.status == 404);
+  CHECK(body_of(unset)["status"] == 404);
+  CHECK(unset.body.find("pvgate_") == std::string::npos);
+  CHECK(get("metrics", "127.0.0.1", "off").status == 404);
+  CHECK(get("metrics", "127.0.0.1", "").status == 404);
+  CHECK(get("metrics", "127.0.0.1", "ON").status == 404);
+  // healthz does not need it.
+  CHECK(get("healthz", "127.0.0.1", nullptr).status == 200);
+}
+
+TEST_CASE_METHOD(MetricsFixture, "metrics answer the addresses of metrics.allow") {
+  auto config = std::make_shared<Config>(*holder.get());
+  std::string error;
+  config->metrics_allow = {*parse_cidr("10.0.0.0/8", error), *parse_cidr("2001:db8::/32", error)};
+  holder.set(config);
+  CHECK(get("metrics", "10.1.2.3").status == 200);
+  CHECK(get("metrics", "::ffff:10.1.2.3").status == 200);
+  CHECK(get("metrics", "2001:db8::5").status == 200);
+  CHECK(get("metrics", "127.0.0.1").status == 404);
+  CHECK(get("metrics", "11.0.0.1").status == 404);
+  config = std::make_shared<Config>(*holder.get());
+  config->metrics_allow.clear();
+  holder.set(config);
+  CHECK(get("metrics", "10.1.2.3").status == 404);
 }
 
 TEST_CASE_METHOD(MetricsFixture, "upstream faults are counted by kind") {

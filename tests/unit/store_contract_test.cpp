@@ -240,3 +240,39 @@ TEMPLATE_TEST_CASE("store contract: refund of one event in a long log frees exac
   CHECK(store->refund(hits, kT0 + 3000) == StoreStatus::ok);
   CHECK_FALSE(allowed(*store, hits, kT0 + 6003));
 }
+
+TEMPLATE_TEST_CASE("store contract: a hit outside ThrottleHit's ranges is an internal error",
+                   "[store]", LmdbFactory, RedisFactory) {
+  // A bug upstream of the store, never an outage: `internal` (refused whatever
+  // on_store_error says), what broke said, nothing recorded, nothing refunded.
+  auto store = TestType::make();
+  const std::vector<std::pair<ThrottleHit, std::string>> bad{
+      {hit("", 1, kMinute), "empty key"},
+      {hit(std::string(ThrottleHit::kMaxKeyBytes + 1, 'k'), 1, kMinute), "key longer"},
+      {hit("tab\there", 1, kMinute), "not printable"},
+      {hit("seg\x01mark", 1, kMinute), "not printable"},
+      {hit("caf\xc3\xa9", 1, kMinute), "not printable"},
+      {hit("c:bad", 0, kMinute), "limit"},
+      {hit("c:bad", kMaxRuleLimit + 1, kMinute), "limit"},
+      {hit("c:bad", 1, ThrottleHit::kMinPeriodMs - 1), "period"},
+      {hit("c:bad", 1, 0), "period"},
+  };
+  for (const auto& [broken, what] : bad) {
+    INFO(what << ": limit " << broken.limit << ", period " << broken.period_ms);
+    ThrottleDecision d;
+    CHECK(store->check_and_commit({hit("c:fine", 1, kMinute), broken}, kT0, d) ==
+          StoreStatus::internal);
+    REQUIRE(d.broken != nullptr);
+    CHECK(std::string(d.broken).find(what) != std::string::npos);
+    CHECK(d.broken_hit == 1);
+    CHECK(store->refund({broken}, kT0) == StoreStatus::internal);
+  }
+  // Nothing was recorded for the good hit next to the broken ones.
+  CHECK(allowed(*store, {hit("c:fine", 1, kMinute)}, kT0));
+  // The bounds themselves are fine.
+  CHECK(allowed(
+      *store,
+      {hit(std::string(ThrottleHit::kMaxKeyBytes, 'k'), kMaxRuleLimit, ThrottleHit::kMinPeriodMs)},
+      kT0));
+  CHECK(allowed(*store, {hit(" ~", 1, kMinute)}, kT0));  // printable ASCII's ends
+}

@@ -187,6 +187,24 @@ TEST_CASE("store failure follows on_store_error") {
   CHECK(throttle_check(c, &failing, subject(), kT0).result == ThrottleResult::store_bypassed);
 }
 
+TEST_CASE("a hit that breaks the store's invariant is refused, even with on_store_error allow") {
+  // The config never lets a limit of 0 through: here a bug hands one to the
+  // store, which must refuse the request, not let `allow` switch throttling off.
+  pvgate_test::TempLmdbStore store;
+  auto c = config_with(
+      {rule("phone", {KeyPart::phone}, 1, 60'000), rule("broken", {KeyPart::ip}, 0, 60'000)});
+  c.on_store_error = OnStoreError::allow;
+  const ThrottleVerdict v = throttle_check(c, &store, subject(), kT0);
+  CHECK(v.result == ThrottleResult::store_internal);
+  CHECK(v.store_status == StoreStatus::internal);
+  CHECK(v.broken == "limit outside 1..10000 in rule broken");
+  CHECK(v.hits.empty());  // nothing committed, nothing to refund
+  CHECK(describe_verdict(v) == "store internal error: no rule decided");
+  // Nothing was counted for the good rule either.
+  c.rules.pop_back();
+  CHECK(throttle_check(c, &store, subject(), kT0).result == ThrottleResult::pass);
+}
+
 TEST_CASE("refund gives a send back") {
   pvgate_test::TempLmdbStore store;
   const auto c = config_with({rule("phone", {KeyPart::phone}, 1, 60'000)});
