@@ -458,6 +458,13 @@ int keep_newest(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const Throttl
     if (const int rc = read_segment(txn, dbi, key, ref, s.seg_key, s.segment, expires_ms)) {
       return rc;
     }
+    if (s.segment.empty()) {
+      // Missing or damaged (read_segment found nothing it could parse): its
+      // stamps are gone, so its reference goes too rather than being trusted.
+      if (const int rc = del_segment(txn, dbi, key, ref.id, s.seg_key)) return rc;
+      s.kept.erase(s.kept.begin());
+      return 0;
+    }
     const auto keep = static_cast<std::size_t>(ref.count - (total - hit.limit));
     s.segment.erase(s.segment.begin(), s.segment.end() - static_cast<std::ptrdiff_t>(
                                                              std::min(keep, s.segment.size())));

@@ -416,3 +416,60 @@ TEST_CASE("lmdb: a store written before segments existed is read as it is") {
   REQUIRE(store.check_and_commit(merchant, now + 103, d) == StoreStatus::ok);
   CHECK_FALSE(d.allowed);
 }
+
+TEST_CASE("lmdb: a damaged segment is dropped, never read past") {
+  // A sealed segment whose value no longer parses (a torn write after a host
+  // crash, a foreign tool) reads as empty. The log must go on without it,
+  // not index into the empty segment.
+  pvgate_test::TempDir dir;
+  const LmdbStoreOptions options{dir.path() + "/t", 4 << 20, 8};
+  constexpr std::uint32_t kLimit = 1000;
+  constexpr std::int64_t kHour = 3'600'000;
+  const std::vector<ThrottleHit> hits{hit("merchant", kLimit, kHour)};
+  ThrottleDecision d;
+  std::size_t before = 0;
+  {
+    LmdbStore store(options);
+    for (std::uint32_t i = 0; i < kLimit; ++i) {
+      REQUIRE(store.check_and_commit(hits, kT0 + 1000 * i, d) == StoreStatus::ok);
+      REQUIRE(d.allowed);
+    }
+    before = store.entries();
+    REQUIRE(before == 16);  // 15 sealed segments and the log
+  }
+  {
+    // Overwrite the oldest segment (id 0) with bytes that do not parse.
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    REQUIRE(mdb_env_set_mapsize(env, options.max_bytes) == 0);
+    REQUIRE(mdb_env_open(env, options.path.c_str(), 0, 0600) == 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi dbi = 0;
+    REQUIRE(mdb_dbi_open(txn, nullptr, 0, &dbi) == 0);
+    std::string key = "merchant";
+    key.push_back('\x01');
+    key.append(4, '\0');
+    MDB_val k{key.size(), key.data()};
+    MDB_val probe;
+    REQUIRE(mdb_get(txn, dbi, &k, &probe) == 0);
+    char junk[5] = {1, 2, 3, 4, 5};
+    MDB_val v{sizeof junk, junk};
+    REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  LmdbStore store(options);
+  // Every stamp is still inside the window: with segment 0's 64 stamps gone
+  // the log holds 936, so the decision passes and drops the damaged segment.
+  REQUIRE(store.check_and_commit(hits, kT0 + 1000 * kLimit, d) == StoreStatus::ok);
+  CHECK(d.allowed);
+  CHECK(store.entries() == before - 1);
+  // The log goes on deciding: 63 more fit (936 + 1 + 63 = 1000), the next waits.
+  for (std::uint32_t i = 1; i <= 63; ++i) {
+    REQUIRE(store.check_and_commit(hits, kT0 + 1000 * kLimit + i, d) == StoreStatus::ok);
+    REQUIRE(d.allowed);
+  }
+  REQUIRE(store.check_and_commit(hits, kT0 + 1000 * kLimit + 64, d) == StoreStatus::ok);
+  CHECK_FALSE(d.allowed);
+}
