@@ -1,7 +1,6 @@
 #include "redis_store.h"
 
 #include <hiredis/hiredis.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -101,43 +100,6 @@ std::string clip(std::string text) {
   if (text.size() > kMaxErrorBytes) text.resize(kMaxErrorBytes);
   return text;
 }
-
-// hiredis writes with write(2): a Redis that closed the connection would raise
-// SIGPIPE and kill the process unless it is ignored. pvgate's main ignores it,
-// but the store must not depend on that (tests, benchmarks), so SIGPIPE is
-// blocked on this thread around each exchange and a pending one is consumed
-// (the technique libcurl uses).
-class SigpipeGuard {
- public:
-  SigpipeGuard() {
-    sigset_t pipe_set = sigpipe_set();
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_);
-    was_blocked_ = sigismember(&old_, SIGPIPE) == 1;
-  }
-  ~SigpipeGuard() {
-    if (was_blocked_) return;
-    sigset_t pending;
-    sigemptyset(&pending);
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-      sigset_t pipe_set = sigpipe_set();
-      const timespec zero{0, 0};
-      sigtimedwait(&pipe_set, nullptr, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  SigpipeGuard(const SigpipeGuard&) = delete;
-  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
-
- private:
-  static sigset_t sigpipe_set() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    return set;
-  }
-  sigset_t old_;
-  bool was_blocked_ = false;
-};
 
 std::string make_nonce_prefix() {
   std::uint64_t value = 0;
@@ -391,6 +353,16 @@ std::unique_ptr<RedisStore> RedisStore::create(const RedisStoreOptions& options,
     error = "url: " + url_error;
     return nullptr;
   }
+  // hiredis (0.14) writes with write(2), not send(MSG_NOSIGNAL): a Redis
+  // that closed the connection raises SIGPIPE, which by default kills the
+  // process. The process must ignore it (pvgate's block_signals() does, as
+  // do the unit tests' and benchmarks' mains); checked once here rather than
+  // blocked and drained around every command (three system calls a call).
+  struct sigaction pipe_action {};
+  if (::sigaction(SIGPIPE, nullptr, &pipe_action) != 0 || pipe_action.sa_handler == SIG_DFL) {
+    error = "SIGPIPE must be ignored (or handled) in a process that uses the Redis store";
+    return nullptr;
+  }
   if (options.connect_timeout.count() <= 0) {
     error = "connect_timeout must be > 0 ms";
     return nullptr;
@@ -501,7 +473,6 @@ std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t genera
     trip("connect: cannot set the command timeout", true, generation);
     return nullptr;
   }
-  SigpipeGuard guard;
   if (!url_.password.empty()) {
     std::vector<std::string> auth{"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
@@ -578,7 +549,6 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
     trip(what + conn->error(), false, conn->generation());
     return StoreStatus::unavailable;
   };
-  SigpipeGuard guard;
 
   const char* source = script == Script::check ? kCheckScript : kRefundScript;
   std::string sha;
@@ -685,7 +655,6 @@ StoreStatus RedisStore::refund(const std::vector<ThrottleHit>& hits, std::int64_
 StoreStatus RedisStore::ping() {
   std::unique_ptr<Connection> conn = acquire();
   if (!conn) return StoreStatus::unavailable;
-  SigpipeGuard guard;
   Reply reply = conn->command({"PING"});
   if (!reply) {
     trip("PING: " + conn->error(), false, conn->generation());
