@@ -10,6 +10,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "redis_store.h"
+#include "url.h"
 
 namespace pvgate {
 namespace {
@@ -521,57 +522,7 @@ ConfigResult parse(const std::string& text, const std::string& source, bool is_f
   }
 }
 
-// A dotted-quad IPv4 literal in 127.0.0.0/8 ("127.evil.example" is not).
-bool is_ipv4_loopback(const std::string& host) {
-  int parts = 0;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t dot = host.find('.', start);
-    const std::string part = host.substr(start, dot - start);
-    if (part.empty() || part.size() > 3 ||
-        !std::all_of(part.begin(), part.end(), [](unsigned char c) { return std::isdigit(c); }) ||
-        std::stoi(part) > 255) {
-      return false;
-    }
-    if (parts == 0 && part != "127") return false;
-    ++parts;
-    if (dot == std::string::npos) break;
-    start = dot + 1;
-  }
-  return parts == 4;
-}
-
 }  // namespace
-
-std::string normalize_origin(const std::string& url) {
-  std::string lower = url;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  std::string scheme;
-  if (lower.rfind("https://", 0) == 0) {
-    scheme = "https";
-  } else if (lower.rfind("http://", 0) == 0) {
-    scheme = "http";
-  } else {
-    return {};
-  }
-  std::string rest = lower.substr(scheme.size() + 3);
-  const std::size_t end = rest.find_first_of("/?#");
-  std::string authority = rest.substr(0, end);
-  if (authority.empty() || authority.find('@') != std::string::npos) return {};
-  const bool allowed = std::all_of(authority.begin(), authority.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
-  });
-  if (!allowed) return {};
-  const std::string default_port = scheme == "https" ? ":443" : ":80";
-  if (authority.size() > default_port.size() &&
-      authority.compare(authority.size() - default_port.size(), default_port.size(),
-                        default_port) == 0) {
-    authority.resize(authority.size() - default_port.size());
-  }
-  if (authority.empty() || authority.front() == ':') return {};
-  return scheme + "://" + authority;
-}
 
 std::string_view key_part_name(KeyPart part) {
   switch (part) {
@@ -664,33 +615,17 @@ const MerchantConfig* Config::find_merchant(const std::string& name, bool given)
 
 std::string check_upstream_url(const std::string& url, bool& loopback) {
   loopback = false;
-  std::string rest;
-  bool https = false;
-  if (url.rfind("https://", 0) == 0) {
-    https = true;
-    rest = url.substr(8);
-  } else if (url.rfind("http://", 0) == 0) {
-    rest = url.substr(7);
-  } else {
-    return "must start with https://";
+  Url parsed;
+  std::string problem;
+  if (!parse_url(url, parsed, problem)) {
+    return problem == "must start with scheme://" ? "must start with https://" : problem;
   }
-  const std::size_t slash = rest.find('/');
-  std::string authority = rest.substr(0, slash);
-  if (authority.find('@') != std::string::npos) return "must not contain user information";
-  std::string host;
-  if (!authority.empty() && authority.front() == '[') {
-    const std::size_t close = authority.find(']');
-    if (close == std::string::npos) return "has an unterminated IPv6 address";
-    host = authority.substr(1, close - 1);
-  } else {
-    host = authority.substr(0, authority.find(':'));
+  if (parsed.scheme != "https" && parsed.scheme != "http") return "must start with https://";
+  if (parsed.has_userinfo) return "must not contain user information";
+  loopback = is_loopback_host(parsed.host);
+  if (parsed.scheme != "https" && !loopback) {
+    return "must be https (plain http is allowed only for loopback hosts)";
   }
-  if (host.empty()) return "has no host";
-  std::string lower = host;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  loopback = lower == "localhost" || lower == "::1" || is_ipv4_loopback(lower);
-  if (!https && !loopback) return "must be https (plain http is allowed only for loopback hosts)";
   return {};
 }
 

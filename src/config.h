@@ -36,9 +36,7 @@ struct MerchantConfig {
   std::string user_id_param;          // FastCGI param holding the user id; "" = from the client
 };
 
-// "https://Shop.Example:443/x?y" -> "https://shop.example" (default ports
-// dropped, path removed); "" when it is not an http(s) URL with a host.
-std::string normalize_origin(const std::string& url);
+// normalize_origin() (url.h) reads the allowed_origins and the request's Origin.
 
 enum class LogLevel { debug, info, warn, error };
 
@@ -112,7 +110,8 @@ std::string format_period(std::int64_t period_ms);
 // "60s", "10m", "1h", "1d" or plain seconds -> milliseconds; -1 when malformed.
 std::int64_t parse_period(const std::string& text);
 
-// Parses "https://host[:port]/path"; sets `loopback`. Returns an error text or "".
+// Checks "https://host[:port]/path" (parse_url() in url.h); http only for a
+// loopback host. Sets `loopback`. Returns an error text or "".
 std::string check_upstream_url(const std::string& url, bool& loopback);
 
 // What a reload from `old` to `next` cannot change: one message per

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "text.h"
+
 namespace pvgate {
 namespace {
 
@@ -169,58 +171,17 @@ class FlatObjectReader {
     return std::isfinite(std::strtod(token.c_str(), nullptr)) ? Scalar::other : Scalar::invalid;
   }
 
-  static int hex_digit(unsigned char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  }
   // Four hex digits after "\u"; -1 when they are not.
   long read_hex4() {
     long cp = 0;
     for (int k = 0; k < 4; ++k) {
-      const int d = hex_digit(peek());
+      const int d = hex_value(static_cast<char>(peek()));
       if (d < 0) return -1;
       cp = cp * 16 + d;
       ++pos_;
     }
     return cp;
   }
-  static void append_utf8(std::string& out, std::uint32_t cp) {
-    if (cp < 0x80) {
-      out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-  // Length of the well-formed UTF-8 sequence at pos_ (RFC 3629's table: no
-  // overlong forms, no surrogates, nothing past U+10FFFF), or 0.
-  std::size_t utf8_length() const {
-    const unsigned char c = peek();
-    const auto cont = [this](std::size_t k, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-      const unsigned char b = peek(k);
-      return b >= lo && b <= hi;
-    };
-    if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-    if (c == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
-    if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return cont(1) && cont(2) ? 3 : 0;
-    if (c == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
-    if (c == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-    if (c >= 0xF1 && c <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-    if (c == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
-    return 0;
-  }
-
   // The string starting at pos_ (its opening quote), decoded into `out`;
   // false when it is not a well-formed JSON string.
   bool read_string(std::string& out) {
@@ -242,7 +203,7 @@ class FlatObjectReader {
       }
       if (c < 0x20) return false;  // a raw control character
       if (c >= 0x80) {
-        const std::size_t len = utf8_length();
+        const std::size_t len = utf8_sequence_length(s_, pos_);
         if (len == 0) return false;
         out.append(s_.data() + pos_, len);
         pos_ += len;
@@ -323,7 +284,6 @@ std::optional<std::int64_t> as_integer(const json& v) {
 // the reply are on every request's path, and building a DOM for them cost
 // a fifth of pvgate's CPU in the benchmark.
 void append_json_string(std::string& out, std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   std::size_t i = 0;
   while (i < text.size()) {
@@ -366,8 +326,8 @@ void append_json_string(std::string& out, std::string_view text) {
         default:
           if (c < 0x20) {
             out += "\\u00";
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 0xF]);
+            out.push_back(hex_digit(c >> 4));
+            out.push_back(hex_digit(c & 0xF));
           } else {
             out.push_back(static_cast<char>(c));
           }
@@ -376,27 +336,8 @@ void append_json_string(std::string& out, std::string_view text) {
       continue;
     }
     // A multi-byte sequence: copy it only when it is well-formed UTF-8.
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    }
-    bool ok = len > 0 && i + len <= text.size();
-    for (std::size_t k = 1; ok && k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(text[i + k]);
-      ok = (cc & 0xC0) == 0x80;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // No overlong forms, no surrogates, nothing past U+10FFFF.
-    ok = ok && !(len == 3 && cp < 0x800) && !(len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) &&
-         !(cp >= 0xD800 && cp <= 0xDFFF);
+    const std::size_t len = utf8_sequence_length(text, i);
+    const bool ok = len > 0;
     if (ok) {
       out.append(text.substr(i, len));
       i += len;
@@ -470,28 +411,6 @@ std::string encode_client_reply(std::int64_t status, std::string_view message,
   if (seconds_till_resend)
     out += ",\"seconds_till_resend\":" + std::to_string(*seconds_till_resend);
   out += ",\"status\":" + std::to_string(status) + "}";
-  return out;
-}
-
-void append_log_members(std::string& out, const std::vector<LogField>& fields) {
-  for (std::size_t i = 0; i < fields.size(); ++i) {
-    if (i > 0) out.push_back(',');
-    append_json_string(out, fields[i].key);
-    out.push_back(':');
-    if (fields[i].is_number) {
-      out += std::to_string(fields[i].number);
-    } else {
-      append_json_string(out, fields[i].text);
-    }
-  }
-}
-
-std::string encode_log_object(const std::vector<LogField>& fields) {
-  std::string out;
-  out.reserve(256);
-  out.push_back('{');
-  append_log_members(out, fields);
-  out.push_back('}');
   return out;
 }
 

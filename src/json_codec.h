@@ -45,16 +45,4 @@ std::string encode_client_reply(std::int64_t status, std::string_view message,
 // characters escaped, invalid UTF-8 replaced by U+FFFD.
 void append_json_string(std::string& out, std::string_view text);
 
-// One log record as a JSON object, members in the given order. Values are
-// strings or integers; invalid UTF-8 is replaced, never thrown on.
-struct LogField {
-  std::string key;
-  std::string text;         // used when is_number is false
-  std::int64_t number = 0;  // used when is_number is true
-  bool is_number = false;
-};
-std::string encode_log_object(const std::vector<LogField>& fields);
-// Appends `"key":value` members separated by commas (no braces) to `out`.
-void append_log_members(std::string& out, const std::vector<LogField>& fields);
-
 }  // namespace pvgate

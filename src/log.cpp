@@ -10,7 +10,6 @@
 namespace pvgate {
 namespace {
 
-// RFC 3339 UTC with milliseconds: 2026-11-27T12:30:01.123Z
 // RFC 3339 UTC with milliseconds: 2026-11-27T12:30:01.123Z. The part up to
 // the seconds is formatted once a second per thread.
 void append_timestamp(std::string& out) {
@@ -60,13 +59,6 @@ std::string printable(std::string_view text) {
     out.push_back(u < 0x20 || u == 0x7F ? '?' : c);
   }
   return out;
-}
-
-std::string Logger::format(LogLevel level, const std::vector<LogField>& fields) const {
-  std::string out;
-  LogLine line(*this, level, out);
-  for (const auto& f : fields) line.field(f);
-  return line.line();
 }
 
 namespace {
@@ -143,12 +135,6 @@ LogLine& LogLine::message(std::string_view text) {
   return *this;
 }
 
-LogLine& LogLine::field(const LogField& f) {
-  if (f.is_number) return number(f.key, f.number);
-  if (f.key == "msg") return message(f.text);
-  return text(f.key, f.text);
-}
-
 const std::string& LogLine::line() {
   if (json_ && !closed_) out_.push_back('}');
   closed_ = true;
@@ -161,12 +147,6 @@ void LogLine::write(Logger& log) {
 
 void Logger::log(LogLevel level, std::string_view text) {
   LogLine(*this, level).message(text).write(*this);
-}
-
-void Logger::record(LogLevel level, const std::vector<LogField>& fields) {
-  LogLine line(*this, level);
-  for (const auto& f : fields) line.field(f);
-  line.write(*this);
 }
 
 void Logger::emit(LogLevel level, const std::string& text) {

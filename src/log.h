@@ -47,10 +47,8 @@ class Logger {
 
   // A free-text message: {"ts":..,"level":..,"msg":text} or "pvgate: <level> <text>".
   void log(LogLevel level, std::string_view text);
-  // A structured record: {"ts":..,"level":.., fields...} or "pvgate: <level> k=v ...".
-  void record(LogLevel level, const std::vector<LogField>& fields);
-  // The line record() would write, without the newline.
-  std::string format(LogLevel level, const std::vector<LogField>& fields) const;
+  // A structured record: LogLine, {"ts":..,"level":.., fields...} or
+  // "pvgate: <level> k=v ...".
 
   void debug(std::string_view t) {
     if (enabled(LogLevel::debug)) log(LogLevel::debug, t);
@@ -103,7 +101,6 @@ class LogLine {
   LogLine& number(std::string_view key, std::int64_t value);
   // A free-text message: "msg" in JSON, the bare text (no key) in text format.
   LogLine& message(std::string_view text);
-  LogLine& field(const LogField& f);  // text, number or (key "msg") message
   // The finished line, without the newline; valid until the next LogLine on
   // this thread.
   const std::string& line();

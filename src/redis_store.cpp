@@ -1,14 +1,15 @@
 #include "redis_store.h"
 
 #include <hiredis/hiredis.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <random>
 #include <utility>
+
+#include "text.h"
+#include "url.h"
 
 namespace pvgate {
 namespace {
@@ -99,43 +100,6 @@ std::string clip(std::string text) {
   return text;
 }
 
-// hiredis writes with write(2): a Redis that closed the connection would raise
-// SIGPIPE and kill the process unless it is ignored. pvgate's main ignores it,
-// but the store must not depend on that (tests, benchmarks), so SIGPIPE is
-// blocked on this thread around each exchange and a pending one is consumed
-// (the technique libcurl uses).
-class SigpipeGuard {
- public:
-  SigpipeGuard() {
-    sigset_t pipe_set = sigpipe_set();
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_);
-    was_blocked_ = sigismember(&old_, SIGPIPE) == 1;
-  }
-  ~SigpipeGuard() {
-    if (was_blocked_) return;
-    sigset_t pending;
-    sigemptyset(&pending);
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-      sigset_t pipe_set = sigpipe_set();
-      const timespec zero{0, 0};
-      sigtimedwait(&pipe_set, nullptr, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  SigpipeGuard(const SigpipeGuard&) = delete;
-  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
-
- private:
-  static sigset_t sigpipe_set() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    return set;
-  }
-  sigset_t old_;
-  bool was_blocked_ = false;
-};
-
 std::string make_nonce_prefix() {
   std::uint64_t value = 0;
   try {
@@ -147,9 +111,10 @@ std::string make_nonce_prefix() {
         static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
         (static_cast<std::uint64_t>(::getpid()) << 40);
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(16, '0');
-  for (int i = 0; i < 16; ++i) out[i] = kHex[(value >> (60 - 4 * i)) & 0xf];
+  unsigned char bytes[8];
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(value >> (56 - 8 * i));
+  std::string out;
+  append_hex(out, bytes, sizeof bytes);
   return out;
 }
 
@@ -165,56 +130,16 @@ const char* hit_problem(const ThrottleHit& hit) {
 
 // ---- URL parsing ----------------------------------------------------------
 
-bool starts_with_nocase(const std::string& s, const char* prefix) {
-  const std::size_t n = std::strlen(prefix);
-  if (s.size() < n) return false;
-  for (std::size_t i = 0; i < n; ++i) {
-    char c = s[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != prefix[i]) return false;
-  }
-  return true;
-}
-
-bool all_digits(const std::string& s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-  }
-  return true;
-}
-
 // Digits only, no sign, no leading junk, value within [min, max].
 bool parse_bounded(const std::string& s, std::int64_t min, std::int64_t max, std::int64_t& out) {
-  if (!all_digits(s) || s.size() > 18) return false;
+  if (s.empty() || s.size() > 18) return false;
   std::int64_t v = 0;
-  for (char c : s) v = v * 10 + (c - '0');
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
   if (v < min || v > max) return false;
   out = v;
-  return true;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-bool percent_decode(const std::string& in, std::string& out) {
-  out.clear();
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out += in[i];
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    const int hi = hex_value(in[i + 1]);
-    const int lo = hex_value(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
   return true;
 }
 
@@ -227,8 +152,8 @@ bool parse_userinfo(const std::string& userinfo, ParsedRedisUrl& out, std::strin
         "redis://user:password@host)";
     return false;
   }
-  if (!percent_decode(userinfo.substr(0, colon), out.user) ||
-      !percent_decode(userinfo.substr(colon + 1), out.password)) {
+  if (!percent_decode(userinfo.substr(0, colon), out.user, /*plus_is_space=*/false) ||
+      !percent_decode(userinfo.substr(colon + 1), out.password, /*plus_is_space=*/false)) {
     error = "bad %-escape in the credentials";
     return false;
   }
@@ -248,86 +173,32 @@ bool valid_host_name(const std::string& host) {
   return true;
 }
 
-bool valid_ipv6_literal(const std::string& host) {
-  if (host.find(':') == std::string::npos) return false;
-  for (char c : host) {
-    if (hex_value(c) < 0 && c != ':' && c != '.') return false;
-  }
-  return true;
-}
-
+// The credentials are split off here, not by curl: they end at the last '@'
+// (RFC 3986 and curl end them at the first, and the authority at the first
+// '/'), so an unencoded '@' or '/' in a password still parses, as Redis
+// clients accept it. The host, port and database go through parse_url().
 bool parse_tcp(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
   out.kind = ParsedRedisUrl::Kind::tcp;
-  // The credentials end at the last '@', so an unencoded '@' or '/' in a
-  // password still parses (the host part holds neither).
   std::string hostpart = rest;
   const std::size_t at = rest.rfind('@');
   if (at != std::string::npos) {
     if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
     hostpart = rest.substr(at + 1);
   }
-  std::string db_text;
-  const std::size_t slash = hostpart.find('/');
-  if (slash != std::string::npos) {
-    db_text = hostpart.substr(slash + 1);
-    hostpart.resize(slash);
-  }
-  std::string port_text;
-  if (!hostpart.empty() && hostpart[0] == '[') {
-    const std::size_t close = hostpart.find(']');
-    if (close == std::string::npos) {
-      error = "IPv6 host has no closing ']'";
-      return false;
-    }
-    out.host = hostpart.substr(1, close - 1);
-    const std::string after = hostpart.substr(close + 1);
-    if (!after.empty()) {
-      if (after[0] != ':') {
-        error = "unexpected text after the IPv6 host (expected ':port')";
-        return false;
-      }
-      port_text = after.substr(1);
-      if (port_text.empty()) {
-        error = "port is empty";
-        return false;
-      }
-    }
-    if (!valid_ipv6_literal(out.host)) {
-      error = "host is not a valid IPv6 address";
-      return false;
-    }
-  } else {
-    const std::size_t colon = hostpart.find(':');
-    out.host = hostpart.substr(0, colon);
-    if (colon != std::string::npos) {
-      port_text = hostpart.substr(colon + 1);
-      if (port_text.empty()) {
-        error = "port is empty";
-        return false;
-      }
-    }
-    if (out.host.empty()) {
-      error = "host is missing";
-      return false;
-    }
-    if (out.host.size() > kMaxRedisHostBytes || !valid_host_name(out.host)) {
-      error = "host must be a DNS name or an IP address (letters, digits, '-', '.', '_'; at most " +
-              std::to_string(kMaxRedisHostBytes) + " bytes)";
-      return false;
-    }
-  }
-  if (out.host.empty()) {
-    error = "host is missing";
+  Url url;
+  if (!parse_url("redis://" + hostpart, url, error)) return false;
+  if (url.has_userinfo || url.has_query || url.has_fragment) {
+    error = "unexpected text after the host (expected [:port][/db])";
     return false;
   }
-  if (!port_text.empty()) {
-    std::int64_t port = 0;
-    if (!parse_bounded(port_text, 1, 65535, port)) {
-      error = "port must be a number in 1..65535";
-      return false;
-    }
-    out.port = static_cast<int>(port);
+  out.host = url.host;
+  if (!url.ipv6 && (out.host.size() > kMaxRedisHostBytes || !valid_host_name(out.host))) {
+    error = "host must be a DNS name or an IP address (letters, digits, '-', '.', '_'; at most " +
+            std::to_string(kMaxRedisHostBytes) + " bytes)";
+    return false;
   }
+  if (url.port != 0) out.port = url.port;
+  const std::string db_text = url.path.empty() ? std::string() : url.path.substr(1);
   if (!db_text.empty() && !parse_bounded(db_text, 0, kMaxRedisDb, out.db)) {
     error =
         "database (the path after the host) must be a number in 0.." + std::to_string(kMaxRedisDb);
@@ -336,6 +207,8 @@ bool parse_tcp(const std::string& rest, ParsedRedisUrl& out, std::string& error)
   return true;
 }
 
+// curl has no unix:// scheme: after the credentials, the rest is parsed as
+// the file:// URL it is (an absolute path and a query).
 bool parse_unix(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
   out.kind = ParsedRedisUrl::Kind::unix_socket;
   std::string pathpart = rest;
@@ -349,27 +222,23 @@ bool parse_unix(const std::string& rest, ParsedRedisUrl& out, std::string& error
     if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
     pathpart = rest.substr(at + 1);
   }
-  const std::size_t q = pathpart.find('?');
-  std::string query;
-  if (q != std::string::npos) {
-    query = pathpart.substr(q + 1);
-    pathpart.resize(q);
-  }
-  if (pathpart.size() < 2 || pathpart[0] != '/' || pathpart.back() == '/') {
+  Url url;
+  if (pathpart.empty() || !parse_url("file://" + pathpart, url, error) || url.has_fragment ||
+      url.path.size() < 2 || url.path[0] != '/' || url.path.back() == '/') {
     error = "socket path must be an absolute path to a file (unix:///path/to/redis.sock)";
     return false;
   }
-  if (pathpart.size() > kMaxRedisSocketPathBytes) {
+  if (url.path.size() > kMaxRedisSocketPathBytes) {
     error = "socket path is longer than " + std::to_string(kMaxRedisSocketPathBytes) + " bytes";
     return false;
   }
-  out.path = pathpart;
-  if (q != std::string::npos) {
-    if (query.compare(0, 3, "db=") != 0 || query.find('&') != std::string::npos) {
+  out.path = url.path;
+  if (url.has_query) {
+    if (url.query.compare(0, 3, "db=") != 0 || url.query.find('&') != std::string::npos) {
       error = "the only query parameter allowed is ?db=N";
       return false;
     }
-    if (!parse_bounded(query.substr(3), 0, kMaxRedisDb, out.db)) {
+    if (!parse_bounded(url.query.substr(3), 0, kMaxRedisDb, out.db)) {
       error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
       return false;
     }
@@ -398,11 +267,12 @@ bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& e
   }
   ParsedRedisUrl parsed;
   bool ok = false;
-  if (starts_with_nocase(url, "redis://")) {
+  const std::string scheme = ascii_lower(url.substr(0, url.find("://") + 3));
+  if (scheme == "redis://") {
     ok = parse_tcp(url.substr(8), parsed, error);
-  } else if (starts_with_nocase(url, "unix://")) {
+  } else if (scheme == "unix://") {
     ok = parse_unix(url.substr(7), parsed, error);
-  } else if (starts_with_nocase(url, "rediss://")) {
+  } else if (scheme == "rediss://") {
     error = "TLS (rediss://) is not supported; use redis:// on a trusted network or unix://";
   } else {
     error = "must start with redis:// or unix://";
@@ -475,6 +345,16 @@ std::unique_ptr<RedisStore> RedisStore::create(const RedisStoreOptions& options,
   std::string url_error;
   if (!parse_redis_url(options.url, url, url_error)) {
     error = "url: " + url_error;
+    return nullptr;
+  }
+  // hiredis (0.14) writes with write(2), not send(MSG_NOSIGNAL): a Redis
+  // that closed the connection raises SIGPIPE, which by default kills the
+  // process. The process must ignore it (pvgate's block_signals() does, as
+  // do the unit tests' and benchmarks' mains); checked once here rather than
+  // blocked and drained around every command (three system calls a call).
+  struct sigaction pipe_action {};
+  if (::sigaction(SIGPIPE, nullptr, &pipe_action) != 0 || pipe_action.sa_handler == SIG_DFL) {
+    error = "SIGPIPE must be ignored (or handled) in a process that uses the Redis store";
     return nullptr;
   }
   if (options.connect_timeout.count() <= 0) {
@@ -587,7 +467,6 @@ std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t genera
     trip("connect: cannot set the command timeout", true, generation);
     return nullptr;
   }
-  SigpipeGuard guard;
   if (!url_.password.empty()) {
     std::vector<std::string> auth{"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
@@ -664,7 +543,6 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
     trip(what + conn->error(), false, conn->generation());
     return StoreStatus::unavailable;
   };
-  SigpipeGuard guard;
 
   const char* source = script == Script::check ? kCheckScript : kRefundScript;
   std::string sha;
@@ -776,7 +654,6 @@ StoreStatus RedisStore::refund(const std::vector<ThrottleHit>& hits, std::int64_
 StoreStatus RedisStore::ping() {
   std::unique_ptr<Connection> conn = acquire();
   if (!conn) return StoreStatus::unavailable;
-  SigpipeGuard guard;
   Reply reply = conn->command({"PING"});
   if (!reply) {
     trip("PING: " + conn->error(), false, conn->generation());

@@ -68,9 +68,11 @@ class RedisStore final : public ThrottleStore {
   };
 
   // Returns nullptr and an error (naming the option, never quoting the URL)
-  // when the options are invalid. Does not connect: the first call does, so
-  // pvgate starts even while Redis is down. `clock` (only its steady() is
-  // read, for the breaker) must outlive the store; nullptr = the system clock.
+  // when the options are invalid, or when SIGPIPE is not ignored: hiredis
+  // writes with write(2), so a Redis that closed a connection would raise it
+  // and kill the process (pvgate's main ignores it in block_signals()). Does not connect: the first
+  // call does, so pvgate starts even while Redis is down. `clock` (only its steady() is read, for
+  // the breaker) must outlive the store; nullptr = the system clock.
   static std::unique_ptr<RedisStore> create(const RedisStoreOptions& options, std::string& error,
                                             const Clock* clock = nullptr);
 

@@ -1,5 +1,7 @@
 #include "sanitize.h"
 
+#include "text.h"
+
 namespace pvgate {
 
 std::string clean_message(std::string_view text, std::size_t max_bytes) {
@@ -17,12 +19,7 @@ std::string clean_message(std::string_view text, std::size_t max_bytes) {
     out.append(text.data() + i, j - i);
     i = j + 1;  // past the control character
   }
-  if (out.size() > max_bytes) {
-    std::size_t cut = max_bytes;
-    // Step back over UTF-8 continuation bytes so no sequence is split.
-    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
-    out.resize(cut);
-  }
+  out.resize(utf8_cut(out, max_bytes));  // no UTF-8 sequence split
   return out;
 }
 

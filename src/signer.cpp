@@ -3,6 +3,8 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "text.h"
+
 namespace pvgate {
 
 std::string sha1_hex(std::string_view data) {
@@ -20,12 +22,8 @@ std::string sha1_hex(std::string_view data) {
   SHA1_Final(digest, &ctx);
 #pragma GCC diagnostic pop
   OPENSSL_cleanse(&ctx, sizeof ctx);  // it held the signature text, secret included
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(2 * SHA_DIGEST_LENGTH, '0');
-  for (unsigned int i = 0; i < SHA_DIGEST_LENGTH; ++i) {
-    out[2 * i] = kHex[digest[i] >> 4];
-    out[2 * i + 1] = kHex[digest[i] & 0x0F];
-  }
+  std::string out;
+  append_hex(out, digest, sizeof digest);
   OPENSSL_cleanse(digest, sizeof digest);
   return out;
 }
@@ -37,8 +35,14 @@ void wipe(std::string& s) {
 
 std::string pipwave_signature(const std::map<std::string, std::string>& fields,
                               std::string_view api_secret) {
+  std::string scratch;
+  return pipwave_signature(fields, api_secret, scratch);
+}
+
+std::string pipwave_signature(const std::map<std::string, std::string>& fields,
+                              std::string_view api_secret, std::string& text) {
   static constexpr std::string_view kSecretKey = "api_secret";
-  std::string text;
+  wipe(text);
   // Reserve the exact size so the secret is never left behind in a freed
   // buffer by a reallocation.
   std::size_t size = kSecretKey.size() + 1 + api_secret.size();

@@ -18,7 +18,16 @@ std::string sha1_hex(std::string_view data);
 std::string pipwave_signature(const std::map<std::string, std::string>& fields,
                               std::string_view api_secret);
 
-// Overwrites a buffer that held secret material (not optimised away).
+// The same, with the signed text (secret included) built in the caller's
+// `scratch`: it is reserved once at the exact size (no reallocation leaves a
+// copy behind), and on return its bytes are overwritten with wipe() and it is
+// empty. A caller (the unit test) can look at the buffer afterwards and see
+// that no secret byte is left in it.
+std::string pipwave_signature(const std::map<std::string, std::string>& fields,
+                              std::string_view api_secret, std::string& scratch);
+
+// Overwrites every byte of a buffer that held secret material with zeros
+// (OPENSSL_cleanse: not optimised away), then empties it; the capacity stays.
 void wipe(std::string& s);
 
 }  // namespace pvgate

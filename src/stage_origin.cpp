@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "stages.h"
+#include "url.h"
 
 namespace pvgate {
 

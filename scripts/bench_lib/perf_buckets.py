@@ -12,8 +12,8 @@ import sys
 
 # (stage, substrings of a frame), checked in this order against the whole stack.
 STAGES = [
-    ("log line (Logger::record/format, JSON encode, write)",
-     ("pvgate::Logger::", "pvgate::encode_log_object")),
+    ("log line (LogLine, JSON encode, write)",
+     ("pvgate::Logger::", "pvgate::LogLine::")),
     ("reply out (write, FCGX_Finish_r, re-arm)", ("pvgate::FcgiServer::finish",)),
     ("throttle (keys, SHA-1, store)", ("pvgate::throttle_check", "pvgate::throttle_")),
     ("upstream loop: curl (HTTP, TLS, sockets)", ("curl_multi_socket_action",

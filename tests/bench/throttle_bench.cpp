@@ -4,6 +4,8 @@
 // and bookkeeping without any storage engine).
 //
 //   pvgate_bench_throttle [--seconds S] [--redis URL]
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -173,6 +175,7 @@ void report(const char* name, const Result& r, double baseline) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);  // the Redis store requires it (see RedisStore::create)
   double seconds = 3;
   std::string redis_url;
   for (int i = 1; i < argc; ++i) {

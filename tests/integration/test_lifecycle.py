@@ -233,8 +233,13 @@ def kill_under_load(ctx):
                           st.url("/")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True)
     try:
-        time.sleep(3)
         victim = before[0]
+        # Kill once the load is really on: the victim holds FastCGI connections and the mock
+        # has seen forwarded requests from this run (not after a fixed delay).
+        sent_before = ctx.upstream_requests()
+        wait_until(lambda: (fastcgi_connections(victim) or 0) > 0
+                   and ctx.upstream_requests() - sent_before >= 200,
+                   "wrk's load to reach the workers", timeout=10, poll=0.05)
         vst = itest.stacklib.proc_starttime(victim)
         held = fastcgi_connections(victim)
         check(itest.stacklib.signal_verified(victim, vst, signal.SIGKILL), "kill failed")

@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include "config.h"
+#include "url.h"
 
 using namespace pvgate;
 

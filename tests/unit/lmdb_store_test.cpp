@@ -100,16 +100,17 @@ TEST_CASE("lmdb: a writer killed mid-flight does not wedge the store") {
   REQUIRE(pid >= 0);
   if (pid == 0) {
     LmdbStore store(options);
-    const char byte = 'r';
-    [[maybe_unused]] auto n = ::write(ready[1], &byte, 1);
     for (std::int64_t i = 0;; ++i) {  // hammer until killed, often inside a write txn
       ThrottleDecision d;
       store.check_and_commit({hit("k" + std::to_string(i % 1000), 5, 60'000)}, kT0 + i, d);
+      if (i == 500) {  // well into the loop: the parent may kill from now on
+        const char byte = 'r';
+        [[maybe_unused]] auto n = ::write(ready[1], &byte, 1);
+      }
     }
   }
   char byte = 0;
-  REQUIRE(::read(ready[0], &byte, 1) == 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(::read(ready[0], &byte, 1) == 1);  // the child has committed 500 times
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);

@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -12,13 +14,6 @@
 using namespace pvgate;
 
 namespace {
-
-// The line without its timestamp, which differs between two calls.
-std::string without_ts(const std::string& line) {
-  const std::size_t at = line.find("\"ts\":\"");
-  if (at == std::string::npos) return line;
-  return line.substr(0, at) + line.substr(line.find('"', at + 6) + 1);
-}
 
 // Both ends of a SOCK_SEQPACKET pair: every write(2) the logger makes is one
 // message, so a test sees how the lines were grouped into writes.
@@ -50,19 +45,58 @@ std::string joined(const std::vector<std::string>& writes) {
 
 }  // namespace
 
-TEST_CASE("a LogLine writes exactly what record() writes, in both formats") {
+// Expectations written by hand (JSON read back by nlohmann, text spelled out),
+// never by another formatter built on LogLine.
+TEST_CASE("a LogLine in JSON: every member, escaped, in order") {
   Logger log(-1);
+  log.set_json(true);
   const std::string tricky = std::string("q\"b\\n\nt\tnul") + '\0' + " caf\xc3\xa9 bad\xff";
-  for (const bool json : {true, false}) {
-    INFO("json " << json);
-    log.set_json(json);
-    const std::string want =
-        log.format(LogLevel::warn, {LogField{"event", "request"}, LogField{"detail", tricky},
-                                    LogField{"http", {}, 502, true}, LogField{"ms", {}, -3, true}});
-    LogLine line(log, LogLevel::warn);
-    line.text("event", "request").text("detail", tricky).number("http", 502).number("ms", -3);
-    CHECK(without_ts(line.line()) == without_ts(want));
-  }
+  LogLine line(log, LogLevel::warn);
+  line.text("event", "request").text("detail", tricky).number("http", 502).number("ms", -3);
+  const std::string out = line.line();
+
+  // The raw text: ts first, then the members in the order written, each
+  // escape as JSON spells it, the bad byte replaced by U+FFFD.
+  REQUIRE(out.rfind("{\"ts\":\"", 0) == 0);
+  const std::string ts = out.substr(7, 24);
+  CHECK(std::regex_match(ts, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")));
+  CHECK(out.substr(31) ==
+        "\",\"level\":\"warn\",\"event\":\"request\","
+        "\"detail\":\"q\\\"b\\\\n\\nt\\tnul\\u0000 caf\xc3\xa9 bad\xef\xbf\xbd\","
+        "\"http\":502,\"ms\":-3}");
+  CHECK(out.find('\n') == std::string::npos);
+
+  const auto doc = nlohmann::json::parse(out);
+  CHECK(doc.size() == 6);
+  CHECK(doc["ts"] == ts);
+  CHECK(doc["level"] == "warn");
+  CHECK(doc["event"] == "request");
+  CHECK(doc["detail"] == std::string("q\"b\\n\nt\tnul") + '\0' + " caf\xc3\xa9 bad\xef\xbf\xbd");
+  CHECK(doc["http"] == 502);
+  CHECK(doc["ms"] == -3);
+
+  std::string msg;
+  LogLine(log, LogLevel::error, msg).message("a \"b\"\n");
+  // line() was not called: the caller's string has no closing brace yet.
+  CHECK(nlohmann::json::parse(msg + "}")["msg"] == "a \"b\"\n");
+}
+
+TEST_CASE("a LogLine in text format: literal lines") {
+  Logger log(-1);
+  log.set_json(false);
+  const std::string tricky = std::string("q\"b\\n\nt\tnul") + '\0' + " caf\xc3\xa9 bad\xff";
+  LogLine line(log, LogLevel::warn);
+  line.text("event", "request").text("detail", tricky).number("http", 502).number("ms", -3);
+  CHECK(line.line() ==
+        "pvgate: warn event=\"request\" detail=\"q\\\"b\\\\n?t?nul? caf\xc3\xa9 bad\xff\" "
+        "http=502 ms=-3");
+
+  std::string out;
+  LogLine(log, LogLevel::info, out).message("two\nlines\x7f").number("n", 0);
+  CHECK(out == "pvgate: info two?lines? n=0");
+  out.clear();
+  LogLine(log, LogLevel::debug, out).text("empty", "");
+  CHECK(out == "pvgate: debug empty=\"\"");
 }
 
 TEST_CASE("log lines: written at once when alone, grouped while others are busy") {

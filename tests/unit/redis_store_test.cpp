@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -223,6 +224,21 @@ TEST_CASE("redis store: invalid options are refused at creation", "[redis]") {
   bad.retry_after = milliseconds(-1);
   CHECK(RedisStore::create(bad, error) == nullptr);
   CHECK(error.find("retry_after") != std::string::npos);
+}
+
+TEST_CASE("redis store: refused while SIGPIPE would kill the process", "[redis]") {
+  RedisStoreOptions options;
+  options.url = "redis://127.0.0.1";
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  struct sigaction before {};
+  REQUIRE(::sigaction(SIGPIPE, &dfl, &before) == 0);
+  std::string error;
+  const bool refused = RedisStore::create(options, error) == nullptr;
+  ::sigaction(SIGPIPE, &before, nullptr);  // back to ignored (tests/unit/main.cpp)
+  CHECK(refused);
+  CHECK(error.find("SIGPIPE") != std::string::npos);
+  CHECK(RedisStore::create(options, error) != nullptr);
 }
 
 // ---- data in Redis -----------------------------------------------------------

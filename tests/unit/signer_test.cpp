@@ -1,6 +1,10 @@
 // Known-answer vectors from shared/pipwave-api.md ("Worked examples").
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <string>
+#include <string_view>
+
 #include "signer.h"
 
 using pvgate::pipwave_signature;
@@ -58,8 +62,49 @@ TEST_CASE("the secret sorts into place even when it is the last key") {
   CHECK(pipwave_signature(later, "s") == sha1_hex("api_secret:suser_id:u"));
 }
 
-TEST_CASE("wipe clears a buffer") {
-  std::string s = "secret";
+namespace {
+// Whether `needle` occurs anywhere in the bytes a string owns (up to its
+// capacity, so also past its current size: what clear() leaves behind).
+bool owned_bytes_hold(const std::string& s, std::string_view needle) {
+  const char* begin = s.data();
+  const char* end = begin + s.capacity();
+  return std::search(begin, end, needle.begin(), needle.end()) != end;
+}
+}  // namespace
+
+TEST_CASE("the inspection below sees what clear() leaves behind") {
+  // Without this, the two wipe tests could pass for the wrong reason.
+  std::string s = "S3cr3t-value-well-past-SSO";
+  const char* before = s.data();
+  s.clear();
+  REQUIRE(s.data() == before);
+  CHECK(owned_bytes_hold(s, "3cr3t-value"));  // clear() only wrote a NUL over the first byte
+}
+
+TEST_CASE("wipe overwrites every byte, not only the size") {
+  std::string s(64, 'S');
+  const char* before = s.data();
   pvgate::wipe(s);
   CHECK(s.empty());
+  REQUIRE(s.data() == before);  // the same buffer, now inspected
+  CHECK(std::all_of(s.data(), s.data() + 64, [](char c) { return c == '\0'; }));
+}
+
+TEST_CASE("the signature's scratch buffer holds no secret byte afterwards") {
+  const std::string secret = "S3cr3t-0123456789-abcdef";
+  std::string scratch;
+  const std::string sig = pipwave_signature(send_token_fields(), secret, scratch);
+  CHECK(sig == pipwave_signature(send_token_fields(), secret));  // the same answer
+  CHECK(scratch.empty());
+  CHECK(scratch.capacity() >= secret.size());  // the buffer that held the text
+  CHECK_FALSE(owned_bytes_hold(scratch, secret));
+  CHECK_FALSE(owned_bytes_hold(scratch, secret.substr(1)));
+  CHECK_FALSE(owned_bytes_hold(scratch, "api_secret:"));
+  // A caller's buffer with room to spare is used as it is and wiped whole.
+  std::string roomy;
+  roomy.reserve(4096);
+  const char* before = roomy.data();
+  pipwave_signature(send_token_fields(), secret, roomy);
+  REQUIRE(roomy.data() == before);
+  CHECK_FALSE(owned_bytes_hold(roomy, secret));
 }

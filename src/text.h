@@ -1,0 +1,47 @@
+// Small byte-level text helpers that several modules need once: hex digits,
+// %-decoding, UTF-8 sequences, ASCII case. A leaf module (as redis's util.c):
+// it includes no other pvgate header and no third-party library.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace pvgate {
+
+// The value of one hex digit (either case), or -1.
+int hex_value(char c);
+
+// The lower-case hex digit of 0..15.
+inline char hex_digit(unsigned nibble) {
+  return "0123456789abcdef"[nibble & 0xF];
+}
+
+// Appends `size` bytes as 2 x size lower-case hex digits, first byte first.
+void append_hex(std::string& out, const unsigned char* data, std::size_t size);
+
+// Decodes %XX escapes (either case) into `out`; with `plus_is_space` a '+'
+// is a space (application/x-www-form-urlencoded). False, with `out`
+// unspecified, on a '%' not followed by two hex digits.
+bool percent_decode(std::string_view in, std::string& out, bool plus_is_space);
+
+// The length (2-4) of the well-formed UTF-8 multi-byte sequence starting at
+// s[pos], or 0 when there is none there (RFC 3629's table: no overlong
+// forms, no surrogates, nothing past U+10FFFF, no truncated sequence).
+// ASCII bytes are not multi-byte sequences: 0.
+std::size_t utf8_sequence_length(std::string_view s, std::size_t pos);
+
+// Appends the UTF-8 encoding of `cp` (at most U+10FFFF; a surrogate is
+// encoded as it is, callers exclude them).
+void append_utf8(std::string& out, std::uint32_t cp);
+
+// The largest cut <= max_bytes at which `s` can be truncated without
+// splitting a UTF-8 sequence (it steps back over continuation bytes).
+// s.size() when s is no longer than max_bytes.
+std::size_t utf8_cut(std::string_view s, std::size_t max_bytes);
+
+// ASCII letters lower-cased, every other byte kept.
+std::string ascii_lower(std::string s);
+
+}  // namespace pvgate

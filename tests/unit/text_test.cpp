@@ -1,0 +1,90 @@
+// The leaf text helpers (hex, %-decoding, UTF-8). Their users' behaviour is
+// checked where it matters: the JSON reader against nlohmann (decode_test,
+// fuzz_json), form decoding (decode_test), the signature (signer_test).
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "text.h"
+
+using namespace pvgate;
+
+TEST_CASE("text: hex digits both ways") {
+  for (int v = 0; v < 16; ++v) {
+    CHECK(hex_value(hex_digit(static_cast<unsigned>(v))) == v);
+  }
+  CHECK(hex_value('A') == 10);
+  CHECK(hex_value('F') == 15);
+  for (const char c : {'g', 'G', '/', ':', '@', '`', ' ', '\0'}) CHECK(hex_value(c) == -1);
+  CHECK(hex_digit(0xAB) == 'b');  // only the low nibble
+  std::string out = "x";
+  const unsigned char bytes[] = {0x00, 0x0f, 0xf0, 0xff, 0x5a};
+  append_hex(out, bytes, sizeof bytes);
+  CHECK(out == "x000ff0ff5a");
+}
+
+TEST_CASE("text: %-decoding, with and without the form rule for '+'") {
+  std::string out;
+  CHECK(percent_decode("a%2Bb+c%2f%00", out, true));
+  CHECK(out == std::string("a+b c/\0", 7));
+  CHECK(percent_decode("a+b%41", out, false));
+  CHECK(out == "a+bA");
+  for (const char* bad : {"%", "%4", "a%zz", "%g0", "%%41"}) {
+    INFO(bad);
+    CHECK_FALSE(percent_decode(bad, out, false));
+  }
+}
+
+TEST_CASE("text: UTF-8 sequences by RFC 3629's table") {
+  struct Case {
+    std::string bytes;
+    std::size_t length;
+  };
+  const Case cases[] = {
+      {"a", 0},
+      {"\xc2\x80", 2},
+      {"\xc1\xbf", 0},  // overlong
+      {"\xdf\xbf", 2},
+      {"\xe0\xa0\x80", 3},
+      {"\xe0\x9f\xbf", 0},  // overlong
+      {"\xed\x9f\xbf", 3},
+      {"\xed\xa0\x80", 0},  // surrogate
+      {"\xef\xbf\xbd", 3},
+      {"\xf0\x90\x80\x80", 4},
+      {"\xf0\x8f\xbf\xbf", 0},  // overlong
+      {"\xf4\x8f\xbf\xbf", 4},
+      {"\xf4\x90\x80\x80", 0},  // past U+10FFFF
+      {"\xf5\x80\x80\x80", 0},
+      {"\x80", 0},
+      {"\xe2\x82", 0},  // truncated
+      {"\xe2\x82\x41", 0},
+  };
+  for (const auto& c : cases) {
+    INFO(c.bytes);
+    CHECK(utf8_sequence_length(c.bytes, 0) == c.length);
+  }
+  CHECK(utf8_sequence_length("x\xc3\xa9", 1) == 2);
+  CHECK(utf8_sequence_length("x", 5) == 0);  // past the end
+
+  for (const std::uint32_t cp : {0x41u, 0x7FFu, 0x800u, 0xFFFDu, 0x10000u, 0x10FFFFu}) {
+    std::string s;
+    append_utf8(s, cp);
+    INFO(cp);
+    CHECK(s.size() == (cp < 0x80 ? 1u : cp < 0x800 ? 2u : cp < 0x10000 ? 3u : 4u));
+    if (cp >= 0x80) CHECK(utf8_sequence_length(s, 0) == s.size());
+  }
+  std::string euro;
+  append_utf8(euro, 0x20AC);
+  CHECK(euro == "\xe2\x82\xac");
+}
+
+TEST_CASE("text: cutting never splits a UTF-8 sequence") {
+  const std::string s = "ab\xe2\x82\xac";  // "ab€"
+  CHECK(utf8_cut(s, 10) == s.size());
+  CHECK(utf8_cut(s, 5) == 5);
+  CHECK(utf8_cut(s, 4) == 2);
+  CHECK(utf8_cut(s, 3) == 2);
+  CHECK(utf8_cut(s, 2) == 2);
+  CHECK(utf8_cut("\x80\x80", 1) == 0);
+  CHECK(ascii_lower("AbC-\xc3\x89") == "abc-\xc3\x89");
+}
