@@ -127,6 +127,59 @@ bool parse_log(const MDB_val& v, Log& log) {
   return true;
 }
 
+// Sessions (throttle_store.h) live under '\x02' + the caller's key, which
+// no rule key (printable ASCII) can name, in a value of their own layout:
+//
+//   [int64 expires_ms][uint32 attempts][uint32 kSessionMagic][int64 issued_ms][owner]
+//
+// The sweeps reclaim them by expires_ms like any log. A store written by an
+// earlier pvgate has none; an earlier pvgate's sweep reads them as damaged
+// logs and deletes them (its workers would then refuse those references).
+constexpr char kSessionMark = '\x02';
+constexpr std::uint32_t kSessionMagic = 0x31534553;  // "SES1"
+constexpr std::size_t kSessionHeader = 24;
+constexpr std::size_t kMaxOwnerBytes = 64;
+
+struct Session {
+  std::int64_t expires_ms = 0;
+  std::uint32_t attempts = 0;
+  std::int64_t issued_ms = 0;
+  std::string_view owner;
+};
+
+bool parse_session(const MDB_val& v, Session& out) {
+  if (v.mv_size <= kSessionHeader || v.mv_size > kSessionHeader + kMaxOwnerBytes) return false;
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (load32(p + 12) != kSessionMagic) return false;
+  out.expires_ms = load64(p);
+  out.attempts = load32(p + 8);
+  out.issued_ms = load64(p + 16);
+  out.owner = std::string_view(reinterpret_cast<const char*>(p + kSessionHeader),
+                               v.mv_size - kSessionHeader);
+  return true;
+}
+
+std::string encode_session(const Session& s) {
+  std::string out(kSessionHeader + s.owner.size(), '\0');
+  auto* p = reinterpret_cast<unsigned char*>(out.data());
+  std::memcpy(p, &s.expires_ms, 8);
+  std::memcpy(p + 8, &s.attempts, 4);
+  std::memcpy(p + 12, &kSessionMagic, 4);
+  std::memcpy(p + 16, &s.issued_ms, 8);
+  std::memcpy(p + kSessionHeader, s.owner.data(), s.owner.size());
+  return out;
+}
+
+// Whether the sweep may delete this entry at `now`: expired, or damaged.
+bool reclaimable(const MDB_val& key, const MDB_val& val, std::int64_t now) {
+  if (key.mv_size > 0 && *static_cast<const char*>(key.mv_data) == kSessionMark) {
+    Session session;
+    return !parse_session(val, session) || session.expires_ms <= now;
+  }
+  Log log;
+  return !parse_log(val, log) || log.expires_ms <= now;
+}
+
 MDB_val as_val(const std::string& s) {
   return MDB_val{s.size(), const_cast<char*>(s.data())};
 }
@@ -589,8 +642,7 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     int rc = sweep_cursor_.empty() ? mdb_cursor_get(cursor.get(), &key, &val, MDB_FIRST)
                                    : mdb_cursor_get(cursor.get(), &key, &val, MDB_SET_RANGE);
     for (std::size_t n = 0; rc == 0 && n < options_.sweep_per_write; ++n) {
-      Log log;
-      if (!parse_log(val, log) || log.expires_ms <= now_ms) {
+      if (reclaimable(key, val, now_ms)) {
         const int del = mdb_cursor_del(cursor.get(), 0);
         if (del == MDB_MAP_FULL) return Attempt::full;
         if (del != 0) return Attempt::failed;
@@ -715,6 +767,102 @@ StoreStatus LmdbStore::refund(const std::vector<ThrottleHit>& hits, std::int64_t
   return txn.commit() == 0 ? StoreStatus::ok : StoreStatus::unavailable;
 }
 
+namespace {
+
+// A session call's key and owner within their documented ranges, else null.
+const char* broken_session(const std::string& key, const std::string& owner) {
+  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return "session key length";
+  for (const char c : key) {
+    if (c < 0x20 || c > 0x7e) return "session key not printable ASCII";
+  }
+  if (owner.empty() || owner.size() > kMaxOwnerBytes) return "session owner length";
+  return nullptr;
+}
+
+std::string session_key(const std::string& key) {
+  std::string k(1, kSessionMark);
+  return k.append(key);
+}
+
+}  // namespace
+
+StoreStatus LmdbStore::session_open(const std::string& key, const std::string& owner,
+                                    std::int64_t now_ms, std::int64_t ttl_ms) {
+  if (broken_session(key, owner) != nullptr || ttl_ms <= 0) return StoreStatus::internal;
+  const std::string k = session_key(key);
+  const std::string v = encode_session(Session{now_ms + ttl_ms, 0, now_ms, owner});
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Txn txn(env_->env, 0);
+    if (txn.begin_rc() != 0) return StoreStatus::unavailable;
+    MDB_val mk = as_val(k);
+    MDB_val mv = as_val(v);
+    int rc = mdb_put(txn.get(), env_->dbi, &mk, &mv, 0);
+    if (rc == 0) rc = txn.commit();
+    if (rc == 0) return StoreStatus::ok;
+    if (rc != MDB_MAP_FULL) return StoreStatus::unavailable;
+    if (attempt == 0) sweep_all(now_ms);  // as check_and_commit: expired entries only
+  }
+  return StoreStatus::full;
+}
+
+StoreStatus LmdbStore::session_attempt(const std::string& key, const std::string& owner,
+                                       std::uint32_t max_attempts, std::int64_t now_ms,
+                                       SessionAttempt& out) {
+  out = SessionAttempt{};
+  if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
+  const std::string k = session_key(key);
+  Txn txn(env_->env, 0);
+  if (txn.begin_rc() != 0) return StoreStatus::unavailable;
+  MDB_val mk = as_val(k);
+  MDB_val mv;
+  const int rc = mdb_get(txn.get(), env_->dbi, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return StoreStatus::ok;  // unknown
+  if (rc != 0) return StoreStatus::unavailable;
+  Session session;
+  if (!parse_session(mv, session) || session.expires_ms <= now_ms || session.owner != owner) {
+    return StoreStatus::ok;  // unknown (a damaged one is the sweep's)
+  }
+  if (max_attempts > 0 && session.attempts >= max_attempts) {
+    out.result = SessionAttempt::Result::locked;
+    out.attempts = session.attempts;
+    out.wait_ms = session.expires_ms - now_ms;
+    return StoreStatus::ok;
+  }
+  ++session.attempts;
+  const std::string v = encode_session(session);  // copies the owner off the page
+  MDB_val next = as_val(v);
+  int put = mdb_put(txn.get(), env_->dbi, &mk, &next, 0);
+  if (put == 0) put = txn.commit();
+  if (put == MDB_MAP_FULL) return StoreStatus::full;  // same size: not expected
+  if (put != 0) return StoreStatus::unavailable;
+  out.result = SessionAttempt::Result::ok;
+  out.attempts = session.attempts;
+  return StoreStatus::ok;
+}
+
+StoreStatus LmdbStore::session_consume(const std::string& key, const std::string& owner,
+                                       std::int64_t now_ms, bool& consumed) {
+  consumed = false;
+  if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
+  const std::string k = session_key(key);
+  Txn txn(env_->env, 0);
+  if (txn.begin_rc() != 0) return StoreStatus::unavailable;
+  MDB_val mk = as_val(k);
+  MDB_val mv;
+  const int rc = mdb_get(txn.get(), env_->dbi, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return StoreStatus::ok;
+  if (rc != 0) return StoreStatus::unavailable;
+  Session session;
+  if (!parse_session(mv, session) || session.expires_ms <= now_ms || session.owner != owner) {
+    return StoreStatus::ok;
+  }
+  if (mdb_del(txn.get(), env_->dbi, &mk, nullptr) != 0 || txn.commit() != 0) {
+    return StoreStatus::unavailable;
+  }
+  consumed = true;
+  return StoreStatus::ok;
+}
+
 StoreStatus LmdbStore::ping() {
   Txn txn(env_->env, MDB_RDONLY);
   return txn.begin_rc() == 0 ? StoreStatus::ok : StoreStatus::unavailable;
@@ -731,8 +879,7 @@ std::size_t LmdbStore::sweep_all(std::int64_t now_ms) {
     MDB_val val;
     int rc = mdb_cursor_get(cursor.get(), &key, &val, MDB_FIRST);
     while (rc == 0) {
-      Log log;
-      if (!parse_log(val, log) || log.expires_ms <= now_ms) {
+      if (reclaimable(key, val, now_ms)) {
         if (mdb_cursor_del(cursor.get(), 0) != 0) break;
         ++removed;
         rc = mdb_cursor_get(cursor.get(), &key, &val, MDB_NEXT);

@@ -78,6 +78,46 @@ end
 return {removed}
 )lua";
 
+// Sessions (throttle_store.h): a hash under key_prefix + '\x02' + the
+// caller's key (no rule key, printable ASCII, can name it) with fields
+// owner, issued, expires and attempts. Times are the caller's (ARGV).
+//
+// Open. ARGV: owner, now_ms, expires_ms, ttl_ms. Returns {1}. Redis drops
+// the hash after ttl_ms by its own clock (relative, so clock skew between
+// hosts and Redis cannot end a session early); `expires` decides before.
+constexpr const char* kSessionOpenScript = R"lua(
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'issued', ARGV[2], 'expires', ARGV[3], 'attempts', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1}
+)lua";
+
+// Attempt. ARGV: owner, max_attempts (0 = no limit), now_ms. Returns
+// {result, attempts, wait_ms}: result 0 unknown, 1 ok (counted), 2 locked.
+constexpr const char* kSessionAttemptScript = R"lua(
+local s = redis.call('HMGET', KEYS[1], 'owner', 'expires', 'attempts')
+if not s[1] or s[1] ~= ARGV[1] or tonumber(s[2]) <= tonumber(ARGV[3]) then
+  return {0, 0, 0}
+end
+local max = tonumber(ARGV[2])
+local attempts = tonumber(s[3])
+if max > 0 and attempts >= max then
+  return {2, attempts, tonumber(s[2]) - tonumber(ARGV[3])}
+end
+return {1, redis.call('HINCRBY', KEYS[1], 'attempts', 1), 0}
+)lua";
+
+// Consume. ARGV: owner, now_ms. Returns {1} when this call ended the
+// session, {0} when it was not there to end.
+constexpr const char* kSessionConsumeScript = R"lua(
+local s = redis.call('HMGET', KEYS[1], 'owner', 'expires')
+if not s[1] or s[1] ~= ARGV[1] or tonumber(s[2]) <= tonumber(ARGV[2]) then
+  return {0}
+end
+redis.call('DEL', KEYS[1])
+return {1}
+)lua";
+
 constexpr std::size_t kMaxHitKeyBytes = 200;  // ThrottleHit::key's documented bound
 // Far beyond any real rule; keeps now + period exact in Lua's doubles.
 constexpr std::int64_t kMaxPeriodMs = std::int64_t{1} << 45;
@@ -544,11 +584,15 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
     return StoreStatus::unavailable;
   };
 
-  const char* source = script == Script::check ? kCheckScript : kRefundScript;
+  // In Script's order.
+  static constexpr const char* kSources[] = {kCheckScript, kRefundScript, kSessionOpenScript,
+                                             kSessionAttemptScript, kSessionConsumeScript};
+  static_assert(std::size(kSources) == static_cast<std::size_t>(Script::kCount));
+  const char* source = kSources[static_cast<int>(script)];
   std::string sha;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    sha = script == Script::check ? check_sha_ : refund_sha_;
+    sha = script_sha_[static_cast<int>(script)];
   }
   // Loads the script (first use, or after Redis restarted or SCRIPT FLUSH).
   auto load = [&]() -> StoreStatus {
@@ -561,7 +605,7 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
     }
     sha.assign(reply->str, reply->len);
     std::lock_guard<std::mutex> lock(mutex_);
-    (script == Script::check ? check_sha_ : refund_sha_) = sha;
+    script_sha_[static_cast<int>(script)] = sha;
     return StoreStatus::ok;
   };
   if (sha.empty() && load() != StoreStatus::ok) return StoreStatus::unavailable;
@@ -649,6 +693,71 @@ StoreStatus RedisStore::refund(const std::vector<ThrottleHit>& hits, std::int64_
   }
   std::vector<long long> ints;
   return run_script(Script::refund, keys, {std::to_string(now_ms)}, ints);
+}
+
+namespace {
+
+// A session call's key and owner within their documented ranges, else null.
+const char* broken_session(const std::string& key, const std::string& owner) {
+  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return "session key length";
+  for (const char c : key) {
+    if (c < 0x20 || c > 0x7e) return "session key not printable ASCII";
+  }
+  if (owner.empty() || owner.size() > 64) return "session owner length";
+  return nullptr;
+}
+
+}  // namespace
+
+StoreStatus RedisStore::session_open(const std::string& key, const std::string& owner,
+                                     std::int64_t now_ms, std::int64_t ttl_ms) {
+  if (broken_session(key, owner) != nullptr || ttl_ms <= 0 || ttl_ms > kMaxPeriodMs) {
+    return StoreStatus::internal;
+  }
+  std::vector<long long> ints;
+  return run_script(
+      Script::session_open, {options_.key_prefix + '\x02' + key},
+      {owner, std::to_string(now_ms), std::to_string(now_ms + ttl_ms), std::to_string(ttl_ms)},
+      ints);
+}
+
+StoreStatus RedisStore::session_attempt(const std::string& key, const std::string& owner,
+                                        std::uint32_t max_attempts, std::int64_t now_ms,
+                                        SessionAttempt& out) {
+  out = SessionAttempt{};
+  if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
+  std::vector<long long> ints;
+  const StoreStatus status =
+      run_script(Script::session_attempt, {options_.key_prefix + '\x02' + key},
+                 {owner, std::to_string(max_attempts), std::to_string(now_ms)}, ints);
+  if (status != StoreStatus::ok) return status;
+  if (ints.size() != 3 || ints[0] < 0 || ints[0] > 2) {
+    note_error_reply("EVALSHA: unexpected session reply");
+    return StoreStatus::unavailable;
+  }
+  out.result = ints[0] == 1   ? SessionAttempt::Result::ok
+               : ints[0] == 2 ? SessionAttempt::Result::locked
+                              : SessionAttempt::Result::unknown;
+  out.attempts = static_cast<std::uint32_t>(std::max<long long>(0, ints[1]));
+  out.wait_ms = ints[2];
+  return StoreStatus::ok;
+}
+
+StoreStatus RedisStore::session_consume(const std::string& key, const std::string& owner,
+                                        std::int64_t now_ms, bool& consumed) {
+  consumed = false;
+  if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
+  std::vector<long long> ints;
+  const StoreStatus status =
+      run_script(Script::session_consume, {options_.key_prefix + '\x02' + key},
+                 {owner, std::to_string(now_ms)}, ints);
+  if (status != StoreStatus::ok) return status;
+  if (ints.size() != 1) {
+    note_error_reply("EVALSHA: unexpected session reply");
+    return StoreStatus::unavailable;
+  }
+  consumed = ints[0] == 1;
+  return StoreStatus::ok;
 }
 
 StoreStatus RedisStore::ping() {

@@ -85,6 +85,13 @@ class RedisStore final : public ThrottleStore {
   StoreStatus check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                ThrottleDecision& out) override;
   StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) override;
+  StoreStatus session_open(const std::string& key, const std::string& owner, std::int64_t now_ms,
+                           std::int64_t ttl_ms) override;
+  StoreStatus session_attempt(const std::string& key, const std::string& owner,
+                              std::uint32_t max_attempts, std::int64_t now_ms,
+                              SessionAttempt& out) override;
+  StoreStatus session_consume(const std::string& key, const std::string& owner, std::int64_t now_ms,
+                              bool& consumed) override;
   StoreStatus ping() override;
 
   Stats stats() const;
@@ -96,7 +103,7 @@ class RedisStore final : public ThrottleStore {
 
   RedisStore(const RedisStoreOptions& options, ParsedRedisUrl url, const Clock* clock);
 
-  enum class Script { check, refund };
+  enum class Script { check, refund, session_open, session_attempt, session_consume, kCount };
   StoreStatus run_script_once(Script script, const std::vector<std::string>& keys,
                               const std::vector<std::string>& args,
                               std::vector<long long>& reply_ints, bool& stale);
@@ -133,8 +140,8 @@ class RedisStore final : public ThrottleStore {
   std::uint64_t generation_ = 0;  // bumped by trip(); older connections are not pooled again
   bool breaker_open_ = false;
   std::chrono::steady_clock::time_point retry_at_{};  // while open: next probe allowed at
-  std::string check_sha_;  // SHA1 of the scripts, as SCRIPT LOAD returned them
-  std::string refund_sha_;
+  // SHA1 of each script, as SCRIPT LOAD returned it ("" until loaded).
+  std::string script_sha_[static_cast<int>(Script::kCount)];
   Stats stats_;
   std::string last_error_;
 };

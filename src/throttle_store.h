@@ -58,6 +58,23 @@ enum class StoreStatus {
   internal,     // a broken invariant (a bug in pvgate): refused whatever on_store_error says
 };
 
+// Verification sessions: one per reference that Pipwave issued through
+// pvgate, so a verify-token-answer is checked against who asked for the code
+// before it is forwarded, its attempts counted per session, and a verified
+// session used once. `key` is printable ASCII (1 .. kMaxKeyBytes) like a
+// hit's; `owner` an opaque digest of merchant, user and phone (1 .. 64 bytes).
+// Stores keep sessions apart from throttle logs: no rule key can name one.
+struct SessionAttempt {
+  enum class Result {
+    ok,       // counted: the session exists, is live, is `owner`'s and had attempts left
+    unknown,  // never opened, expired, consumed or another owner's: nothing changed
+    locked,   // `owner`'s, but its attempts are used up: nothing changed
+  };
+  Result result = Result::unknown;
+  std::uint32_t attempts = 0;  // ok: counted so far, this one included
+  std::int64_t wait_ms = 0;    // locked: until the session expires
+};
+
 class ThrottleStore {
  public:
   virtual ~ThrottleStore() = default;
@@ -75,6 +92,23 @@ class ThrottleStore {
   // when a request provably never reached Pipwave). Missing events are ignored.
   // Answers `internal` and removes nothing for a hit that broken_hit() refuses.
   virtual StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) = 0;
+
+  // Opens (or replaces) the session `key` for `owner` at `now_ms`, living
+  // `ttl_ms`, with no attempts counted.
+  virtual StoreStatus session_open(const std::string& key, const std::string& owner,
+                                   std::int64_t now_ms, std::int64_t ttl_ms) = 0;
+  // Counts one answer attempt on a live session of `owner`'s with fewer than
+  // `max_attempts` counted (0: unlimited); otherwise changes nothing. Atomic
+  // with respect to every other caller, so parallel guesses cannot overtake
+  // the count.
+  virtual StoreStatus session_attempt(const std::string& key, const std::string& owner,
+                                      std::uint32_t max_attempts, std::int64_t now_ms,
+                                      SessionAttempt& out) = 0;
+  // Ends a live session of `owner`'s (it was verified): `consumed` is true
+  // for exactly one caller; false when it was already consumed, expired,
+  // never opened or another owner's.
+  virtual StoreStatus session_consume(const std::string& key, const std::string& owner,
+                                      std::int64_t now_ms, bool& consumed) = 0;
 
   // Cheap liveness check for health reporting.
   virtual StoreStatus ping() = 0;

@@ -38,6 +38,20 @@ class NullStore final : public ThrottleStore {
   StoreStatus refund(const std::vector<ThrottleHit>&, std::int64_t) override {
     return StoreStatus::ok;
   }
+  StoreStatus session_open(const std::string&, const std::string&, std::int64_t,
+                           std::int64_t) override {
+    return StoreStatus::ok;
+  }
+  StoreStatus session_attempt(const std::string&, const std::string&, std::uint32_t, std::int64_t,
+                              SessionAttempt& out) override {
+    out = SessionAttempt{};
+    return StoreStatus::ok;
+  }
+  StoreStatus session_consume(const std::string&, const std::string&, std::int64_t,
+                              bool& consumed) override {
+    consumed = false;
+    return StoreStatus::ok;
+  }
   StoreStatus ping() override { return StoreStatus::ok; }
 };
 

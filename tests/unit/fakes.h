@@ -105,6 +105,19 @@ class DownStore final : public pvgate::ThrottleStore {
   pvgate::StoreStatus refund(const std::vector<pvgate::ThrottleHit>&, std::int64_t) override {
     return pvgate::StoreStatus::unavailable;
   }
+  pvgate::StoreStatus session_open(const std::string&, const std::string&, std::int64_t,
+                                   std::int64_t) override {
+    return pvgate::StoreStatus::unavailable;
+  }
+  pvgate::StoreStatus session_attempt(const std::string&, const std::string&, std::uint32_t,
+                                      std::int64_t, pvgate::SessionAttempt&) override {
+    return pvgate::StoreStatus::unavailable;
+  }
+  pvgate::StoreStatus session_consume(const std::string&, const std::string&, std::int64_t,
+                                      bool& consumed) override {
+    consumed = false;
+    return pvgate::StoreStatus::unavailable;
+  }
   pvgate::StoreStatus ping() override { return pvgate::StoreStatus::unavailable; }
 };
 

@@ -23,6 +23,19 @@ class TempLmdbStore final : public pvgate::ThrottleStore {
                              std::int64_t now_ms) override {
     return store_.refund(hits, now_ms);
   }
+  pvgate::StoreStatus session_open(const std::string& key, const std::string& owner,
+                                   std::int64_t now_ms, std::int64_t ttl_ms) override {
+    return store_.session_open(key, owner, now_ms, ttl_ms);
+  }
+  pvgate::StoreStatus session_attempt(const std::string& key, const std::string& owner,
+                                      std::uint32_t max_attempts, std::int64_t now_ms,
+                                      pvgate::SessionAttempt& out) override {
+    return store_.session_attempt(key, owner, max_attempts, now_ms, out);
+  }
+  pvgate::StoreStatus session_consume(const std::string& key, const std::string& owner,
+                                      std::int64_t now_ms, bool& consumed) override {
+    return store_.session_consume(key, owner, now_ms, consumed);
+  }
   pvgate::StoreStatus ping() override { return store_.ping(); }
   pvgate::LmdbStore& store() { return store_; }
   const std::string& dir() const { return dir_.path(); }

@@ -276,3 +276,140 @@ TEMPLATE_TEST_CASE("store contract: a hit outside ThrottleHit's ranges is an int
       kT0));
   CHECK(allowed(*store, {hit(" ~", 1, kMinute)}, kT0));  // printable ASCII's ends
 }
+
+// Verification sessions (issue 12).
+
+TEMPLATE_TEST_CASE("store contract: a session counts its owner's attempts, up to the limit",
+                   "[store][session]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  REQUIRE(store->session_open("s:1", "owner-a", kT0, 10 * kMinute) == StoreStatus::ok);
+  SessionAttempt a;
+  for (std::uint32_t i = 1; i <= 3; ++i) {
+    REQUIRE(store->session_attempt("s:1", "owner-a", 3, kT0 + i, a) == StoreStatus::ok);
+    CHECK(a.result == SessionAttempt::Result::ok);
+    CHECK(a.attempts == i);
+  }
+  REQUIRE(store->session_attempt("s:1", "owner-a", 3, kT0 + 10, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::locked);
+  CHECK(a.attempts == 3);
+  CHECK(a.wait_ms == 10 * kMinute - 10);
+  // 0: no limit.
+  REQUIRE(store->session_attempt("s:1", "owner-a", 0, kT0 + 11, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::ok);
+  CHECK(a.attempts == 4);
+}
+
+TEMPLATE_TEST_CASE("store contract: another owner's guesses leave a session untouched",
+                   "[store][session]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  REQUIRE(store->session_open("s:2", "owner-a", kT0, 10 * kMinute) == StoreStatus::ok);
+  SessionAttempt a;
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(store->session_attempt("s:2", "stranger", 5, kT0 + i, a) == StoreStatus::ok);
+    CHECK(a.result == SessionAttempt::Result::unknown);
+  }
+  bool consumed = true;
+  REQUIRE(store->session_consume("s:2", "stranger", kT0 + 30, consumed) == StoreStatus::ok);
+  CHECK_FALSE(consumed);
+  // The owner still has every attempt.
+  for (std::uint32_t i = 1; i <= 5; ++i) {
+    REQUIRE(store->session_attempt("s:2", "owner-a", 5, kT0 + 100 + i, a) == StoreStatus::ok);
+    REQUIRE(a.result == SessionAttempt::Result::ok);
+    CHECK(a.attempts == i);
+  }
+}
+
+TEMPLATE_TEST_CASE("store contract: unknown, expired and consumed sessions", "[store][session]",
+                   LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  SessionAttempt a;
+  REQUIRE(store->session_attempt("s:never", "owner-a", 5, kT0, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::unknown);
+
+  REQUIRE(store->session_open("s:3", "owner-a", kT0, kMinute) == StoreStatus::ok);
+  REQUIRE(store->session_attempt("s:3", "owner-a", 5, kT0 + kMinute - 1, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::ok);
+  REQUIRE(store->session_attempt("s:3", "owner-a", 5, kT0 + kMinute, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::unknown);  // expired at exactly its ttl
+  bool consumed = true;
+  REQUIRE(store->session_consume("s:3", "owner-a", kT0 + kMinute, consumed) == StoreStatus::ok);
+  CHECK_FALSE(consumed);
+
+  REQUIRE(store->session_open("s:4", "owner-a", kT0, kMinute) == StoreStatus::ok);
+  REQUIRE(store->session_consume("s:4", "owner-a", kT0 + 1, consumed) == StoreStatus::ok);
+  CHECK(consumed);
+  REQUIRE(store->session_consume("s:4", "owner-a", kT0 + 2, consumed) == StoreStatus::ok);
+  CHECK_FALSE(consumed);
+  REQUIRE(store->session_attempt("s:4", "owner-a", 5, kT0 + 3, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::unknown);
+}
+
+TEMPLATE_TEST_CASE("store contract: reopening a session starts its attempts over",
+                   "[store][session]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  REQUIRE(store->session_open("s:5", "owner-a", kT0, kMinute) == StoreStatus::ok);
+  SessionAttempt a;
+  REQUIRE(store->session_attempt("s:5", "owner-a", 1, kT0 + 1, a) == StoreStatus::ok);
+  REQUIRE(store->session_attempt("s:5", "owner-a", 1, kT0 + 2, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::locked);
+  REQUIRE(store->session_open("s:5", "owner-b", kT0 + 3, kMinute) == StoreStatus::ok);
+  REQUIRE(store->session_attempt("s:5", "owner-a", 1, kT0 + 4, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::unknown);  // now owner-b's
+  REQUIRE(store->session_attempt("s:5", "owner-b", 1, kT0 + 4, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::ok);
+}
+
+TEMPLATE_TEST_CASE("store contract: sessions and throttle logs never share a key",
+                   "[store][session]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  // A rule log under the same caller key as a session: each keeps its own.
+  REQUIRE(store->session_open("same:key", "owner-a", kT0, kMinute) == StoreStatus::ok);
+  CHECK(allowed(*store, {hit("same:key", 1, kMinute)}, kT0 + 1));
+  CHECK_FALSE(allowed(*store, {hit("same:key", 1, kMinute)}, kT0 + 2));
+  SessionAttempt a;
+  REQUIRE(store->session_attempt("same:key", "owner-a", 5, kT0 + 3, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::ok);
+}
+
+TEMPLATE_TEST_CASE("store contract: parallel answers count every attempt, one consume wins",
+                   "[store][session]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  REQUIRE(store->session_open("s:par", "owner-a", kT0, kMinute) == StoreStatus::ok);
+  constexpr int kThreads = 8;
+  constexpr std::uint32_t kMax = 5;
+  std::atomic<int> ok{0}, locked{0}, consumed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      SessionAttempt a;
+      if (store->session_attempt("s:par", "owner-a", kMax, kT0 + t, a) != StoreStatus::ok) return;
+      (a.result == SessionAttempt::Result::ok ? ok : locked).fetch_add(1);
+      bool c = false;
+      if (store->session_consume("s:par", "owner-a", kT0 + 10, c) == StoreStatus::ok && c) {
+        consumed.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(ok.load() + locked.load() == kThreads);
+  CHECK(ok.load() <= static_cast<int>(kMax));
+  CHECK(consumed.load() == 1);
+}
+
+TEMPLATE_TEST_CASE("store contract: session keys and owners outside their ranges are internal",
+                   "[store][session]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  SessionAttempt a;
+  bool consumed = false;
+  CHECK(store->session_open("", "o", kT0, kMinute) == StoreStatus::internal);
+  CHECK(store->session_open(std::string(201, 'k'), "o", kT0, kMinute) == StoreStatus::internal);
+  CHECK(store->session_open("bad\nkey", "o", kT0, kMinute) == StoreStatus::internal);
+  CHECK(store->session_open("k", "", kT0, kMinute) == StoreStatus::internal);
+  CHECK(store->session_open("k", std::string(65, 'o'), kT0, kMinute) == StoreStatus::internal);
+  CHECK(store->session_open("k", "o", kT0, 0) == StoreStatus::internal);
+  CHECK(store->session_attempt("", "o", 5, kT0, a) == StoreStatus::internal);
+  CHECK(store->session_consume("k", "", kT0, consumed) == StoreStatus::internal);
+  // At the limits: accepted.
+  CHECK(store->session_open(std::string(200, 'k'), std::string(64, 'o'), kT0, kMinute) ==
+        StoreStatus::ok);
+}
