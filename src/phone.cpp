@@ -65,14 +65,21 @@ bool all_ascii_digits(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// Parses `text` in the context of `region` ("ZZ" when text starts with '+'): true when it parsed
-// into a valid number; otherwise `error` tells a parse failure (not NO_PARSING_ERROR) from a
-// number that parsed but is not valid.
-bool parse_valid(const Util& util, const std::string& text, const std::string& region,
-                 pn::PhoneNumber& out, Util::ErrorType& error) {
+// Parses `text` in the context of `region` ("ZZ" when text starts with '+') into `out` and
+// returns its type; nullopt when it did not parse (`error` is then not NO_PARSING_ERROR) or is
+// not valid. libphonenumber's IsValidNumber() is GetNumberType() != UNKNOWN: both find the
+// number's region and match its national number against that region's type patterns. One
+// GetNumberType() call decides both, where IsValidNumber() and then GetNumberType() would match
+// every pattern twice.
+std::optional<PhoneType> parse_valid(const Util& util, const std::string& text,
+                                     const std::string& region, pn::PhoneNumber& out,
+                                     Util::ErrorType& error) {
   out.Clear();
   error = util.Parse(text, region, &out);
-  return error == Util::NO_PARSING_ERROR && util.IsValidNumber(out);
+  if (error != Util::NO_PARSING_ERROR) return std::nullopt;
+  const Util::PhoneNumberType type = util.GetNumberType(out);
+  if (type == Util::UNKNOWN) return std::nullopt;
+  return from_lib(type);
 }
 
 PhoneError reason_from_parse(Util::ErrorType e) {
@@ -109,13 +116,13 @@ PhoneError reason_from_length(Util::ValidationResult r) {
   return PhoneError::invalid_number;
 }
 
-PhoneNumber to_phone(const Util& util, const pn::PhoneNumber& n) {
+PhoneNumber to_phone(const Util& util, const pn::PhoneNumber& n, PhoneType type) {
   PhoneNumber p;
   util.Format(n, Util::E164, &p.e164);
   p.country_code = n.country_code();
   util.GetNationalSignificantNumber(n, &p.national_number);
   util.GetRegionCodeForNumber(n, &p.region);
-  p.type = from_lib(util.GetNumberType(n));
+  p.type = type;
   return p;
 }
 
@@ -189,8 +196,9 @@ std::optional<PhoneNumber> parse_phone(std::string_view dialing_code, std::strin
 
   // Rule 3a: one international number.
   static const std::string kUnknownRegion = "ZZ";
-  if (parse_valid(util, "+" + code + number, kUnknownRegion, n, error)) return to_phone(util, n);
-  // Rule 4's reason, taken now, before `n` is reused.
+  if (const auto type = parse_valid(util, "+" + code + number, kUnknownRegion, n, error))
+    return to_phone(util, n, *type);
+  // Rule 4: if no reading is valid, the reason is reading (a)'s.
   why = error == Util::NO_PARSING_ERROR ? reason_from_length(util.IsPossibleNumberWithReason(n))
                                         : reason_from_parse(error);
 
@@ -203,15 +211,14 @@ std::optional<PhoneNumber> parse_phone(std::string_view dialing_code, std::strin
   if (cc != 0) util.GetRegionCodeForCountryCode(cc, &region);
   if (cc != 0 && region != kUnknownRegion) {
     pn::PhoneNumber national;
-    if (parse_valid(util, number, region, national, error) && national.country_code() == cc)
-      return to_phone(util, national);
+    const auto type = parse_valid(util, number, region, national, error);
+    if (type && national.country_code() == cc) return to_phone(util, national, *type);
   }
   // Rule 3c: the country code repeated at the start of the number.
   if (cc != 0 && number.size() > code.size() && number.compare(0, code.size(), code) == 0) {
     pn::PhoneNumber repeated;
-    if (parse_valid(util, "+" + number, kUnknownRegion, repeated, error) &&
-        repeated.country_code() == cc)
-      return to_phone(util, repeated);
+    const auto type = parse_valid(util, "+" + number, kUnknownRegion, repeated, error);
+    if (type && repeated.country_code() == cc) return to_phone(util, repeated, *type);
   }
   return std::nullopt;
 }

@@ -35,7 +35,7 @@ enum class PhoneType {
   pager,
   uan,  // universal access number (company number)
   voicemail,
-  unknown,  // valid for its region but of no listed type
+  unknown,  // never an accepted number's type (valid means a type); a name for config
 };
 
 // "fixed_line", "mobile", ... exactly as the enumerator is spelt.
