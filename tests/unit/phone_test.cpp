@@ -3,7 +3,13 @@
 // so a metadata update that reclassifies one of them fails a test instead of passing silently.
 #include <catch2/catch.hpp>
 
+#include <iterator>
+#include <optional>
+#include <random>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "phone.h"
 
@@ -245,6 +251,75 @@ TEST_CASE("parse_phone: garbage is refused without throwing") {
   // reading (b) must not turn it into +44.
   PhoneError why = PhoneError::none;
   CHECK_FALSE(parse_phone("60", "00447400123456", why));
+}
+
+TEST_CASE("parse_phone: an accepted number's canonical form parses to itself") {
+  // Fixed seed: the same inputs every run. Random digits after real country codes, some with a
+  // trunk 0 or the code repeated; whatever is accepted must be canonical: +<cc><national>, at
+  // most 15 digits, and the same number again when sent as code + national number.
+  std::mt19937 rng(13);
+  const char* codes[] = {"1",  "7",  "33", "39", "44",  "49",  "55",  "60",
+                         "61", "65", "86", "91", "262", "800", "882", "979"};
+  int accepted = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string code = codes[rng() % std::size(codes)];
+    std::string number;
+    if (rng() % 4 == 0) number += '0';
+    if (rng() % 8 == 0) number += code;
+    const int digits = 5 + static_cast<int>(rng() % 9);
+    for (int d = 0; d < digits; ++d) number += static_cast<char>('0' + rng() % 10);
+    PhoneError why = PhoneError::none;
+    const auto p = parse_phone(code, number, why);
+    if (!p) {
+      CHECK(why != PhoneError::none);
+      continue;
+    }
+    ++accepted;
+    INFO(code << " + " << number << " -> " << p->e164);
+    CHECK(p->e164 == "+" + std::to_string(p->country_code) + p->national_number);
+    CHECK(p->e164.size() <= 16);
+    CHECK(p->type != PhoneType::unknown);
+    CHECK_FALSE(p->region.empty());
+    const auto again = parse_phone(std::to_string(p->country_code), p->national_number, why);
+    REQUIRE(again);
+    CHECK(again->e164 == p->e164);
+    CHECK(again->region == p->region);
+    CHECK(phone_type_name(again->type) == phone_type_name(p->type));
+  }
+  CHECK(accepted > 200);  // the generator does reach valid numbers (282 with this seed)
+}
+
+TEST_CASE("parse_phone: threads parsing at once get the answers one thread gets") {
+  // Workers will call parse_phone concurrently: libphonenumber's singleton set-up and its
+  // regular-expression cache are shared (ThreadSanitizer watches this in scripts/test).
+  const std::pair<const char*, const char*> inputs[] = {
+      {"60", "0198765432"}, {"44", "9098790000"}, {"1", "8762101234"},  {"65", "812345678"},
+      {"91", "8123456789"}, {"999", "1"},         {"61", "0412345678"}, {"60", "60198765432"},
+  };
+  std::vector<std::string> expected;
+  for (const auto& [code, number] : inputs) {
+    PhoneError why = PhoneError::none;
+    const auto p = parse_phone(code, number, why);
+    expected.push_back(p ? p->e164 : std::string(phone_error_message(why)));
+  }
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 50;
+  std::vector<int> mismatches(kThreads, 0);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        for (std::size_t i = 0; i < std::size(inputs); ++i) {
+          PhoneError why = PhoneError::none;
+          const auto p = parse_phone(inputs[i].first, inputs[i].second, why);
+          const std::string got = p ? p->e164 : std::string(phone_error_message(why));
+          if (got != expected[i]) ++mismatches[static_cast<std::size_t>(t)];
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (int m : mismatches) CHECK(m == 0);
 }
 
 TEST_CASE("phone types: names and their inverse") {
