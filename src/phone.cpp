@@ -198,9 +198,10 @@ std::optional<PhoneNumber> parse_phone(std::string_view dialing_code, std::strin
   static const std::string kUnknownRegion = "ZZ";
   if (const auto type = parse_valid(util, "+" + code + number, kUnknownRegion, n, error))
     return to_phone(util, n, *type);
-  // Rule 4: if no reading is valid, the reason is reading (a)'s.
-  why = error == Util::NO_PARSING_ERROR ? reason_from_length(util.IsPossibleNumberWithReason(n))
-                                        : reason_from_parse(error);
+  // Rule 4: if no reading is valid, the reason is reading (a)'s (given to `why` only then).
+  const PhoneError reason = error == Util::NO_PARSING_ERROR
+                                ? reason_from_length(util.IsPossibleNumberWithReason(n))
+                                : reason_from_parse(error);
 
   // Rule 3b: national number in the code's main region. A code of 4-5 digits is no country's
   // (the longest are 3): only reading (a) applies to it.
@@ -220,6 +221,7 @@ std::optional<PhoneNumber> parse_phone(std::string_view dialing_code, std::strin
     const auto type = parse_valid(util, "+" + number, kUnknownRegion, repeated, error);
     if (type && repeated.country_code() == cc) return to_phone(util, repeated, *type);
   }
+  why = reason;
   return std::nullopt;
 }
 

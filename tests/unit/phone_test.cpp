@@ -116,6 +116,7 @@ TEST_CASE("parse_phone: every spelling of one Malaysian handset gives one E.164"
     PhoneError why = PhoneError::none;
     const auto p = parse_phone(code, number, why);
     REQUIRE(p);
+    CHECK(why == PhoneError::none);
     CHECK(p->e164 == "+60198765432");
     CHECK(p->national_number == "198765432");
     CHECK(p->region == "MY");
@@ -132,6 +133,7 @@ TEST_CASE("parse_phone: the other spellings work for other countries too") {
     PhoneError why = PhoneError::none;
     const auto p = parse_phone(code, number, why);
     REQUIRE(p);
+    CHECK(why == PhoneError::none);
     CHECK(p->e164 == "+447400123456");
   }
   // "1876" is how Jamaicans often write their code.
