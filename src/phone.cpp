@@ -65,12 +65,20 @@ bool all_ascii_digits(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+// Digits of `n` in E.164, country code included.
+std::size_t e164_digits(const Util& util, const pn::PhoneNumber& n) {
+  std::string e164;
+  util.Format(n, Util::E164, &e164);
+  return e164.size() - 1;  // the '+'
+}
+
 // Parses `text` in the context of `region` ("ZZ" when text starts with '+') into `out` and
 // returns its type; nullopt when it did not parse (`error` is then not NO_PARSING_ERROR) or is
 // not valid. libphonenumber's IsValidNumber() is GetNumberType() != UNKNOWN: both find the
 // number's region and match its national number against that region's type patterns. One
 // GetNumberType() call decides both, where IsValidNumber() and then GetNumberType() would match
-// every pattern twice.
+// every pattern twice. A number over E.164's 15 digits is not valid here, whatever the metadata
+// says (see kMaxE164Digits).
 std::optional<PhoneType> parse_valid(const Util& util, const std::string& text,
                                      const std::string& region, pn::PhoneNumber& out,
                                      Util::ErrorType& error) {
@@ -78,7 +86,7 @@ std::optional<PhoneType> parse_valid(const Util& util, const std::string& text,
   error = util.Parse(text, region, &out);
   if (error != Util::NO_PARSING_ERROR) return std::nullopt;
   const Util::PhoneNumberType type = util.GetNumberType(out);
-  if (type == Util::UNKNOWN) return std::nullopt;
+  if (type == Util::UNKNOWN || e164_digits(util, out) > kMaxE164Digits) return std::nullopt;
   return from_lib(type);
 }
 
@@ -199,9 +207,11 @@ std::optional<PhoneNumber> parse_phone(std::string_view dialing_code, std::strin
   if (const auto type = parse_valid(util, "+" + code + number, kUnknownRegion, n, error))
     return to_phone(util, n, *type);
   // Rule 4: if no reading is valid, the reason is reading (a)'s (given to `why` only then).
-  const PhoneError reason = error == Util::NO_PARSING_ERROR
-                                ? reason_from_length(util.IsPossibleNumberWithReason(n))
-                                : reason_from_parse(error);
+  PhoneError reason = PhoneError::too_long;
+  if (error != Util::NO_PARSING_ERROR)
+    reason = reason_from_parse(error);
+  else if (e164_digits(util, n) <= kMaxE164Digits)
+    reason = reason_from_length(util.IsPossibleNumberWithReason(n));
 
   // Rule 3b: national number in the code's main region. A code of 4-5 digits is no country's
   // (the longest are 3): only reading (a) applies to it.

@@ -61,6 +61,11 @@ std::string_view phone_error_message(PhoneError why);
 // rules in validate.h: 1-5 and 1-32 ASCII digits).
 inline constexpr std::size_t kMaxDialingCodeDigits = 5;
 inline constexpr std::size_t kMaxContactNoDigits = 32;
+// ITU-T E.164's maximum, country code included. libphonenumber's metadata accepts longer numbers
+// for a few countries (German fixed lines with direct-dial extensions: +49 8206 0201400060 is
+// "valid" with 16 digits); parse_phone refuses them as too_long: they are not E.164 numbers and
+// no SMS reaches a PBX extension.
+inline constexpr std::size_t kMaxE164Digits = 15;
 
 struct PhoneNumber {
   std::string e164;             // "+60198765432": the canonical form, the same for every spelling
@@ -82,7 +87,8 @@ struct PhoneNumber {
 //    (code "0", "00"): invalid_country_code. Other prefixes ("011" of North America) are not
 //    guessed at.
 // 3. Three readings are tried in this order; the first that libphonenumber calls valid
-//    (IsValidNumber: a pattern of a real number range, not merely a possible length) wins:
+//    (IsValidNumber: a pattern of a real number range, not merely a possible length) and has
+//    at most kMaxE164Digits digits wins:
 //    a. "+<code><number>" as one international number. libphonenumber finds the country code at
 //       the start of the digits, so a split in the wrong place ("601"+"98765432") reads the same,
 //       and it drops a trunk prefix after the country code ("60"+"0198765432",

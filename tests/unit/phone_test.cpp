@@ -57,6 +57,8 @@ TEST_CASE("parse_phone: valid numbers of several regions, exact fields") {
       // Australia and Germany.
       {"61", "412345678", "+61412345678", 61, "412345678", "AU", PhoneType::mobile},
       {"49", "15123456789", "+4915123456789", 49, "15123456789", "DE", PhoneType::mobile},
+      // 15 digits in all: E.164's maximum.
+      {"49", "8001234567890", "+498001234567890", 49, "8001234567890", "DE", PhoneType::toll_free},
       // Italy's fixed lines keep their leading 0 in the national significant number.
       {"39", "0612345678", "+390612345678", 39, "0612345678", "IT", PhoneType::fixed_line},
       // Non-geographic: UIFN freephone +800 belongs to region "001".
@@ -206,6 +208,10 @@ TEST_CASE("parse_phone: wrong lengths and invalid numbers are refused with a rea
       {"60", "19876543", PhoneError::invalid_number},
       {"44", "1212345", PhoneError::invalid_number},
       {"65", "19876543", PhoneError::invalid_number},
+      // libphonenumber calls this a valid German fixed line (a PBX extension), but 16 digits are
+      // more than E.164 allows.
+      {"49", "82060201400060", PhoneError::too_long},
+      {"498", "2060201400060", PhoneError::too_long},
       // Repeated country code, but still not a valid number.
       {"60", "6019876543", PhoneError::invalid_number},
   };
