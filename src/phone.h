@@ -49,7 +49,7 @@ enum class PhoneError {
   invalid_country_code,  // the dialing code is empty, all zeros, too long, or no country's
   not_a_number,          // empty, or a character other than the ASCII digits 0-9
   too_short,             // fewer digits than any number of that country
-  too_long,              // more digits than any number of that country (or than the field allows)
+  too_long,              // more digits than that country's numbers, E.164's 15, or the field's 32
   wrong_length,          // a length between that country's shortest and longest, but none of them
   invalid_number,        // a plausible length, but no number of that country looks like it
 };
@@ -116,8 +116,8 @@ bool known_region(std::string_view alpha2);
 std::optional<int> country_code_for_region(std::string_view alpha2);
 
 // Which libphonenumber (and so which numbering metadata, compiled into the library) pvgate was
-// built against, e.g. "libphonenumber 8.12.57+ds-3" (the Debian
-// package version). See phone.cpp for how and caveats.
+// built against: "libphonenumber 8.12.57+ds-3", the Debian package's version. See phone.cpp for
+// how it is found and its caveat.
 std::string metadata_version();
 
 }  // namespace pvgate
