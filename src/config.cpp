@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
 
+#include "jws.h"
 #include "redis_store.h"
 #include "url.h"
 
@@ -339,7 +341,7 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   if (!r.is_map(node, path)) return;
   r.only_keys(node, path,
               {"api_key", "api_secret", "api_secret_file", "allowed_origins",
-               "allow_missing_origin", "user_id_param"});
+               "allow_missing_origin", "user_id_param", "audience"});
   MerchantConfig m;
   m.name = name;
   if (r.string(node, path, "api_key", m.api_key, true, &key_node) &&
@@ -406,7 +408,76 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
               "must be a FastCGI param name: 1-64 of A-Z 0-9 _");
     }
   }
+  m.audience = m.name;
+  if (r.string(node, path, "audience", m.audience, false) &&
+      (m.audience.empty() || m.audience.size() > 256 || !printable_token(m.audience))) {
+    r.error(node["audience"], path + ".audience", "must be 1-256 printable characters, no spaces");
+  }
   config.merchants.emplace(name, std::move(m));
+}
+
+// A duration key of `node` within [min_ms, max_ms]; keeps `out` when absent.
+void read_duration(Reader& r, const YAML::Node& node, const std::string& path, const char* key,
+                   std::int64_t& out, std::int64_t min_ms, std::int64_t max_ms, const char* range) {
+  std::string text;
+  if (!r.string(node, path, key, text, false)) return;
+  const std::int64_t ms = parse_period(text);
+  if (ms < min_ms || ms > max_ms) {
+    r.error(node[key], path + "." + key, std::string("must be a duration from ") + range);
+    return;
+  }
+  out = ms;
+}
+
+void read_verification(Reader& r, const YAML::Node& node, VerificationConfig& v) {
+  const std::string path = "verification";
+  if (!r.is_map(node, path)) return;
+  r.only_keys(node, path, {"issuer", "signing_keys", "session_ttl", "token_ttl"});
+  v.enabled = true;
+  if (r.string(node, path, "issuer", v.issuer, true, &node)) {
+    bool loopback = false;
+    const std::string problem = check_upstream_url(v.issuer, loopback);
+    if (!problem.empty() || v.issuer.size() > 512) {
+      r.error(node["issuer"], path + ".issuer",
+              "must be an https URL naming this service, like https://shop.example/pvgate");
+    }
+  }
+  if (!node["signing_keys"]) {
+    r.error(node, path + ".signing_keys", "is required: a list of PEM private key files");
+  } else {
+    std::vector<SigningKey> loaded;
+    const auto files = scalars(r, node["signing_keys"], path + ".signing_keys");
+    for (auto& [file, at] : files) {
+      std::string problem;
+      std::optional<SigningKey> key = SigningKey::load_pem_file(file, problem);
+      if (!key) {
+        r.error(at, path + ".signing_keys", problem);
+        continue;
+      }
+      if (world_readable(file)) {
+        r.warn(at, path + ".signing_keys",
+               "'" + file + "' is readable by other users; chmod 600 it");
+      }
+      for (const auto& seen : loaded) {
+        if (seen.kid() == key->kid()) {
+          r.error(at, path + ".signing_keys", "'" + file + "' is a key listed before");
+        }
+      }
+      loaded.push_back(std::move(*key));
+    }
+    if (files.empty()) {
+      r.error(node["signing_keys"], path + ".signing_keys", "needs at least one key file");
+    }
+    v.jwks = jwks(loaded);
+    for (auto& key : loaded) {
+      v.signing_keys.push_back(std::make_shared<const SigningKey>(std::move(key)));
+    }
+  }
+  constexpr std::int64_t kMinute = 60'000;
+  read_duration(r, node, path, "session_ttl", v.session_ttl_ms, kMinute, 24 * 60 * kMinute,
+                "1m to 1d, like 10m");
+  read_duration(r, node, path, "token_ttl", v.token_ttl_ms, kMinute, 24 * 60 * kMinute,
+                "1m to 1d, like 10m");
 }
 
 void read_metrics(Reader& r, const YAML::Node& node, Config& config) {
@@ -432,7 +503,20 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
   if (!root.IsMap()) {
     r.error(root, "(top level)", "must be a mapping with upstream: and merchants:");
   } else {
-    r.only_keys(root, "", {"upstream", "merchants", "limits", "log", "throttle", "metrics"});
+    r.only_keys(root, "",
+                {"upstream", "merchants", "limits", "log", "throttle", "metrics", "verification"});
+    if (const YAML::Node v = root["verification"]) {
+      read_verification(r, v, config->verification);
+      if (config->verification.enabled && !root["throttle"]) {
+        r.error(v, "verification",
+                "needs a throttle: section with a store: sessions live in the throttle store");
+      }
+    } else {
+      r.warnings.push_back(source.empty() ? std::string("config") : source);
+      r.warnings.back() +=
+          ": no verification: section: the shop's server cannot trust a verified result "
+          "(no signed token is issued); see README, Verified phones";
+    }
     if (const YAML::Node throttle = root["throttle"]) read_throttle(r, throttle, config->throttle);
     if (root["upstream"]) {
       read_upstream(r, root["upstream"], config->upstream);

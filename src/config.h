@@ -15,6 +15,8 @@
 
 namespace pvgate {
 
+class SigningKey;  // jws.h
+
 struct UpstreamConfig {
   std::string url;                             // https://host[:port]/path (http only for loopback)
   std::string ca_file;                         // extra PEM trusted besides the system store
@@ -34,6 +36,7 @@ struct MerchantConfig {
   std::vector<std::string> allowed_origins;
   bool allow_missing_origin = false;  // accept requests with neither Origin nor Referer
   std::string user_id_param;          // FastCGI param holding the user id; "" = from the client
+  std::string audience;  // the verification token's aud; the merchant's name by default
 };
 
 // normalize_origin() (url.h) reads the allowed_origins and the request's Origin.
@@ -77,6 +80,19 @@ struct ThrottleConfig {
   std::int64_t answer_lock_ms = 60LL * 60 * 1000;  // how long those attempts are remembered
 };
 
+// Verification sessions and the signed result (issue 12). Without a
+// verification: section (enabled false) verify-token-answer works as before
+// and no token is issued.
+struct VerificationConfig {
+  bool enabled = false;
+  std::string issuer;  // the token's iss: an https URL (http only for loopback)
+  // The PEM private keys, loaded: the first signs, all are published.
+  std::vector<std::shared_ptr<const SigningKey>> signing_keys;
+  std::string jwks;                                // {"keys":[...]}, rendered once
+  std::int64_t session_ttl_ms = 10LL * 60 * 1000;  // 1m .. 1d
+  std::int64_t token_ttl_ms = 10LL * 60 * 1000;    // 1m .. 1d
+};
+
 struct Config {
   std::string source;  // file name, for messages
   UpstreamConfig upstream;
@@ -86,6 +102,7 @@ struct Config {
   bool log_to_fastcgi = false;  // log.destination: fastcgi puts request lines in nginx's error log
   std::map<std::string, MerchantConfig> merchants;
   ThrottleConfig throttle;
+  VerificationConfig verification;
   // metrics.allow: client addresses (REMOTE_ADDR) the metrics route answers;
   // default 127.0.0.0/8 and ::1/128. Empty: it answers nobody.
   std::vector<CidrRange> metrics_allow = loopback_ranges();

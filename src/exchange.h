@@ -53,6 +53,10 @@ struct Exchange {
   ClientFields client;
   ThrottleVerdict verdict;
   std::string signature;
+  // Verification sessions (stage_session.cpp): the store key of this
+  // request's reference and the digest of who may use it.
+  std::string session_key;
+  std::string session_owner;
   UpstreamCall call;      // signed, ready to forward
   UpstreamResult answer;  // Pipwave's answer, once it came
   Trace trace;

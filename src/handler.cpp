@@ -36,6 +36,8 @@ void Exchange::reset() {
   client = ClientFields{};
   verdict = ThrottleVerdict{};
   signature.clear();
+  session_key.clear();
+  session_owner.clear();
   call = UpstreamCall{};
   answer = UpstreamResult{};
   trace = Trace{};
@@ -94,6 +96,7 @@ void Handler::complete(Exchange& ex) {
   Result result;
   try {
     result = answer(ex, services_);
+    settle_session(ex, services_, result);
   } catch (const std::exception& e) {
     result = internal_error(ex.trace.detail, e.what());
   } catch (...) {

@@ -401,16 +401,23 @@ std::optional<UpstreamReply> parse_upstream_reply(std::string_view body, std::st
 
 std::string encode_client_reply(std::int64_t status, std::string_view message,
                                 std::optional<std::int64_t> reference,
-                                std::optional<std::int64_t> seconds_till_resend) {
-  // Members in byte order, as before: message, reference, seconds_till_resend, status.
+                                std::optional<std::int64_t> seconds_till_resend,
+                                std::string_view verification_token) {
+  // Members in byte order, as before: message, reference, seconds_till_resend,
+  // status, verification_token.
   std::string out;
-  out.reserve(64 + message.size());
+  out.reserve(64 + message.size() + verification_token.size());
   out += "{\"message\":";
   append_json_string(out, message);
   if (reference) out += ",\"reference\":" + std::to_string(*reference);
   if (seconds_till_resend)
     out += ",\"seconds_till_resend\":" + std::to_string(*seconds_till_resend);
-  out += ",\"status\":" + std::to_string(status) + "}";
+  out += ",\"status\":" + std::to_string(status);
+  if (!verification_token.empty()) {
+    out += ",\"verification_token\":";
+    append_json_string(out, verification_token);
+  }
+  out += "}";
   return out;
 }
 

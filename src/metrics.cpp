@@ -51,6 +51,16 @@ std::string_view fault_name(StoreFault fault) {
   return i < std::size(kNames) ? kNames[i] : "unknown";
 }
 
+std::string_view event_name(VerificationEvent event) {
+  static constexpr std::string_view kNames[] = {
+#define PVGATE_EVENT_NAME(id) #id,
+      PVGATE_VERIFICATION_EVENTS(PVGATE_EVENT_NAME)
+#undef PVGATE_EVENT_NAME
+  };
+  const auto i = static_cast<std::size_t>(event);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
 Metrics::Metrics() = default;
 
 void Metrics::request(std::optional<Action> action, Outcome outcome) {
@@ -162,6 +172,12 @@ std::string Metrics::render() const {
   name = help(out, MetricId::reloads);
   line(out, name, "result=\"ok\"", reloads_ok_.load());
   line(out, name, "result=\"rejected\"", reloads_rejected_.load());
+
+  name = help(out, MetricId::verifications);
+  for (int i = 0; i < static_cast<int>(VerificationEvent::kCount); ++i) {
+    line(out, name, "event=\"" + std::string(event_name(static_cast<VerificationEvent>(i))) + "\"",
+         verifications_[i].load(std::memory_order_relaxed));
+  }
   return out;
 }
 

@@ -33,7 +33,9 @@ namespace pvgate {
   X(upstream_connections, "pvgate_upstream_connections_opened_total", "counter",                 \
     "New connections (TCP + TLS) opened to Pipwave; the rest were reused.")                      \
   X(store_errors, "pvgate_store_errors_total", "counter", "Throttle store failures by kind.")    \
-  X(reloads, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.")
+  X(reloads, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.")              \
+  X(verifications, "pvgate_verifications_total", "counter",                                      \
+    "Verification sessions by event (issued, verified, wrong_answer, unknown_reference, locked).")
 
 enum class MetricId {
 #define PVGATE_METRIC_ID(id, name, type, help) id,
@@ -89,9 +91,26 @@ enum class StoreFault {
       kCount,
 };
 
-// The label values ("timeout", "full"), as declared above.
+// What happened to a verification session, for pvgate_verifications_total's
+// `event` label.
+#define PVGATE_VERIFICATION_EVENTS(X)                                                            \
+  X(issued)            /* Pipwave sent a code: a session was opened */                           \
+  X(verified)          /* Pipwave accepted the answer: the session was consumed, token signed */ \
+  X(wrong_answer)      /* Pipwave's 5052 */                                                      \
+  X(unknown_reference) /* never issued, expired, used, or another user's or phone's */           \
+  X(locked)            /* the session's answer attempts were used up */
+
+enum class VerificationEvent {
+#define PVGATE_FAULT_ID(id) id,
+  PVGATE_VERIFICATION_EVENTS(PVGATE_FAULT_ID)
+#undef PVGATE_FAULT_ID
+      kCount,
+};
+
+// The label values ("timeout", "full", "issued"), as declared above.
 std::string_view fault_name(UpstreamFault fault);
 std::string_view fault_name(StoreFault fault);
+std::string_view event_name(VerificationEvent event);
 
 class Metrics {
  public:
@@ -110,6 +129,9 @@ class Metrics {
   void upstream_connections_opened(long n);
   void store_error(StoreFault kind);
   void reload(bool ok);
+  void verification(VerificationEvent event) {
+    verifications_[static_cast<int>(event)].fetch_add(1, std::memory_order_relaxed);
+  }
   void in_flight(int delta) { in_flight_.fetch_add(delta, std::memory_order_relaxed); }
 
   // The Prometheus text exposition format (version 0.0.4).
@@ -127,6 +149,8 @@ class Metrics {
   std::array<std::atomic<std::uint64_t>, static_cast<int>(UpstreamFault::kCount)> faults_{};
   std::atomic<std::uint64_t> connections_opened_{0};
   std::array<std::atomic<std::uint64_t>, static_cast<int>(StoreFault::kCount)> store_faults_{};
+  std::array<std::atomic<std::uint64_t>, static_cast<int>(VerificationEvent::kCount)>
+      verifications_{};
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_rejected_{0};
   std::atomic<std::int64_t> in_flight_{0};

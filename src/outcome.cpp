@@ -38,6 +38,8 @@ int http_status(Outcome outcome) {
       return 502;
     case Outcome::gateway_timeout:
       return 504;
+    case Outcome::reference_unknown:
+      return 400;
     case Outcome::misconfigured:
       return 500;
   }
@@ -76,6 +78,8 @@ std::string_view outcome_name(Outcome outcome) {
       return "bad_gateway";
     case Outcome::gateway_timeout:
       return "gateway_timeout";
+    case Outcome::reference_unknown:
+      return "reference_unknown";
     case Outcome::misconfigured:
       return "misconfigured";
   }
@@ -134,6 +138,12 @@ Result local_result(Outcome outcome, std::string message) {
       r.body_status = 500;
       message = "Phone verification is not available.";
       break;
+    case Outcome::reference_unknown:
+      // One answer for never issued, expired, used and another user's or
+      // phone's, so it tells a prober nothing.
+      r.body_status = 5051;
+      message = "Session expired or reference not found.";
+      break;
   }
   r.message = std::move(message);
   return r;
@@ -181,7 +191,7 @@ HttpReply make_reply(const Result& result, const std::string& cors_origin) {
     reply.headers.emplace_back("Retry-After", std::to_string(*wait));
   }
   reply.body = encode_client_reply(result.body_status, clean_message(result.message),
-                                   result.reference, wait);
+                                   result.reference, wait, result.verification_token);
   return reply;
 }
 

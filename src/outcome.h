@@ -26,6 +26,8 @@ enum class Outcome {
   store_unavailable,   // throttle store failed and on_store_error is deny: 503
   bad_gateway,         // upstream fault or merchant-setup status; detail only in the log: 502
   gateway_timeout,     // upstream did not answer in time: 504
+  reference_unknown,   // verify: reference never issued here, expired, used, or another's: 400 /
+                       // 5051
   misconfigured,       // server-side problem (unknown merchant, internal error): 500
   // Keep misconfigured last: kOutcomeCount sizes per-outcome tables (metrics).
 };
@@ -40,6 +42,7 @@ struct Result {
   std::string message;             // cleaned before it is sent
   std::optional<std::int64_t> reference;
   std::optional<std::int64_t> seconds_till_resend;
+  std::string verification_token;  // a verified answer's signed token (issue 12), or empty
 };
 
 // Result for a local decision (everything but ok/upstream_*), with the body

@@ -37,7 +37,7 @@ HttpReply plain(int status, std::string content_type, std::string body) {
 std::optional<HttpReply> operations(Exchange& ex, const Services& s) {
   const HttpRequest& request = ex.request;
   const std::string_view route = last_segment(request.path);
-  if (route != "healthz" && route != "metrics") return std::nullopt;
+  if (route != "healthz" && route != "metrics" && route != "jwks.json") return std::nullopt;
   ex.operations = true;
   // Metrics only where nginx says so (PVGATE_METRICS on, set in its metrics
   // location alone: the route is the last segment, so /pvgate/x/metrics
@@ -63,6 +63,23 @@ std::optional<HttpReply> operations(Exchange& ex, const Services& s) {
                  std::string(R"({"message":")") +
                      (config_ok ? "throttle store not answering" : "no configuration") +
                      R"(","status":503})");
+  }
+  if (route == "jwks.json") {
+    // The verification token's public keys (RFC 7517), for the shop's
+    // server. Public by nature; cached for 5 minutes, so a key added for
+    // rotation is fetched by verifiers well before it starts signing (see
+    // README, Key rotation).
+    if (ex.config == nullptr || !ex.config->verification.enabled) {
+      return plain(404, "application/json",
+                   R"({"status":404,"message":"No verification keys: verification is off."})");
+    }
+    HttpReply r;
+    r.status = 200;
+    r.content_type = "application/jwk-set+json";
+    r.headers.emplace_back("Cache-Control", "public, max-age=300");
+    r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+    r.body = ex.config->verification.jwks;
+    return r;
   }
   return plain(200, "text/plain; version=0.0.4; charset=utf-8", s.metrics->render());
 }

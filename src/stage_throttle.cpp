@@ -36,9 +36,17 @@ StageResult throttle(Exchange& ex, const Services& s) {
     trace.detail = "throttle rules configured but no store open (restart to apply)";
   }
   const ClientFields& client = ex.client;
-  const ThrottleSubject subject{
-      *ex.action,        ex.merchant->name, client.user_id,        client.dialing_code,
-      client.contact_no, client.reference,  ex.request.remote_addr};
+  // With verification sessions the answer attempts count per session (the
+  // session stage), not per merchant and reference: a reference alone would
+  // let a stranger lock the owner's code check.
+  const bool per_session = ex.config->verification.enabled;
+  const ThrottleSubject subject{*ex.action,
+                                ex.merchant->name,
+                                client.user_id,
+                                client.dialing_code,
+                                client.contact_no,
+                                per_session ? std::nullopt : client.reference,
+                                ex.request.remote_addr};
   ThrottleVerdict& verdict = ex.verdict;
   verdict = throttle_check(config, s.store, subject, s.clock.unix_ms());
   trace.throttle = describe_verdict(verdict);

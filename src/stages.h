@@ -5,6 +5,7 @@
 //   stage_origin.cpp    origin (allowed_origins, Referer), method (CORS preflight)
 //   stage_decode.cpp    size, content type + decode, validate
 //   stage_throttle.cpp  throttle (countries, rules, answer attempts)
+//   stage_session.cpp   session: a verify's reference checked against who asked for it
 //   stage_sign.cpp      sign (Pipwave's SHA-1 over the call it builds)
 //   stage_answer.cpp    answer: Pipwave's reply sanitized, quota refunded when unsent
 // Cheap refusals come first: nothing is decoded for a request that the route,
@@ -45,14 +46,19 @@ StageResult size(Exchange& ex, const Services& s);      // body within limits.ma
 StageResult decode(Exchange& ex, const Services& s);    // content type, then the body's fields
 StageResult validate(Exchange& ex, const Services& s);  // field rules; user id from nginx
 StageResult throttle(Exchange& ex, const Services& s);  // countries, rules, answer attempts
+StageResult session(Exchange& ex, const Services& s);   // verify: reference, owner, attempts
 StageResult sign(Exchange& ex, const Services& s);      // fills ex.call; always passes on
 
 // Everything before the forward, in order.
-inline constexpr Stage kLocalStages[] = {route,  merchant, origin,   method, size,
-                                         decode, validate, throttle, sign};
+inline constexpr Stage kLocalStages[] = {route,  merchant, origin,   method,  size,
+                                         decode, validate, throttle, session, sign};
 
 // After the forward: Pipwave's answer (ex.answer) into the final Result.
 Result answer(Exchange& ex, const Services& s);
+// Then, with verification on: a sent code opens its session; a verified
+// answer consumes it and gains the signed token (or becomes 5051 when a
+// parallel answer consumed it first).
+void settle_session(Exchange& ex, const Services& s, Result& result);
 
 // Whether a Content-Type value names `type` (lower case): compared without
 // case, parameters and blanks, and without building a string.

@@ -68,7 +68,15 @@ constexpr const char* kExpected =
     "# HELP pvgate_config_reloads_total SIGHUP reloads by result.\n"
     "# TYPE pvgate_config_reloads_total counter\n"
     "pvgate_config_reloads_total{result=\"ok\"} 1\n"
-    "pvgate_config_reloads_total{result=\"rejected\"} 2\n";
+    "pvgate_config_reloads_total{result=\"rejected\"} 2\n"
+    "# HELP pvgate_verifications_total Verification sessions by event (issued, verified, "
+    "wrong_answer, unknown_reference, locked).\n"
+    "# TYPE pvgate_verifications_total counter\n"
+    "pvgate_verifications_total{event=\"issued\"} 2\n"
+    "pvgate_verifications_total{event=\"verified\"} 1\n"
+    "pvgate_verifications_total{event=\"wrong_answer\"} 0\n"
+    "pvgate_verifications_total{event=\"unknown_reference\"} 0\n"
+    "pvgate_verifications_total{event=\"locked\"} 1\n";
 
 }  // namespace
 
@@ -94,6 +102,10 @@ TEST_CASE("metrics exposition: every family, HELP and TYPE once, in order") {
   m.reload(false);
   m.in_flight(3);
   m.in_flight(-1);
+  m.verification(VerificationEvent::issued);
+  m.verification(VerificationEvent::issued);
+  m.verification(VerificationEvent::verified);
+  m.verification(VerificationEvent::locked);
   CHECK(m.render() == kExpected);
 }
 
@@ -106,4 +118,6 @@ TEST_CASE("fault names are the enumerators' names") {
   CHECK(fault_name(StoreFault::internal) == "internal");
   CHECK(metric_spec(MetricId::requests).name == "pvgate_requests_total");
   CHECK(metric_spec(MetricId::reloads).type == "counter");
+  CHECK(event_name(VerificationEvent::unknown_reference) == "unknown_reference");
+  CHECK(event_name(VerificationEvent::kCount) == "unknown");
 }

@@ -38,7 +38,7 @@ TEST_CASE("each local outcome has its HTTP status and body status") {
       {Outcome::not_found, 404, 404},          {Outcome::payload_too_large, 413, 9001},
       {Outcome::unsupported_media, 415, 9001}, {Outcome::bad_gateway, 502, 500},
       {Outcome::gateway_timeout, 504, 500},    {Outcome::misconfigured, 500, 500},
-      {Outcome::too_frequent, 429, 5002},
+      {Outcome::reference_unknown, 400, 5051}, {Outcome::too_frequent, 429, 5002},
   };
   for (const auto& row : rows) {
     const Result r = local_result(row.outcome, "m");
