@@ -497,7 +497,9 @@ class Stack:
     X-Forwarded-For sent by loopback, so a test can pose as other clients; tests only),
     redis (False: none; True: a private RedisServer in RUN_DIR/redis, started before pvgate
     and stopped with the stack, see kill_redis()/restart_redis(); a RedisServer: one the
-    caller runs, shared with other stacks). With a Redis, throttle="default-redis" is the
+    caller runs, shared with other stacks), verification (True: a verification: section with
+    a P-256 key made once in RUN_DIR/token-key.pem, which needs a throttle). With a Redis,
+    throttle="default-redis" is the
     shipped section with `store: redis` pointing at it, and a throttle body that sets
     `store: redis` without `redis:` gets `redis: <its URL>` added."""
 
@@ -508,7 +510,8 @@ class Stack:
                  nginx_keepalive=8, nginx_workers=1, pvgate_args=(), workers=None,
                  throttle=None, upstream_url=None, real_ip=False, redis=False,
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
-                 allow_missing_origin=None, extra_http="", max_connections=None):
+                 allow_missing_origin=None, extra_http="", max_connections=None,
+                 verification=False):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -517,6 +520,9 @@ class Stack:
         self.timeout_ms = timeout_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.max_connections = max_connections  # upstream.max_connections (None: pvgate's)
+        # verification: False, or True for a verification: section signing with a P-256 key
+        # made once in RUN_DIR/token-key.pem (issuer http://127.0.0.1:PORT/pvgate).
+        self.verification = verification
         self.merchant = merchant
         # Distinctive values, so a test can search responses and logs for them.
         self.api_key = api_key or "pk" + secrets.token_hex(10)
@@ -747,6 +753,12 @@ class Stack:
         throttle = self._throttle_text()
         if throttle:
             lines.append(throttle.rstrip("\n"))
+        if self.verification:
+            lines += [
+                "verification:",
+                f"  issuer: http://127.0.0.1:{self._origin_port()}/pvgate",
+                f"  signing_keys: [{self.token_key()}]",
+            ]
         lines += [
             "merchants:",
             f"  {self.merchant}:",
@@ -768,6 +780,18 @@ class Stack:
         fd = os.open(self.pvgate_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
+
+    def token_key(self):
+        """RUN_DIR/token-key.pem: a P-256 private key (openssl genpkey), made on first use."""
+        key = self.run_dir / "token-key.pem"
+        if not key.exists():
+            tmp = key.with_suffix(".tmp")
+            subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-out", str(tmp)],
+                           check=True, capture_output=True)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, key)
+        return key
 
     def _origin_port(self):
         """nginx's port for the {port} of allowed_origins. pvgate's config is written before
@@ -1300,6 +1324,8 @@ def main(argv=None):
     s.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN",
                    help="the merchant's allowed_origins (repeatable; {port} is nginx's port); "
                         "'demo' stands for http://127.0.0.1:{port} and http://localhost:{port}")
+    s.add_argument("--verification", action="store_true",
+                   help="a verification: section (signed tokens; key made in --dir)")
     s.add_argument("--allow-missing-origin", action="store_true",
                    help="the merchant's allow_missing_origin: true (curl without Origin works)")
     for name in ("stop", "status"):
@@ -1331,7 +1357,8 @@ def main(argv=None):
             return 1
     st = Stack(a.dir, pvgate=a.pvgate, port=a.port, threads=a.threads, timeout_ms=a.timeout_ms,
                merchant=a.merchant, workers=a.workers,
-               throttle=None if a.throttle == "none" else a.throttle)
+               throttle=None if a.throttle == "none" else a.throttle,
+               verification=a.verification)
     st.site_root = a.site
     if a.allow_origin:
         st.allowed_origins = [o for x in a.allow_origin
