@@ -164,10 +164,9 @@ int main(int argc, char** argv) {
   server_options.socket = options.socket;
   server_options.socket_mode = options.socket_mode;
   server_options.threads = options.threads;
-  server_options.max_body_bytes = loaded.config->max_body_bytes;
   server_options.drain_deadline =
       std::chrono::milliseconds(loaded.config->upstream.timeout_ms + 5000);
-  FcgiServer server(server_options, handler, log);
+  FcgiServer server(server_options, handler, config, log);
   if (!server.listen(error)) {
     log.error(error);
     return 1;
@@ -196,9 +195,6 @@ int main(int argc, char** argv) {
     }
     if (next.config->upstream.max_connections != config.get()->upstream.max_connections) {
       log.warn("reload: upstream.max_connections takes effect only on restart");
-    }
-    if (next.config->max_body_bytes != config.get()->max_body_bytes) {
-      log.warn("reload: limits.max_body_bytes takes effect for the read limit only on restart");
     }
     log.set_level(next.config->log_level);
     log.set_json(next.config->log_json);
