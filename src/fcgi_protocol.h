@@ -36,8 +36,8 @@ inline constexpr std::size_t kMaxParamsBytes = 64 * 1024;
 // stands and the connection closed instead (discard_overflow()).
 inline constexpr std::size_t kMaxDiscardBytes = 1024 * 1024;
 // What GET_VALUES answers for FCGI_MAX_CONNS and FCGI_MAX_REQS (one request
-// per connection, so the same number).
-inline constexpr unsigned kMaxConnsAnswer = 65536;
+// per connection, so the same number): the server's connection limit.
+inline constexpr unsigned kMaxConnsAnswer = 1u << 20;
 
 // Record types (the values of <fastcgi.h>, checked in the .cpp).
 enum class Type : std::uint8_t {

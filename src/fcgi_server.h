@@ -69,6 +69,7 @@
 #include <vector>
 
 #include "config.h"
+#include "fcgi_protocol.h"
 #include "handler.h"
 #include "log.h"
 
@@ -88,8 +89,9 @@ class FcgiServer {
   // Bytes a worker reads from one connection per event before it lets
   // other connections have a turn (it re-arms; epoll reports it again).
   static constexpr std::size_t kMaxReadPerWake = 256 * 1024;
-  // At most this many connections at once; more are accepted and closed.
-  static constexpr std::uint32_t kMaxConnections = 1u << 20;
+  // At most this many connections at once (what GET_VALUES answers); more
+  // are accepted and closed. The fd limit (RLIMIT_NOFILE) usually comes first.
+  static constexpr std::uint32_t kMaxConnections = fcgi::kMaxConnsAnswer;
 
   // `config` gives the deadlines (read each sweep).
   FcgiServer(ServerOptions options, Handler& handler, const ConfigHolder& config, Logger& log);
