@@ -495,6 +495,8 @@ class Stack:
     which `store: local` and `path: RUN_DIR/throttle` are added unless it sets them),
     upstream_url (default the mock), real_ip (nginx takes the client address from
     X-Forwarded-For sent by loopback, so a test can pose as other clients; tests only),
+    listen (None: pvgate under spawn-fcgi on RUN_DIR/pvgate.sock; "HOST:PORT", "[V6]:PORT"
+    or a path: pvgate started directly with its own --socket there, nginx connecting to it),
     redis (False: none; True: a private RedisServer in RUN_DIR/redis, started before pvgate
     and stopped with the stack, see kill_redis()/restart_redis(); a RedisServer: one the
     caller runs, shared with other stacks), verification (True: a verification: section with
@@ -511,7 +513,7 @@ class Stack:
                  throttle=None, upstream_url=None, real_ip=False, redis=False,
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
                  allow_missing_origin=None, extra_http="", max_connections=None,
-                 verification=False):
+                 verification=False, listen=None):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -566,6 +568,8 @@ class Stack:
         # extra_http: nginx text inserted at the top of the http block (e.g. a second
         # `upstream` for scripts/bench's FastCGI baseline); @RUN_DIR@ is replaced.
         self.extra_http = extra_http
+        # listen: pvgate's own --socket (no spawn-fcgi); see listen_target().
+        self.listen = listen
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -859,6 +863,8 @@ class Stack:
             return self._start_workers()
         if "pvgate" in self.procs and self.procs["pvgate"].poll() is None:
             raise StackError("pvgate is already running")
+        if self.listen is not None:
+            return self._start_listening_pvgate()
         self.socket_path.unlink(missing_ok=True)
         argv = ([find_tool("spawn-fcgi"), "-n", "-s", str(self.socket_path)]
                 + socket_owner_args() + ["--"] + self._pvgate_argv())
@@ -872,6 +878,22 @@ class Stack:
         self._wait("pvgate socket", self.socket_path.is_socket, p, self.pvgate_log)
         # The socket exists before pvgate runs (spawn-fcgi makes it): wait for pvgate's own
         # start-up line, after which it handles signals and serves.
+        self._wait("pvgate start-up", lambda: self._serving_lines() > before, p, self.pvgate_log)
+
+    def listen_target(self):
+        """Where nginx finds pvgate: nginx's `server` value for the upstream."""
+        if self.listen is None:
+            return f"unix:{self.socket_path}"
+        if self.listen.startswith(("/", ".")) or ":" not in self.listen:
+            return f"unix:{Path(self.run_dir, self.listen)}"
+        return self.listen
+
+    def _start_listening_pvgate(self):
+        """listen=...: pvgate itself opens the socket (--socket), without spawn-fcgi. The
+        stack's child is pvgate; ready once it logged its start-up line."""
+        argv = self.pvgate_wrapper + self._pvgate_argv() + ["--socket", self.listen]
+        before = self._serving_lines()
+        p = self._popen("pvgate", argv, "pvgate.log")
         self._wait("pvgate start-up", lambda: self._serving_lines() > before, p, self.pvgate_log)
 
     def _serving_lines(self):
@@ -1050,6 +1072,11 @@ class Stack:
 
     def _nginx_conf(self):
         template = NGINX_TEMPLATE.read_text()
+        if self.listen is not None:
+            server_line = "server unix:@SOCKET@;"
+            if server_line not in template:
+                raise StackError(f"nginx/demo.conf.in: no `{server_line}` line for listen=")
+            template = template.replace(server_line, f"server {self.listen_target()};")
         values = {
             "RUN_DIR": str(self.run_dir),
             "REPO_DIR": str(REPO_DIR),

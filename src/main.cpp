@@ -164,10 +164,9 @@ int main(int argc, char** argv) {
   server_options.socket = options.socket;
   server_options.socket_mode = options.socket_mode;
   server_options.threads = options.threads;
-  server_options.max_body_bytes = loaded.config->max_body_bytes;
   server_options.drain_deadline =
       std::chrono::milliseconds(loaded.config->upstream.timeout_ms + 5000);
-  FcgiServer server(server_options, handler, log);
+  FcgiServer server(server_options, handler, config, log);
   if (!server.listen(error)) {
     log.error(error);
     return 1;

@@ -46,6 +46,8 @@ TEST_CASE("a good config loads into plain values") {
   CHECK(r.config->upstream.max_response_bytes == 64 * 1024);  // default
   CHECK(r.config->upstream.max_connections == 256);           // default
   CHECK(r.config->max_body_bytes == 4096);                    // default
+  CHECK(r.config->read_timeout_ms == 10000);                  // default
+  CHECK(r.config->write_timeout_ms == 10000);                 // default
   CHECK_FALSE(r.config->upstream.loopback);
   REQUIRE(r.config->merchants.count("shop-a") == 1);
   CHECK(r.config->merchants.at("shop-a").api_secret == "my_api_secret");
@@ -119,6 +121,29 @@ TEST_CASE("numeric limits: at the bounds and one past") {
   CHECK_FALSE(with("max_connections", "4097").config);
   REQUIRE(with("max_connections", "12").config);
   CHECK(with("max_connections", "12").config->upstream.max_connections == 12);
+}
+
+TEST_CASE("limits: FastCGI read and write timeouts at the bounds and one past") {
+  auto with = [](const std::string& key, const std::string& value) {
+    return load_config_text("upstream:\n  url: https://h/x\nlimits:\n  " + key + ": " + value +
+                                "\nmerchants:\n  m:\n    api_key: k\n    api_secret: s\n",
+                            "t");
+  };
+  for (const std::string key : {"read_timeout_ms", "write_timeout_ms"}) {
+    INFO(key);
+    REQUIRE(with(key, "100").config);
+    REQUIRE(with(key, "600000").config);
+    const auto low = with(key, "100").config;
+    CHECK((key == "read_timeout_ms" ? low->read_timeout_ms : low->write_timeout_ms) == 100);
+    const auto high = with(key, "600000").config;
+    CHECK((key == "read_timeout_ms" ? high->read_timeout_ms : high->write_timeout_ms) == 600000);
+    const auto under = with(key, "99");
+    CHECK_FALSE(under.config);
+    CHECK(has_error(under, "t:4: limits." + key));
+    CHECK_FALSE(with(key, "600001").config);
+    CHECK_FALSE(with(key, "-1").config);
+    CHECK_FALSE(with(key, "10s").config);
+  }
 }
 
 TEST_CASE("api_secret_file: read, trailing newline dropped, exclusive with api_secret") {
