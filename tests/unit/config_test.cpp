@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -210,10 +212,32 @@ TEST_CASE("the shipped conf/pvgate.yaml is valid and documents the default rules
   const std::string needle = "/etc/pvgate/shop-a.secret";
   REQUIRE(text.find(needle) != std::string::npos);
   text.replace(text.find(needle), needle.size(), path);
+  // The signing key the package makes on install: a test key (P-256, PKCS#8) in its place.
+  const std::string key_path = "pvgate_test_shipped_token_key.pem";
+  {
+    std::ofstream(key_path) << "-----BEGIN PRIVATE KEY-----\n"
+                               "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/SFBW8u9kgEmOd4H\n"
+                               "BBhyxLvJOtoa3nSnbOZATvmEJLuhRANCAAScJa7QlpFGm8oHWe3CWMzjCl0YbtNT\n"
+                               "O40gBbEZCxml4z7x4TaAZu1d9l+/lGx4dwK/i6khFpKKeYn9lLzxcCVO\n"
+                               "-----END PRIVATE KEY-----\n";
+  }
+  ::chmod(key_path.c_str(), 0600);
+  const std::string key_needle = "[/etc/pvgate/token-key.pem]";
+  REQUIRE(text.find(key_needle) != std::string::npos);
+  text.replace(text.find(key_needle), key_needle.size(), "[" + key_path + "]");
   const auto r = load_config_text(text, "pvgate.yaml");
   std::remove(path.c_str());
+  std::remove(key_path.c_str());
   INFO(all_errors(r));
   REQUIRE(r.config);
+  for (const auto& w : r.warnings) CHECK(w.find("verification") == std::string::npos);
+  const auto& v = r.config->verification;
+  CHECK(v.enabled);
+  CHECK(v.issuer == "https://shop.example/pvgate");
+  CHECK(v.signing_keys.size() == 1);
+  CHECK(v.session_ttl_ms == 600'000);
+  CHECK(v.token_ttl_ms == 600'000);
+  CHECK(r.config->merchants.at("shop-a").audience == "shop-a");
   const auto& t = r.config->throttle;
   CHECK(t.enabled);
   CHECK(t.on_store_error == OnStoreError::deny);
