@@ -1,23 +1,10 @@
 #include "jws.h"
 
-#include <openssl/bio.h>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/crypto.h>
-#include <openssl/ec.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/obj_mac.h>
-#include <openssl/objects.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509.h>
-
 #include <cerrno>
-#include <climits>
 #include <cstdio>
 #include <cstring>
 
+#include "crypto.h"
 #include "json_codec.h"
 
 namespace pvgate {
@@ -26,10 +13,6 @@ namespace {
 
 constexpr char kB64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-// P-256 coordinates and Ed25519 public keys are both 32 bytes; an ES256 or
-// Ed25519 signature is 64.
-constexpr std::size_t kCoordBytes = 32;
-
 int b64url_value(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
@@ -37,73 +20,6 @@ int b64url_value(char c) {
   if (c == '-') return 62;
   if (c == '_') return 63;
   return -1;
-}
-
-// OpenSSL's error queue is per thread and shared with libcurl's TLS on the
-// same thread: whatever a load or a signature leaves there is cleared on
-// every path out, so it cannot be misread as a later TLS error.
-struct ClearErrorsOnExit {
-  ~ClearErrorsOnExit() { ERR_clear_error(); }
-};
-
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* c) const { EVP_PKEY_CTX_free(c); }
-};
-struct BnFree {
-  void operator()(BIGNUM* b) const { BN_free(b); }
-};
-struct EcdsaSigFree {
-  void operator()(ECDSA_SIG* s) const { ECDSA_SIG_free(s); }
-};
-
-// One block as PEM_read_bio returns it; the DER may be a private key, so it
-// is wiped when freed.
-struct PemBlock {
-  char* name = nullptr;
-  char* header = nullptr;
-  unsigned char* data = nullptr;
-  long len = 0;
-  PemBlock() = default;
-  PemBlock(const PemBlock&) = delete;
-  PemBlock& operator=(const PemBlock&) = delete;
-  ~PemBlock() {
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    if (data != nullptr) OPENSSL_clear_free(data, static_cast<std::size_t>(len));
-  }
-};
-
-// A PEM label for an error message: it is the text of a BEGIN line, not key
-// material, but it is still cut short and kept to printable ASCII.
-std::string printable_label(std::string_view label) {
-  std::string out;
-  for (char c : label.substr(0, 40)) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
-  return out;
-}
-
-std::string sha256(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return {};
-  return std::string(reinterpret_cast<const char*>(md), len);
-}
-
-// The affine coordinate `name` (OSSL_PKEY_PARAM_EC_PUB_X/Y) as 32 bytes.
-std::optional<std::string> ec_coordinate(const EVP_PKEY* key, const char* name) {
-  BIGNUM* raw = nullptr;
-  if (EVP_PKEY_get_bn_param(key, name, &raw) != 1) return std::nullopt;
-  std::unique_ptr<BIGNUM, BnFree> bn(raw);
-  std::string out(kCoordBytes, '\0');
-  if (BN_bn2binpad(bn.get(), reinterpret_cast<unsigned char*>(out.data()),
-                   static_cast<int>(kCoordBytes)) != static_cast<int>(kCoordBytes))
-    return std::nullopt;
-  return out;
 }
 
 const char* const kAccepted =
@@ -162,10 +78,7 @@ std::optional<std::string> base64url_decode(std::string_view text) {
   return out;
 }
 
-void SigningKey::PkeyFree::operator()(evp_pkey_st* key) const {
-  EVP_PKEY_free(key);
-}
-
+SigningKey::SigningKey(PrivateKey key) : key_(std::move(key)) {}
 SigningKey::SigningKey(SigningKey&&) noexcept = default;
 SigningKey& SigningKey::operator=(SigningKey&&) noexcept = default;
 SigningKey::~SigningKey() = default;
@@ -195,13 +108,12 @@ std::optional<SigningKey> SigningKey::load_pem_file(const std::string& path, std
   } else {
     key = load_pem(text, path, error);
   }
-  OPENSSL_cleanse(text.data(), text.size());
+  wipe(text);
   return key;
 }
 
 std::optional<SigningKey> SigningKey::load_pem(std::string_view pem, std::string_view source,
                                                std::string& error) {
-  ClearErrorsOnExit clear_errors;
   const std::string where = "signing key " + std::string(source) + ": ";
   const auto fail = [&](const std::string& what) {
     error = where + what + "; " + kAccepted;
@@ -209,143 +121,35 @@ std::optional<SigningKey> SigningKey::load_pem(std::string_view pem, std::string
   };
   if (pem.size() > kMaxKeyFileBytes)
     return fail("larger than " + std::to_string(kMaxKeyFileBytes) + " bytes, not a PEM key");
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return fail("out of memory");
+  std::string what;
+  std::optional<PrivateKey> private_key = PrivateKey::from_pem(pem, what);
+  if (!private_key) return fail(what);
 
-  // The first block that is not "EC PARAMETERS" decides (`openssl ecparam
-  // -genkey` writes the parameters before the key).
-  bool saw_parameters = false;
-  for (;;) {
-    PemBlock block;
-    ERR_clear_error();
-    if (PEM_read_bio(bio.get(), &block.name, &block.header, &block.data, &block.len) != 1) {
-      const unsigned long err = ERR_peek_last_error();
-      if (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) {
-        return fail(saw_parameters ? "EC parameters but no private key"
-                                   : "no PEM block (no BEGIN line)");
-      }
-      return fail("a damaged PEM block (bad base64 or no END line)");
-    }
-    const std::string_view label = block.name;
-    if (label == "EC PARAMETERS") {
-      saw_parameters = true;
-      continue;
-    }
-    const bool encrypted_header =
-        block.header != nullptr && std::strstr(block.header, "ENCRYPTED") != nullptr;
-    if (label == "ENCRYPTED PRIVATE KEY" || encrypted_header)
-      return fail("an encrypted private key (pvgate takes no passphrase; protect it by file mode)");
-    if (label == "RSA PRIVATE KEY") return fail("an RSA private key");
-    if (label == "DSA PRIVATE KEY") return fail("a DSA private key");
-    if (label == "CERTIFICATE") return fail("a certificate, not a private key");
-    if (label.size() >= 10 && label.substr(label.size() - 10) == "PUBLIC KEY")
-      return fail("a public key (\"" + printable_label(label) + "\"), not a private key");
-    if (label != "PRIVATE KEY" && label != "EC PRIVATE KEY")
-      return fail("a PEM block \"" + printable_label(label) + "\", not a private key");
-
-    const unsigned char* p = block.data;
-    EVP_PKEY* raw = label == "EC PRIVATE KEY" ? d2i_PrivateKey(EVP_PKEY_EC, nullptr, &p, block.len)
-                                              : d2i_AutoPrivateKey(nullptr, &p, block.len);
-    std::unique_ptr<evp_pkey_st, PkeyFree> pkey(raw);
-    if (!pkey) return fail("a \"" + std::string(label) + "\" block OpenSSL cannot decode");
-    if (p != block.data + block.len)
-      return fail("a \"" + std::string(label) + "\" block with trailing data");
-
-    SigningKey key;
-    std::string thumbprint_input;
-    const int type = EVP_PKEY_get_base_id(pkey.get());
-    if (type == EVP_PKEY_EC) {
-      char group[80] = {};
-      std::size_t group_len = 0;
-      if (EVP_PKEY_get_utf8_string_param(pkey.get(), OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                         sizeof group, &group_len) != 1)
-        return fail("an EC private key with explicit curve parameters (not the named P-256)");
-      if (OBJ_txt2nid(group) != NID_X9_62_prime256v1)
-        return fail("an EC private key on curve " + printable_label(group) + ", not P-256");
-      const auto x = ec_coordinate(pkey.get(), OSSL_PKEY_PARAM_EC_PUB_X);
-      const auto y = ec_coordinate(pkey.get(), OSSL_PKEY_PARAM_EC_PUB_Y);
-      if (!x || !y) return fail("an EC private key whose public point cannot be read");
-      const std::string xs = base64url_encode(*x), ys = base64url_encode(*y);
-      key.is_ec_ = true;
-      key.alg_ = "ES256";
-      // RFC 7638 section 3.2: the required members only, in lexicographic
-      // order, no whitespace.
-      thumbprint_input = R"({"crv":"P-256","kty":"EC","x":")" + xs + R"(","y":")" + ys + "\"}";
-      key.jwk_ = R"({"kty":"EC","crv":"P-256","x":")" + xs + R"(","y":")" + ys + "\"";
-    } else if (type == EVP_PKEY_ED25519) {
-      std::string pub(kCoordBytes, '\0');
-      std::size_t pub_len = pub.size();
-      if (EVP_PKEY_get_raw_public_key(pkey.get(), reinterpret_cast<unsigned char*>(pub.data()),
-                                      &pub_len) != 1 ||
-          pub_len != kCoordBytes)
-        return fail("an Ed25519 private key whose public key cannot be read");
-      const std::string xs = base64url_encode(pub);
-      key.alg_ = "EdDSA";
-      // RFC 8037 section 2 and appendix A.3: OKP's required members.
-      thumbprint_input = R"({"crv":"Ed25519","kty":"OKP","x":")" + xs + "\"}";
-      key.jwk_ = R"({"kty":"OKP","crv":"Ed25519","x":")" + xs + "\"";
-    } else if (type == EVP_PKEY_RSA || type == EVP_PKEY_RSA_PSS) {
-      return fail("an RSA private key");
-    } else {
-      const char* name = EVP_PKEY_get0_type_name(pkey.get());
-      return fail("a private key of type " + printable_label(name != nullptr ? name : "unknown"));
-    }
-
-    // A SEC1 key may carry a public point that does not belong to its
-    // private scalar; tokens signed with it would never verify against the
-    // JWKS, so that is found now rather than by every shop.
-    std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> check(
-        EVP_PKEY_CTX_new_from_pkey(nullptr, pkey.get(), nullptr));
-    if (!check || EVP_PKEY_pairwise_check(check.get()) != 1)
-      return fail("a private key whose public part does not match it");
-
-    const std::string digest = sha256(thumbprint_input);
-    if (digest.empty()) return fail("SHA-256 unavailable");
-    key.kid_ = base64url_encode(digest);
-    key.jwk_ += R"(,"kid":")" + key.kid_ + R"(","alg":")" + key.alg_ + R"(","use":"sig"})";
-    key.header_b64_ = base64url_encode(R"({"alg":")" + key.alg_ + R"(","kid":")" + key.kid_ +
-                                       R"(","typ":"JWT"})");
-    key.key_ = std::move(pkey);
-    error.clear();
-    return key;
+  SigningKey key(std::move(*private_key));
+  std::string thumbprint_input;
+  const std::string xs = base64url_encode(key.key_.public_x());
+  if (key.key_.kind() == PrivateKey::Kind::p256) {
+    const std::string ys = base64url_encode(key.key_.public_y());
+    key.alg_ = "ES256";
+    // RFC 7638 section 3.2: the required members only, in lexicographic
+    // order, no whitespace.
+    thumbprint_input = R"({"crv":"P-256","kty":"EC","x":")" + xs + R"(","y":")" + ys + "\"}";
+    key.jwk_ = R"({"kty":"EC","crv":"P-256","x":")" + xs + R"(","y":")" + ys + "\"";
+  } else {
+    key.alg_ = "EdDSA";
+    // RFC 8037 section 2 and appendix A.3: OKP's required members.
+    thumbprint_input = R"({"crv":"Ed25519","kty":"OKP","x":")" + xs + "\"}";
+    key.jwk_ = R"({"kty":"OKP","crv":"Ed25519","x":")" + xs + "\"";
   }
-}
 
-std::string SigningKey::sign(std::string_view signing_input) const {
-  ClearErrorsOnExit clear_errors;
-  // A context per call: the EVP_PKEY is only read, so any number of threads
-  // may sign with one key at once.
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-  if (!ctx) return {};
-  // Ed25519 hashes internally (PureEdDSA): no digest is named for it.
-  if (EVP_DigestSignInit(ctx.get(), nullptr, is_ec_ ? EVP_sha256() : nullptr, nullptr,
-                         key_.get()) != 1)
-    return {};
-  const int max_size = EVP_PKEY_get_size(key_.get());
-  if (max_size <= 0) return {};
-  std::string sig(static_cast<std::size_t>(max_size), '\0');
-  std::size_t sig_len = sig.size();
-  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &sig_len,
-                     reinterpret_cast<const unsigned char*>(signing_input.data()),
-                     signing_input.size()) != 1)
-    return {};
-  sig.resize(sig_len);
-  if (!is_ec_) return sig_len == 2 * kCoordBytes ? sig : std::string();
-
-  // OpenSSL writes ECDSA-Sig-Value (DER SEQUENCE of two INTEGERs); JWS wants
-  // r and s as fixed 32-byte big-endian numbers, concatenated (RFC 7518 3.4).
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(sig.data());
-  std::unique_ptr<ECDSA_SIG, EcdsaSigFree> ecdsa(
-      d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size())));
-  if (!ecdsa) return {};
-  const BIGNUM* r = nullptr;
-  const BIGNUM* s = nullptr;
-  ECDSA_SIG_get0(ecdsa.get(), &r, &s);
-  std::string raw(2 * kCoordBytes, '\0');
-  auto* out = reinterpret_cast<unsigned char*>(raw.data());
-  const int n = static_cast<int>(kCoordBytes);
-  if (BN_bn2binpad(r, out, n) != n || BN_bn2binpad(s, out + kCoordBytes, n) != n) return {};
-  return raw;
+  const std::string digest = sha256(thumbprint_input);
+  if (digest.empty()) return fail("SHA-256 unavailable");
+  key.kid_ = base64url_encode(digest);
+  key.jwk_ += R"(,"kid":")" + key.kid_ + R"(","alg":")" + key.alg_ + R"(","use":"sig"})";
+  key.header_b64_ =
+      base64url_encode(R"({"alg":")" + key.alg_ + R"(","kid":")" + key.kid_ + R"(","typ":"JWT"})");
+  error.clear();
+  return key;
 }
 
 std::string jwks(const std::vector<SigningKey>& keys) {
@@ -362,7 +166,7 @@ std::string sign_jwt(const SigningKey& key, std::string_view claims_json) {
   std::string token = key.header_b64_;
   token.push_back('.');
   token += base64url_encode(claims_json);
-  const std::string sig = key.sign(token);
+  const std::string sig = key.key_.sign(token);
   if (sig.empty()) return {};
   token.push_back('.');
   token += base64url_encode(sig);
@@ -390,10 +194,7 @@ std::string claims_json(const TokenClaims& claims) {
 
 std::string new_jti() {
   unsigned char bytes[16];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) {
-    ERR_clear_error();
-    return {};
-  }
+  if (!random_bytes(bytes, sizeof bytes)) return {};
   return base64url_encode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
 }
 

@@ -8,27 +8,28 @@
 // EdDSA with Ed25519 (RFC 8037). Nothing else is loaded: no RSA, no other
 // curve, and never a MAC, so the verifier's key is always public.
 //
-// Why OpenSSL directly and not a JWT library: OpenSSL 3 is already linked and
-// reviewed for the Pipwave signer, and a JWS is one EVP_DigestSign plus
-// base64url. Bookworm's libjwt-dev is 1.10.2: HS/RS/ES only (no EdDSA), no
-// JWK/JWKS or thumbprint support, and it pulls in jansson and libb64. Its
-// libcpp-jwt-dev (1.4) has no EdDSA or JWK either and includes nlohmann-json,
-// which pvgate confines to json_codec.cpp. Either way the JWKS, the RFC 7638
-// key id and the key-type policy would still be ours to write.
+// Why OpenSSL (through crypto.h) and not a JWT library: OpenSSL 3 is already
+// linked and reviewed for the Pipwave signer, and a JWS is one signature
+// (PrivateKey::sign) plus base64url. Bookworm's libjwt-dev is 1.10.2:
+// HS/RS/ES only (no EdDSA), no JWK/JWKS or thumbprint support, and it pulls
+// in jansson and libb64. Its libcpp-jwt-dev (1.4) has no EdDSA or JWK either
+// and includes nlohmann-json, which pvgate confines to json_codec.cpp.
+// Either way the JWKS, the RFC 7638 key id and the key-type policy would
+// still be ours to write.
 //
-// This is the second module that includes OpenSSL (after signer.cpp); the
-// header stays free of it.
+// OpenSSL itself is crypto.cpp's: this module holds only the JWS/JWK logic
+// (which keys it takes, key ids, JSON, base64url) and includes no OpenSSL
+// header.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-struct evp_pkey_st;  // OpenSSL's EVP_PKEY
+#include "crypto.h"
 
 namespace pvgate {
 
@@ -80,18 +81,9 @@ class SigningKey {
  private:
   friend std::string sign_jwt(const SigningKey& key, std::string_view claims_json);
 
-  // Signs `signing_input` (header.payload) and returns the raw JWS signature:
-  // for ES256 the 64-byte r||s of RFC 7518 3.4 (not OpenSSL's DER), for
-  // EdDSA the 64-byte Ed25519 signature. Empty on an OpenSSL failure.
-  std::string sign(std::string_view signing_input) const;
+  explicit SigningKey(PrivateKey key);
 
-  struct PkeyFree {
-    void operator()(evp_pkey_st* key) const;
-  };
-  SigningKey() = default;
-
-  std::unique_ptr<evp_pkey_st, PkeyFree> key_;
-  bool is_ec_ = false;
+  PrivateKey key_;  // signs: the raw JWS signature (crypto.h)
   std::string alg_, kid_, jwk_;
   std::string header_b64_;  // base64url of {"alg":..,"kid":..,"typ":"JWT"}, made once at load
 };
@@ -121,8 +113,9 @@ struct TokenClaims {
 //  "iat":..,"exp":..,"jti":..}: strings escaped as JSON, invalid UTF-8 replaced.
 std::string claims_json(const TokenClaims& claims);
 
-// 128 random bits (RAND_bytes) in base64url: 22 characters. Empty if the
-// random generator fails (a token must then not be issued).
+// 128 random bits (random_bytes, OpenSSL's CSPRNG) in base64url: 22
+// characters. Empty if the random generator fails (a token must then not be
+// issued).
 std::string new_jti();
 
 }  // namespace pvgate

@@ -1,37 +1,6 @@
 #include "signer.h"
 
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-
-#include "text.h"
-
 namespace pvgate {
-
-std::string sha1_hex(std::string_view data) {
-  // SHA-1 of short inputs (key digests, the signature text) through the
-  // low-level API: 66 ns a digest here, against 130-220 ns through EVP, whose
-  // provider dispatch outweighs a one-block hash; three key digests are on
-  // every throttled request's path. Deprecated in OpenSSL 3, not removed;
-  // if it ever is, EVP_Digest with a digest fetched once does the same.
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA_CTX ctx;
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  SHA1_Init(&ctx);
-  SHA1_Update(&ctx, data.data(), data.size());
-  SHA1_Final(digest, &ctx);
-#pragma GCC diagnostic pop
-  OPENSSL_cleanse(&ctx, sizeof ctx);  // it held the signature text, secret included
-  std::string out;
-  append_hex(out, digest, sizeof digest);
-  OPENSSL_cleanse(digest, sizeof digest);
-  return out;
-}
-
-void wipe(std::string& s) {
-  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
-  s.clear();
-}
 
 std::string pipwave_signature(const std::map<std::string, std::string>& fields,
                               std::string_view api_secret) {

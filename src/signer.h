@@ -1,16 +1,17 @@
 // Pipwave's request signature (shared/pipwave-api.md, "Signature"): SHA-1 over
 // the byte-sorted key:value pairs of the signed fields plus api_secret, joined
-// with no separator, as 40 lowercase hex digits. The only user of OpenSSL.
+// with no separator, as 40 lowercase hex digits. Only the format is here:
+// SHA-1 and wipe() are crypto's (the one OpenSSL module), and crypto.h is
+// included for them because this contract is stated in their terms.
 #pragma once
 
 #include <map>
 #include <string>
 #include <string_view>
 
-namespace pvgate {
+#include "crypto.h"
 
-// Lowercase hex SHA-1 of `data`.
-std::string sha1_hex(std::string_view data);
+namespace pvgate {
 
 // `fields` are the signed fields without api_secret; std::map keeps them in
 // byte order. The secret is mixed in at its sorted place and the scratch
@@ -25,9 +26,5 @@ std::string pipwave_signature(const std::map<std::string, std::string>& fields,
 // that no secret byte is left in it.
 std::string pipwave_signature(const std::map<std::string, std::string>& fields,
                               std::string_view api_secret, std::string& scratch);
-
-// Overwrites every byte of a buffer that held secret material with zeros
-// (OPENSSL_cleanse: not optimised away), then empties it; the capacity stays.
-void wipe(std::string& s);
 
 }  // namespace pvgate

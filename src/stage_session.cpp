@@ -14,8 +14,8 @@
 // and no SMS is at stake in refusing it.
 #include <string>
 
+#include "crypto.h"
 #include "jws.h"
-#include "signer.h"
 #include "stages.h"
 
 namespace pvgate {

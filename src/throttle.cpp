@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "crypto.h"
 #include "sanitize.h"
-#include "signer.h"
 
 namespace pvgate {
 namespace {
