@@ -8,6 +8,7 @@
 # Layout (prefix /usr, which the package uses):
 #   /usr/sbin/pvgate
 #   /etc/pvgate/pvgate.yaml                       conffile; root:pvgate 0640 after postinst
+#   /etc/pvgate/token-key.pem                     made by postinst if missing (P-256), root:pvgate 0640
 #   /lib/systemd/system/pvgate.socket             socket activation (enabled by the package)
 #   /lib/systemd/system/pvgate.service
 #   /lib/systemd/system/pvgate-spawn-fcgi.service the spawn-fcgi + multiwatch alternative
@@ -156,8 +157,9 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION web)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-# Merged with what dpkg-shlibdeps finds. adduser: postinst creates the user.
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
+# Merged with what dpkg-shlibdeps finds. adduser: postinst creates the user; openssl: postinst
+# makes the verification token's signing key (/etc/pvgate/token-key.pem) with `openssl genpkey`.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, openssl")
 # pvgate.socket needs neither; pvgate-spawn-fcgi.service needs both. nginx is the web server
 # the shipped snippets are for; not a Recommends, so installing pvgate never pulls in (and
 # starts) a web server on a host that has another.

@@ -4,7 +4,7 @@
 Used by scripts/demo and by every tests/integration/test_*.py. Python 3 standard library only.
 
     python3 scripts/stack.py start --dir /tmp/pvgate-demo [--port 8080] [--workers 2]
-                                   [--throttle default]
+                                   [--throttle default] [--verification [--shop]]
     python3 scripts/stack.py status --dir /tmp/pvgate-demo
     python3 scripts/stack.py stop --dir /tmp/pvgate-demo
 
@@ -17,6 +17,7 @@ As a module:
 Everything lives in the run directory:
     certs/              test PKI from tests/mock/make_certs.sh (kept across restarts)
     mock.port mock.log  the mock upstream
+    shop.port shop.log  with shop=True: the demo shop's backend (scripts/demo_shop.py)
     pvgate.yaml         pvgate's config (0600: it holds the merchant secret)
     pvgate.sock         pvgate's FastCGI socket (spawn-fcgi creates it)
     pvgate.log          pvgate's stderr (every worker's), and spawn-fcgi's messages
@@ -62,6 +63,10 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PVGATE = REPO_DIR / "build" / "pvgate"
 MOCK = REPO_DIR / "tests" / "mock" / "mock_pipwave.py"
+# The demo shop's backend (Stack shop=True): it imports PyJWT, which Debian installs for its own
+# interpreter only (another python3 first on PATH, pyenv or a venv, does not see it).
+SHOP = REPO_DIR / "scripts" / "demo_shop.py"
+SYSTEM_PYTHON3 = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 MAKE_CERTS = REPO_DIR / "tests" / "mock" / "make_certs.sh"
 NGINX_TEMPLATE = REPO_DIR / "nginx" / "demo.conf.in"
 SHIPPED_CONFIG = REPO_DIR / "conf" / "pvgate.yaml"
@@ -495,10 +500,15 @@ class Stack:
     which `store: local` and `path: RUN_DIR/throttle` are added unless it sets them),
     upstream_url (default the mock), real_ip (nginx takes the client address from
     X-Forwarded-For sent by loopback, so a test can pose as other clients; tests only),
+    listen (None: pvgate under spawn-fcgi on RUN_DIR/pvgate.sock; "HOST:PORT", "[V6]:PORT"
+    or a path: pvgate started directly with its own --socket there, nginx connecting to it),
     redis (False: none; True: a private RedisServer in RUN_DIR/redis, started before pvgate
     and stopped with the stack, see kill_redis()/restart_redis(); a RedisServer: one the
     caller runs, shared with other stacks), verification (True: a verification: section with
-    a P-256 key made once in RUN_DIR/token-key.pem, which needs a throttle). With a Redis,
+    a P-256 key made once in RUN_DIR/token-key.pem, which needs a throttle), shop (True: the
+    demo shop's backend, scripts/demo_shop.py under SYSTEM_PYTHON3, on a free loopback port
+    behind nginx's /shop/, checking tokens against /pvgate/jwks.json with the verification
+    issuer and the merchant's name as audience; needs verification). With a Redis,
     throttle="default-redis" is the
     shipped section with `store: redis` pointing at it, and a throttle body that sets
     `store: redis` without `redis:` gets `redis: <its URL>` added."""
@@ -511,7 +521,7 @@ class Stack:
                  throttle=None, upstream_url=None, real_ip=False, redis=False,
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
                  allow_missing_origin=None, extra_http="", max_connections=None,
-                 verification=False):
+                 verification=False, listen=None, shop=False):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -523,6 +533,9 @@ class Stack:
         # verification: False, or True for a verification: section signing with a P-256 key
         # made once in RUN_DIR/token-key.pem (issuer http://127.0.0.1:PORT/pvgate).
         self.verification = verification
+        # shop: the demo shop's backend behind nginx's /shop/ (see _start_shop).
+        self.shop = shop
+        self.shop_port = None
         self.merchant = merchant
         # Distinctive values, so a test can search responses and logs for them.
         self.api_key = api_key or "pk" + secrets.token_hex(10)
@@ -566,6 +579,8 @@ class Stack:
         # extra_http: nginx text inserted at the top of the http block (e.g. a second
         # `upstream` for scripts/bench's FastCGI baseline); @RUN_DIR@ is replaced.
         self.extra_http = extra_http
+        # listen: pvgate's own --socket (no spawn-fcgi); see listen_target().
+        self.listen = listen
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -621,6 +636,7 @@ class Stack:
         try:
             self._make_certs()
             self._start_mock()
+            self._start_shop()
             self._start_redis()
             self.write_pvgate_config()
             self.start_pvgate()
@@ -685,6 +701,44 @@ class Stack:
         """redis=True: starts the stack's own redis-server (before pvgate, which may use it)."""
         if self._owns_redis and not self.redis.running():
             self.redis.start()
+
+    def _start_shop(self):
+        """shop=True: starts scripts/demo_shop.py on a free loopback port (it writes shop.port)
+        and waits for that port. It needs nginx's port now, for the issuer and JWKS URL it
+        checks tokens against (_origin_port() fixes it, as for the verification issuer)."""
+        if not self.shop:
+            return
+        if not self.verification:
+            raise StackError("shop=True needs verification=True (the shop checks its tokens)")
+        port_file = self.run_dir / "shop.port"
+        port_file.unlink(missing_ok=True)
+        issuer = f"http://127.0.0.1:{self._origin_port()}/pvgate"
+        argv = [SYSTEM_PYTHON3, str(SHOP), "--host", "127.0.0.1", "--port", "0",
+                "--port-file", str(port_file), "--jwks-url", issuer + "/jwks.json",
+                "--issuer", issuer, "--audience", self.merchant]
+        p = self._popen("shop", argv, "shop.log")
+
+        def port():
+            try:
+                text = port_file.read_text().strip()
+            except FileNotFoundError:
+                return None
+            return int(text) if text.isdigit() else None
+
+        self.shop_port = self._wait("demo shop backend", port, p, self.run_dir / "shop.log")
+
+    def _shop_location(self):
+        """nginx's /shop/ location proxying to the demo shop's backend; a comment without it."""
+        if not self.shop:
+            return "# (no shop backend: stack.py shop= / --shop)"
+        return ("# The demo shop's backend (stack.py shop= / --shop): the merchant's own server.\n"
+                "        location /shop/ {\n"
+                f"            proxy_pass http://127.0.0.1:{self.shop_port};\n"
+                "            proxy_http_version 1.1;\n"
+                "            proxy_set_header Host $host;\n"
+                "            proxy_set_header Connection \"\";\n"
+                "            client_max_body_size 16k;\n"
+                "        }")
 
     def _redis_url(self):
         if self.redis is None:
@@ -859,6 +913,8 @@ class Stack:
             return self._start_workers()
         if "pvgate" in self.procs and self.procs["pvgate"].poll() is None:
             raise StackError("pvgate is already running")
+        if self.listen is not None:
+            return self._start_listening_pvgate()
         self.socket_path.unlink(missing_ok=True)
         argv = ([find_tool("spawn-fcgi"), "-n", "-s", str(self.socket_path)]
                 + socket_owner_args() + ["--"] + self._pvgate_argv())
@@ -872,6 +928,22 @@ class Stack:
         self._wait("pvgate socket", self.socket_path.is_socket, p, self.pvgate_log)
         # The socket exists before pvgate runs (spawn-fcgi makes it): wait for pvgate's own
         # start-up line, after which it handles signals and serves.
+        self._wait("pvgate start-up", lambda: self._serving_lines() > before, p, self.pvgate_log)
+
+    def listen_target(self):
+        """Where nginx finds pvgate: nginx's `server` value for the upstream."""
+        if self.listen is None:
+            return f"unix:{self.socket_path}"
+        if self.listen.startswith(("/", ".")) or ":" not in self.listen:
+            return f"unix:{Path(self.run_dir, self.listen)}"
+        return self.listen
+
+    def _start_listening_pvgate(self):
+        """listen=...: pvgate itself opens the socket (--socket), without spawn-fcgi. The
+        stack's child is pvgate; ready once it logged its start-up line."""
+        argv = self.pvgate_wrapper + self._pvgate_argv() + ["--socket", self.listen]
+        before = self._serving_lines()
+        p = self._popen("pvgate", argv, "pvgate.log")
         self._wait("pvgate start-up", lambda: self._serving_lines() > before, p, self.pvgate_log)
 
     def _serving_lines(self):
@@ -1050,6 +1122,11 @@ class Stack:
 
     def _nginx_conf(self):
         template = NGINX_TEMPLATE.read_text()
+        if self.listen is not None:
+            server_line = "server unix:@SOCKET@;"
+            if server_line not in template:
+                raise StackError(f"nginx/demo.conf.in: no `{server_line}` line for listen=")
+            template = template.replace(server_line, f"server {self.listen_target()};")
         values = {
             "RUN_DIR": str(self.run_dir),
             "REPO_DIR": str(REPO_DIR),
@@ -1064,6 +1141,7 @@ class Stack:
             "REAL_IP": ("set_real_ip_from 127.0.0.1;\n        real_ip_header X-Forwarded-For;"
                         if self.real_ip else "# (none: the demo uses the peer address)"),
             "SITE": self._site_locations(),
+            "SHOP": self._shop_location(),
         }
         for k, v in values.items():
             template = template.replace(f"@{k}@", v)
@@ -1127,7 +1205,7 @@ class Stack:
         """Stops nginx, then pvgate (SIGTERM: it finishes requests in flight; with workers=N
         every worker found in /proc), then the mock; each is waited for, and killed if it
         outlives STOP_TIMEOUT_S. Records exit codes."""
-        for name in ("nginx", "pvgate", "spawn-fcgi", "mock"):
+        for name in ("nginx", "pvgate", "spawn-fcgi", "mock", "shop"):
             if name == "pvgate" and self.workers is not None:
                 self._stop_all_workers()
             p = self.procs.get(name)
@@ -1185,6 +1263,7 @@ class Stack:
             "port": self.port,
             "url": self.url("/pvgate/"),
             "mock_port": self.mock_port,
+            "shop_port": self.shop_port,
             "merchant": self.merchant,
             "config": str(self.pvgate_config),
             "pids": {n: {"pid": p.pid, "starttime": proc_starttime(p.pid)}
@@ -1269,7 +1348,7 @@ def cli_stop(run_dir):
     state = json.loads(state_file.read_text())
     pids = state.get("pids", {})
     rc = 0
-    for name in ("nginx", "pvgate", "mock"):
+    for name in ("nginx", "pvgate", "mock", "shop"):
         info = pids.get(name)
         if name == "pvgate":
             group = _cli_workers(state)
@@ -1326,6 +1405,9 @@ def main(argv=None):
                         "'demo' stands for http://127.0.0.1:{port} and http://localhost:{port}")
     s.add_argument("--verification", action="store_true",
                    help="a verification: section (signed tokens; key made in --dir)")
+    s.add_argument("--shop", action="store_true",
+                   help="the demo shop's backend at /shop/ (scripts/demo_shop.py; needs "
+                        "--verification)")
     s.add_argument("--allow-missing-origin", action="store_true",
                    help="the merchant's allow_missing_origin: true (curl without Origin works)")
     for name in ("stop", "status"):
@@ -1358,7 +1440,7 @@ def main(argv=None):
     st = Stack(a.dir, pvgate=a.pvgate, port=a.port, threads=a.threads, timeout_ms=a.timeout_ms,
                merchant=a.merchant, workers=a.workers,
                throttle=None if a.throttle == "none" else a.throttle,
-               verification=a.verification)
+               verification=a.verification, shop=a.shop)
     st.site_root = a.site
     if a.allow_origin:
         st.allowed_origins = [o for x in a.allow_origin
@@ -1388,6 +1470,10 @@ def main(argv=None):
               f"(pid {st.procs['mock'].pid}, log {st.run_dir / 'mock.log'})")
         if st.site_root:
             print(f"  page    {st.url('/')}  (from {Path(st.site_root).resolve()})")
+        if st.shop:
+            print(f"  shop    {st.url('/shop/')}  (127.0.0.1:{st.shop_port}, pid "
+                  f"{st.procs['shop'].pid}, log {st.run_dir / 'shop.log'}; keys "
+                  f"{st.url('/pvgate/jwks.json')})")
         if st.allowed_origins:
             print(f"  origins {', '.join(st.origins())}"
                   f"{' (and none: curl)' if st.allow_missing_origin else ''}")

@@ -577,8 +577,10 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
     }
     if (const YAML::Node limits = root["limits"]) {
       if (r.is_map(limits, "limits")) {
-        r.only_keys(limits, "limits", {"max_body_bytes"});
+        r.only_keys(limits, "limits", {"max_body_bytes", "read_timeout_ms", "write_timeout_ms"});
         r.integer(limits, "limits", "max_body_bytes", config->max_body_bytes, 64, 65536);
+        r.integer(limits, "limits", "read_timeout_ms", config->read_timeout_ms, 100, 600000);
+        r.integer(limits, "limits", "write_timeout_ms", config->write_timeout_ms, 100, 600000);
       }
     }
     if (const YAML::Node metrics = root["metrics"]) read_metrics(r, metrics, *config);

@@ -113,6 +113,11 @@ struct Config {
   std::string source;  // file name, for messages
   UpstreamConfig upstream;
   std::size_t max_body_bytes = 4096;  // request body limit, 64 .. 65536
+  // A FastCGI connection holding part of a request is closed after this long
+  // (an idle kept-alive one is not), 100 .. 600000.
+  long read_timeout_ms = 10000;
+  // A reply the reader has not taken in this long is dropped, 100 .. 600000.
+  long write_timeout_ms = 10000;
   LogLevel log_level = LogLevel::info;
   bool log_json = true;         // log.format: json (one object per line) or text
   bool log_to_fastcgi = false;  // log.destination: fastcgi puts request lines in nginx's error log

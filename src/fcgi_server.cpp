@@ -1,100 +1,48 @@
 #include "fcgi_server.h"
 
-#include <fcgiapp.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
+
+#include "fcgi_protocol.h"
+#include "listen_address.h"
 
 namespace pvgate {
 namespace {
 
+using Steady = std::chrono::steady_clock;
+
 constexpr int kBacklog = 1024;
-constexpr std::size_t kMaxDrainBytes = 1 << 20;  // unread body beyond this: drop the connection
+// One read(2) at most; a worker's read buffer is this big.
+constexpr std::size_t kReadChunk = 32 * 1024;
+// A connection's buffers larger than this after a request are given back.
+constexpr std::size_t kKeepBufferBytes = 64 * 1024;
+constexpr auto kSweepEvery = std::chrono::milliseconds(50);
 
-std::string_view reason_phrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 413:
-      return "Payload Too Large";
-    case 415:
-      return "Unsupported Media Type";
-    case 429:
-      return "Too Many Requests";
-    case 500:
-      return "Internal Server Error";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    default:
-      return "Unknown";
-  }
+// epoll data: slot index in the low 32 bits, generation in the high ones.
+// Index kSpecial marks the server's own fds, told apart by the high bits.
+constexpr std::uint32_t kSpecial = 0xFFFFFFFFu;
+constexpr std::uint32_t kStopTag = 0;
+constexpr std::uint32_t kListenTag = 1;
+constexpr std::uint32_t kCompletionTag = 2;
+
+std::uint64_t tag(std::uint32_t index, std::uint32_t generation) {
+  return (static_cast<std::uint64_t>(generation) << 32) | index;
 }
 
-// The params the handler reads, taken in one pass over the environment
-// (FCGX_GetParam scans it from the start for each name). The first of
-// duplicate names wins, as with FCGX_GetParam.
-struct Params {
-  const char* method = nullptr;
-  const char* document_uri = nullptr;
-  const char* script_name = nullptr;
-  const char* content_type = nullptr;
-  const char* content_length = nullptr;
-  const char* merchant = nullptr;
-  const char* remote_addr = nullptr;
-  const char* request_id = nullptr;
-  const char* origin = nullptr;
-  const char* referer = nullptr;
-
-  explicit Params(char** envp) {
-    for (char** e = envp; e != nullptr && *e != nullptr; ++e) {
-      const char* kv = *e;
-      const char* eq = std::strchr(kv, '=');
-      if (eq == nullptr) continue;
-      const std::string_view name(kv, static_cast<std::size_t>(eq - kv));
-      const char*& slot = name == "REQUEST_METHOD"      ? method
-                          : name == "DOCUMENT_URI"      ? document_uri
-                          : name == "SCRIPT_NAME"       ? script_name
-                          : name == "CONTENT_TYPE"      ? content_type
-                          : name == "CONTENT_LENGTH"    ? content_length
-                          : name == "PVGATE_MERCHANT"   ? merchant
-                          : name == "REMOTE_ADDR"       ? remote_addr
-                          : name == "PVGATE_REQUEST_ID" ? request_id
-                          : name == "HTTP_ORIGIN"       ? origin
-                          : name == "HTTP_REFERER"      ? referer
-                                                        : unused;
-      if (slot == nullptr) slot = eq + 1;
-    }
-  }
-
- private:
-  const char* unused = nullptr;
+enum State : int {
+  kFree,      // no connection in this slot
+  kArmed,     // in epoll, waiting to be readable
+  kBusy,      // a worker owns it
+  kUpstream,  // its request waits on Pipwave
+  kWriting,   // in epoll, waiting to be writable
 };
-
-std::string text(const char* v) {
-  return v == nullptr ? std::string{} : std::string(v);
-}
 
 bool is_listening_socket(int fd) {
   int accepting = 0;
@@ -107,6 +55,11 @@ void set_nonblocking(int fd) {
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+void signal_eventfd(int fd) {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(fd, &one, sizeof one);
+}
+
 // The signals pvgate handles itself (blocked everywhere, taken by sigwait):
 // TERM/INT/QUIT stop gracefully, HUP reloads.
 sigset_t handled_signals() {
@@ -115,6 +68,19 @@ sigset_t handled_signals() {
   for (const int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP}) sigaddset(&set, sig);
   return set;
 }
+
+// Log lines of the request work between construction and destruction may
+// wait for other busy workers' (Logger::hold).
+class LogHold {
+ public:
+  explicit LogHold(Logger& log) : log_(log) { log_.hold(); }
+  ~LogHold() { log_.release(); }
+  LogHold(const LogHold&) = delete;
+  LogHold& operator=(const LogHold&) = delete;
+
+ private:
+  Logger& log_;
+};
 
 }  // namespace
 
@@ -127,37 +93,78 @@ void block_signals() {
 }
 
 struct Connection {
-  FCGX_Request request;
+  std::uint32_t index = 0;
+
+  // Guards the fields up to the owner's; held briefly, never across I/O but
+  // the epoll_ctl that hands the connection to epoll (so that a sweep cannot
+  // close the fd between the state change and the registration). Taking it
+  // also orders the hand-off between threads for tools such as
+  // ThreadSanitizer, which cannot see through epoll.
+  std::mutex mutex;
+  std::uint32_t generation = 1;
+  int state = kFree;
+  int fd = -1;
+  bool in_epoll = false;
+  bool resumed = false;  // the upstream answered before Handler::run returned
+  // Read by the sweep only in state kArmed / kWriting.
+  Steady::time_point partial_since{};  // part of a request is here since (epoch: none)
+  Steady::time_point writing_since{};  // a write first could not complete (epoch: none)
+
+  // The owner's (state kBusy), untouched by anyone else.
+  fcgi::RequestParser parser;
   Exchange ex;
-  // Held while the connection is armed in epoll, and taken (empty) by the
-  // worker that takes the event: the kernel already orders the two, but tools such
-  // as ThreadSanitizer cannot see through epoll, so the hand-off of the
-  // connection between threads is stated with a lock they do see.
-  std::mutex handoff;
+  std::string pending;  // input read past a whole request, parsed after its reply
+  std::string out;      // records to write
+  std::size_t out_done = 0;
+  bool reply_queued = false;  // `out` ends a request: then the next one, or close
+  bool close_after_reply = false;
+
+  // Back to a free slot (mutex held). The next connection starts clean.
+  void clear() {
+    if (fd >= 0) ::close(fd);  // also takes it out of epoll
+    fd = -1;
+    in_epoll = false;
+    ++generation;
+    state = kFree;
+    resumed = false;
+    partial_since = writing_since = {};
+    parser = fcgi::RequestParser{};
+    ex.reset();
+    std::string().swap(pending);
+    std::string().swap(out);
+    out_done = 0;
+    reply_queued = close_after_reply = false;
+  }
 };
 
-FcgiServer::FcgiServer(ServerOptions options, Handler& handler, Logger& log)
-    : options_(std::move(options)), handler_(handler), log_(log) {}
+FcgiServer::FcgiServer(ServerOptions options, Handler& handler, const ConfigHolder& config,
+                       Logger& log)
+    : options_(std::move(options)),
+      handler_(handler),
+      config_(config),
+      log_(log),
+      chunks_(new std::atomic<Connection*>[kMaxConnections / kSlotsPerChunk]) {
+  for (std::uint32_t i = 0; i < kMaxConnections / kSlotsPerChunk; ++i) chunks_[i] = nullptr;
+}
 
 FcgiServer::~FcgiServer() {
   if (!threads_.empty()) stop();
-  for (Connection* conn : conns_) {
-    FCGX_Free(&conn->request, 1);
-    delete conn;
+  for (std::uint32_t i = 0; i < kMaxConnections / kSlotsPerChunk; ++i) {
+    Connection* chunk = chunks_[i].load();
+    if (chunk == nullptr) continue;
+    for (std::uint32_t k = 0; k < kSlotsPerChunk; ++k) {
+      if (chunk[k].fd >= 0) ::close(chunk[k].fd);
+    }
+    delete[] chunk;
   }
-  conns_.clear();
-  if (epoll_fd_ >= 0) ::close(epoll_fd_);
-  if (wake_pipe_[0] >= 0) ::close(wake_pipe_[0]);
-  if (wake_pipe_[1] >= 0) ::close(wake_pipe_[1]);
+  for (const int fd : {epoll_fd_, stop_fd_, completion_fd_}) {
+    if (fd >= 0) ::close(fd);
+  }
   if (listen_fd_ > 0) ::close(listen_fd_);
-  if (own_socket_path_) ::unlink(options_.socket.c_str());
+  if (own_socket_path_) ::unlink(socket_path_.c_str());
 }
 
 bool FcgiServer::listen(std::string& error) {
-  if (FCGX_Init() != 0) {
-    error = "FCGX_Init failed";
-    return false;
-  }
   if (options_.socket.empty()) {
     if (!is_listening_socket(0)) {
       error =
@@ -166,49 +173,54 @@ bool FcgiServer::listen(std::string& error) {
       return false;
     }
     listen_fd_ = 0;
+    // With spawn-fcgi -F N several processes share this socket, and the
+    // losers of an accept race must not block.
+    set_nonblocking(listen_fd_);
   } else {
-    const bool unix_path = options_.socket.find(':') == std::string::npos;
-    if (unix_path) ::unlink(options_.socket.c_str());  // a stale socket from a crash
-    const mode_t old_mask = ::umask(0777 & ~options_.socket_mode);
-    listen_fd_ = FCGX_OpenSocket(options_.socket.c_str(), kBacklog);
-    ::umask(old_mask);
-    if (listen_fd_ < 0) {
-      error = "cannot listen on '" + options_.socket + "': " + std::strerror(errno);
+    ListenAddress address;
+    const std::string wrong = parse_listen_address(options_.socket, address);
+    if (!wrong.empty()) {
+      error = "--socket " + wrong;
       return false;
     }
-    if (unix_path) {
+    std::string why;
+    listen_fd_ = open_listener(address, options_.socket_mode, kBacklog, why);
+    if (listen_fd_ < 0) {
+      error = "cannot listen on '" + options_.socket + "': " + why;
+      return false;
+    }
+    if (address.kind == ListenAddress::Kind::unix_path) {
       own_socket_path_ = true;
-      ::chmod(options_.socket.c_str(), static_cast<mode_t>(options_.socket_mode));
+      socket_path_ = address.host;
     }
   }
-  // Non-blocking: with spawn-fcgi -F N several processes share this socket,
-  // and the losers of an accept race must not block.
-  set_nonblocking(listen_fd_);
-  if (::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
-    error = std::string("pipe2: ") + std::strerror(errno);
-    return false;
-  }
+  stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  completion_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd_ < 0) {
-    error = std::string("epoll_create1: ") + std::strerror(errno);
+  if (stop_fd_ < 0 || completion_fd_ < 0 || epoll_fd_ < 0) {
+    error = std::string("eventfd/epoll_create1: ") + std::strerror(errno);
     return false;
   }
-  epoll_event ev{};
-  // Not EPOLLEXCLUSIVE: with spawn-fcgi -F N every process gets a chance at a
-  // new connection (the losers' accept just says EAGAIN), so a burst spreads
-  // over the processes instead of piling onto whichever one the kernel picks.
-  ev.events = EPOLLIN;
-  ev.data.ptr = nullptr;  // nullptr: the listening socket
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
-    error = std::string("epoll_ctl(listen): ") + std::strerror(errno);
-    return false;
-  }
-  epoll_event wake{};
-  wake.events = EPOLLIN;
-  wake.data.ptr = wake_pipe_;  // the wake-up pipe
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_pipe_[0], &wake) != 0) {
-    error = std::string("epoll_ctl(pipe): ") + std::strerror(errno);
-    return false;
+  const struct {
+    int fd;
+    std::uint32_t events;
+    std::uint32_t which;
+  } own[] = {
+      // Level-triggered and not EPOLLEXCLUSIVE: see the header.
+      {listen_fd_, EPOLLIN, kListenTag},
+      // Level-triggered and never read: once written, every worker sees it.
+      {stop_fd_, EPOLLIN, kStopTag},
+      // Edge-triggered: each completion wakes one worker (take_completion).
+      {completion_fd_, EPOLLIN | EPOLLET, kCompletionTag},
+  };
+  for (const auto& o : own) {
+    epoll_event ev{};
+    ev.events = o.events;
+    ev.data.u64 = tag(kSpecial, o.which);
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, o.fd, &ev) != 0) {
+      error = std::string("epoll_ctl: ") + std::strerror(errno);
+      return false;
+    }
   }
   return true;
 }
@@ -219,50 +231,52 @@ void FcgiServer::start() {
 }
 
 bool FcgiServer::stop() {
+  if (threads_.empty()) return true;
   stopping_ = true;
-  if (wake_pipe_[1] >= 0) {
-    const char byte = 'x';
-    [[maybe_unused]] const ssize_t n = ::write(wake_pipe_[1], &byte, 1);
-  }
-  // Idle workers see the (never drained) wake-up pipe and exit; busy ones
-  // finish their request first.
-  const auto deadline = std::chrono::steady_clock::now() + options_.drain_deadline;
-  // Requests waiting on Pipwave hold no worker: wait for them too.
-  while ((running_.load() > 0 || in_flight_.load() > 0) &&
-         std::chrono::steady_clock::now() < deadline) {
+  // No new connections; those in the backlog stay there for a sibling
+  // process or the next pvgate.
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+  const auto deadline = Steady::now() + options_.drain_deadline;
+  // The sweep closes idle connections (and, while stopping, those that
+  // become idle); requests in progress, waiting on Pipwave or being written
+  // run to their end on the workers.
+  while (true) {
+    sweep();
+    log_.flush_stale();
+    if (open_.load() == 0 || Steady::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  const bool clean = running_.load() == 0 && in_flight_.load() == 0;
+  const bool drained = open_.load() == 0;
+  signal_eventfd(stop_fd_);  // every idle worker returns
+  const auto exit_deadline = std::max(deadline, Steady::now() + std::chrono::milliseconds(200));
+  while (running_.load() > 0 && Steady::now() < exit_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const bool clean = drained && running_.load() == 0;
   for (auto& t : threads_) {
-    if (clean) {
+    if (running_.load() == 0) {
       t.join();
     } else {
       t.detach();  // the process is about to exit; see main
     }
   }
   threads_.clear();
-  if (clean) {
-    // Idle kept connections: nginx sees them close and opens new ones elsewhere.
-    std::lock_guard<std::mutex> lock(conns_mutex_);
-    for (Connection* conn : conns_) {
-      FCGX_Free(&conn->request, 1);
-      delete conn;
-    }
-    conns_.clear();
-  }
   return clean;
 }
 
 void FcgiServer::run_until_signal(const std::function<void()>& on_reload) {
   const sigset_t set = handled_signals();
   const timespec tick{0, 50 * 1000 * 1000};
+  auto last_sweep = Steady::now();
   while (true) {
-    // Every 50 ms without a signal: write out log lines batched for too long.
     const int sig = sigtimedwait(&set, nullptr, &tick);
-    if (sig < 0) {
+    if (Steady::now() - last_sweep >= kSweepEvery) {
+      // Deadlines, and log lines batched for too long.
+      sweep();
       log_.flush_stale();
-      continue;
+      last_sweep = Steady::now();
     }
+    if (sig < 0) continue;
     if (sig == SIGHUP) {
       if (on_reload) on_reload();
       continue;
@@ -276,25 +290,72 @@ void FcgiServer::run_until_signal(const std::function<void()>& on_reload) {
   }
 }
 
-void FcgiServer::watch(Connection* conn) {
-  std::unique_lock<std::mutex> lock(conn->handoff);
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
-  ev.data.ptr = conn;
-  // MOD for a connection seen before, ADD for a new one.
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn->request.ipcFd, &ev) != 0 &&
-      (errno != ENOENT || ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, conn->request.ipcFd, &ev) != 0)) {
-    const int error = errno;
-    lock.unlock();  // close_connection destroys the connection and its mutex
-    log_.warn(std::string("epoll_ctl(connection): ") + std::strerror(error));
-    close_connection(conn);
+Connection* FcgiServer::slot(std::uint32_t index) const {
+  return chunks_[index / kSlotsPerChunk].load(std::memory_order_acquire) + index % kSlotsPerChunk;
+}
+
+Connection* FcgiServer::new_slot() {
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  if (!free_.empty()) {
+    const std::uint32_t index = free_.back();
+    free_.pop_back();
+    return slot(index);
   }
+  if (slot_count_ == kMaxConnections) return nullptr;
+  if (slot_count_ % kSlotsPerChunk == 0) {
+    auto* chunk = new Connection[kSlotsPerChunk];
+    for (std::uint32_t k = 0; k < kSlotsPerChunk; ++k) {
+      const std::uint32_t index = slot_count_ + k;
+      chunk[k].index = index;
+      // Runs on the upstream's thread: it only hands the connection back.
+      chunk[k].ex.resume = [this, index](Exchange&) { on_resume(index); };
+    }
+    chunks_[slot_count_ / kSlotsPerChunk].store(chunk, std::memory_order_release);
+  }
+  const std::uint32_t index = slot_count_++;
+  high_water_.store(slot_count_, std::memory_order_release);
+  return slot(index);
+}
+
+void FcgiServer::worker() {
+  epoll_event event{};
+  while (true) {
+    // One event at a time: a worker takes work only when it is idle.
+    const int n = ::epoll_wait(epoll_fd_, &event, 1, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      log_.error(std::string("epoll_wait: ") + std::strerror(errno));
+      break;
+    }
+    if (n == 0) continue;
+    const auto index = static_cast<std::uint32_t>(event.data.u64);
+    const auto generation = static_cast<std::uint32_t>(event.data.u64 >> 32);
+    if (index == kSpecial) {
+      if (generation == kStopTag) break;
+      if (generation == kListenTag) {
+        accept_one();
+      } else {
+        take_completion();
+      }
+      continue;
+    }
+    Connection& conn = *slot(index);
+    {
+      std::lock_guard<std::mutex> lock(conn.mutex);
+      // A stale event: that connection was closed (and the slot maybe reused).
+      if (conn.generation != generation || (conn.state != kArmed && conn.state != kWriting))
+        continue;
+      conn.state = kBusy;
+    }
+    drive(conn);
+  }
+  running_.fetch_sub(1);
 }
 
 void FcgiServer::accept_one() {
   int fd;
   do {
-    fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
   if (fd < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -304,179 +365,306 @@ void FcgiServer::accept_one() {
     }
     return;  // EAGAIN: another worker (or process) took it
   }
-  auto* conn = new Connection;
-  // listen_sock -1: should libfcgi ever try to accept on its own (after
-  // nginx closed this connection), it fails instead of stealing one.
-  FCGX_InitRequest(&conn->request, -1, 0);
-  conn->request.ipcFd = fd;
-  // Makes FCGX_Accept_r's leading Finish keep the fd we just set; the
-  // request's own FCGI_KEEP_CONN flag then decides for real.
-  conn->request.keepConnection = 1;
-  {
-    std::lock_guard<std::mutex> lock(conns_mutex_);
-    conns_.insert(conn);
-  }
-  watch(conn);
-}
-
-void FcgiServer::close_connection(Connection* conn) {
-  {
-    std::lock_guard<std::mutex> lock(conns_mutex_);
-    conns_.erase(conn);
-  }
-  FCGX_Free(&conn->request, 1);  // closing the fd also removes it from epoll
-  delete conn;
-}
-
-void FcgiServer::serve_connection(Connection* conn) {
-  // The connection is readable: a request, or EOF (nginx closed it).
-  if (FCGX_Accept_r(&conn->request) < 0) {
-    close_connection(conn);
+  Connection* conn = new_slot();
+  if (conn == nullptr) {
+    ::close(fd);
+    log_.warn("more than " + std::to_string(kMaxConnections) +
+              " FastCGI connections: a new one was closed");
     return;
   }
-  in_flight_.fetch_add(1);
-  log_.hold();  // this thread's log line may wait for a busier one's (Logger::hold)
-  serve(conn);  // finish(conn) runs now, or once Pipwave answered
-  log_.release();
+  {
+    std::lock_guard<std::mutex> lock(conn->mutex);
+    conn->fd = fd;
+    conn->state = kBusy;
+  }
+  open_.fetch_add(1);
+  drive(*conn);  // nginx writes its request right after connecting: read it now
 }
 
-void FcgiServer::finish(Connection* conn, const HttpReply* reply) {
-  FCGX_Request& request = conn->request;
-  if (reply != nullptr) {
-    // One buffer per thread, reused: a reply allocates nothing here.
-    thread_local std::string head;
-    head.clear();
-    head += "Status: ";
-    head += std::to_string(reply->status);
-    head += ' ';
-    head += reason_phrase(reply->status);
-    head += "\r\nContent-Type: ";
-    head += reply->content_type;
-    head += "\r\n";
-    for (const auto& [name, value] : reply->headers) {
-      head += name;
-      head += ": ";
-      head += value;
-      head += "\r\n";
-    }
-    head += "Content-Length: ";
-    head += std::to_string(reply->body.size());
-    head += "\r\n\r\n";
-    head += reply->body;
-    FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.out);
-    if (!reply->log_line.empty()) {
-      // nginx writes FastCGI stderr to its error log, one entry per record.
-      head.assign(reply->log_line).push_back('\n');
-      FCGX_PutStr(head.data(), static_cast<int>(head.size()), request.err);
-    }
-    if (head.capacity() > 16384) std::string().swap(head);  // after a large /metrics
-  } else {
-    static const char kFallback[] =
-        "Status: 500 Internal Server Error\r\nContent-Type: application/json\r\n"
-        "Cache-Control: no-store\r\n\r\n"
-        "{\"message\":\"Phone verification is not available.\",\"status\":500}";
-    FCGX_PutStr(kFallback, sizeof kFallback - 1, request.out);
-  }
-  served_.fetch_add(1, std::memory_order_relaxed);
-  FCGX_Finish_r(&request);
-  if (request.ipcFd < 0 || stopping_.load()) {
-    close_connection(conn);  // nginx did not ask to keep it, or we are stopping
-  } else {
-    request.keepConnection = 1;  // see accept_one()
-    watch(conn);
-  }
-  in_flight_.fetch_sub(1);
-}
-
-void FcgiServer::worker() {
-  epoll_event event{};
-  while (true) {
-    const int n = ::epoll_wait(epoll_fd_, &event, 1, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      log_.error(std::string("epoll_wait: ") + std::strerror(errno));
-      break;
-    }
-    if (n == 0) continue;
-    void* tag = event.data.ptr;
-    if (tag == wake_pipe_) break;  // stopping: level-triggered, every idle worker sees it
-    if (tag == nullptr) {
-      accept_one();
-      continue;
-    }
-    auto* conn = static_cast<Connection*>(tag);
-    { std::lock_guard<std::mutex> sync(conn->handoff); }  // see Connection::handoff
-    serve_connection(conn);
-  }
-  running_.fetch_sub(1);
-}
-
-void FcgiServer::serve(Connection* conn) {
-  FCGX_Request& request = conn->request;
-  Exchange& ex = conn->ex;
-  ex.reset();
-  HttpRequest& http = ex.request;
+void FcgiServer::drive(Connection& c) {
+  thread_local std::unique_ptr<char[]> buffer(new char[kReadChunk]);
+  std::size_t budget = kMaxReadPerWake;
   try {
-    handler_.begin(ex);  // the snapshot whose body limit the read below uses
-    const Params p(request.envp);
-    http.method = text(p.method);
-    http.path = text(p.document_uri);
-    if (http.path.empty()) http.path = text(p.script_name);
-    http.content_type = text(p.content_type);
-    const std::string_view length = p.content_length == nullptr ? "" : p.content_length;
-    if (!length.empty() && length.size() <= 18 &&
-        length.find_first_not_of("0123456789") == std::string_view::npos) {
-      http.content_length = static_cast<std::size_t>(std::stoull(std::string(length)));
-    }
-    http.merchant_given = p.merchant != nullptr;
-    http.merchant = text(p.merchant);
-    http.remote_addr = text(p.remote_addr);
-    http.request_id = text(p.request_id);
-    http.origin = text(p.origin);
-    http.referer = text(p.referer);
-    for (char** e = request.envp; e != nullptr && *e != nullptr; ++e) {
-      const std::string_view kv = *e;
-      const std::size_t eq = kv.find('=');
-      if (eq != std::string_view::npos)
-        http.params.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-    }
+    while (true) {
+      // Output first: a reply, or what the protocol answers by itself.
+      while (c.out_done < c.out.size()) {
+        const ssize_t n =
+            ::send(c.fd, c.out.data() + c.out_done, c.out.size() - c.out_done, MSG_NOSIGNAL);
+        if (n > 0) {
+          c.out_done += static_cast<std::size_t>(n);
+        } else if (n < 0 && errno == EINTR) {
+          continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          if (c.writing_since == Steady::time_point{}) c.writing_since = Steady::now();
+          park(c, kWriting);
+          return;
+        } else {
+          close_owned(c);  // the reader is gone
+          return;
+        }
+      }
+      if (!c.out.empty()) {
+        c.out.clear();
+        c.out_done = 0;
+        c.writing_since = {};
+        if (c.out.capacity() > kKeepBufferBytes) std::string().swap(c.out);  // after a /metrics
+      }
+      if (c.reply_queued) {
+        c.reply_queued = false;
+        if (c.close_after_reply || stopping_.load()) {
+          close_owned(c);
+          return;
+        }
+        c.parser.next();
+        // nginx sends the next request only after this reply: wait for it in
+        // epoll rather than try a read that would say EAGAIN.
+        if (c.pending.empty()) {
+          park(c, kArmed);
+          return;
+        }
+      }
 
-    // Read at most limit + 1 bytes: enough to tell "over the limit".
-    const std::size_t want = std::min(http.content_length, ex.max_body_bytes() + 1);
-    http.body.resize(want);
-    std::size_t got = 0;
-    while (got < want) {
-      const int n = FCGX_GetStr(&http.body[got], static_cast<int>(want - got), request.in);
-      if (n <= 0) break;
-      got += static_cast<std::size_t>(n);
+      // Input: what was left after the last request, else what the socket has.
+      const char* data = nullptr;
+      std::size_t size = 0;
+      const bool from_pending = !c.pending.empty();
+      if (from_pending) {
+        data = c.pending.data();
+        size = c.pending.size();
+      } else {
+        if (budget == 0) {  // others' turn; epoll reports the rest at once
+          park(c, kArmed);
+          return;
+        }
+        const ssize_t n = ::read(c.fd, buffer.get(), std::min(kReadChunk, budget));
+        if (n > 0) {
+          data = buffer.get();
+          size = static_cast<std::size_t>(n);
+          budget -= size;
+        } else if (n < 0 && errno == EINTR) {
+          continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          park(c, kArmed);
+          return;
+        } else {
+          close_owned(c);  // EOF (nginx closed it) or an error
+          return;
+        }
+      }
+
+      // Parse up to the end of the data or of a request.
+      std::size_t used = 0;
+      bool whole = false;
+      while (used < size && !whole) {
+        const fcgi::FeedResult r = c.parser.feed(data + used, size - used, c.out);
+        used += r.consumed;
+        switch (r.step) {
+          case fcgi::Step::more:
+            break;
+          case fcgi::Step::begin:
+            // The snapshot this request is served under gives its body limit.
+            handler_.begin(c.ex);
+            c.parser.set_body_limit(c.ex.max_body_bytes() + 1);
+            break;
+          case fcgi::Step::aborted:
+            c.ex.reset();
+            if (!c.parser.keep_conn()) {  // END_REQUEST is in `out`: write it, close
+              c.reply_queued = c.close_after_reply = true;
+              used = size;
+              whole = true;
+            }
+            break;
+          case fcgi::Step::error:
+            log_.warn(std::string("FastCGI protocol error, connection closed: ") +
+                      c.parser.error());
+            close_owned(c);
+            return;
+          case fcgi::Step::complete:
+            whole = true;
+            break;
+        }
+      }
+      if (from_pending) {
+        c.pending.erase(0, used);
+      } else if (used < size) {
+        c.pending.assign(data + used, size - used);
+      }
+      if (whole && !c.reply_queued && !run_request(c)) return;  // handed to the upstream
+      if (!whole) {
+        // Every byte is parsed; the deadline runs from the first of a request.
+        if (c.parser.idle()) {
+          c.partial_since = {};
+        } else if (c.partial_since == Steady::time_point{}) {
+          c.partial_since = Steady::now();
+        }
+      }
     }
-    http.body.resize(got);
-    drain_body(request, http.content_length > got ? http.content_length - got : 0);
   } catch (const std::exception& e) {
-    log_.error(std::string("request failed: ") + e.what());
-    finish(conn, nullptr);
-    return;
+    // Out of memory, most likely. The connection is still this worker's.
+    log_.error(std::string("FastCGI connection dropped: ") + e.what());
+    close_owned(c);
   }
-  ex.resume = [this, conn](Exchange& done) {
-    handler_.complete(done);
-    log_.hold();
-    finish(conn, &done.reply);
-    log_.release();
-  };
-  if (handler_.run(ex)) finish(conn, &ex.reply);
 }
 
-void FcgiServer::drain_body(FCGX_Request& request, std::size_t unread) {
-  // Consume what is left of the body so a kept connection stays in sync.
-  char sink[4096];
-  std::size_t drained = 0;
-  while (unread > 0 && drained < kMaxDrainBytes) {
-    const int n = FCGX_GetStr(sink, sizeof sink, request.in);
-    if (n <= 0) break;
-    drained += static_cast<std::size_t>(n);
-    unread = unread > static_cast<std::size_t>(n) ? unread - static_cast<std::size_t>(n) : 0;
+bool FcgiServer::run_request(Connection& c) {
+  c.partial_since = {};
+  HttpRequest& request = c.ex.request;
+  fcgi::fill_request(c.parser.params(), request);
+  request.body.swap(c.parser.body());
+  const LogHold hold(log_);
+  if (!handler_.run(c.ex)) {
+    std::unique_lock<std::mutex> lock(c.mutex);
+    if (!c.resumed) {
+      c.state = kUpstream;  // from here on on_resume hands it to a worker
+      return false;
+    }
+    c.resumed = false;  // the upstream answered at once, on this thread
+    lock.unlock();
+    handler_.complete(c.ex);
   }
-  if (unread > 0) request.keepConnection = 0;  // give up on this connection rather than desync
+  finish_request(c);
+  return true;
+}
+
+void FcgiServer::finish_request(Connection& c) {
+  fcgi::append_reply(c.out, c.parser.request_id(), c.ex.reply);
+  c.reply_queued = true;
+  c.close_after_reply = !c.parser.keep_conn() || c.parser.discard_overflow();
+  c.ex.reset();  // before the parser's buffers, which its params point into, are reused
+  served_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void FcgiServer::on_resume(std::uint32_t index) {
+  Connection& c = *slot(index);
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (c.state == kBusy) {  // Handler::run has not returned yet: its worker goes on
+      c.resumed = true;
+      return;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(completions_mutex_);
+    completions_.push_back(index);
+  }
+  signal_eventfd(completion_fd_);  // an edge: one idle worker wakes
+}
+
+void FcgiServer::take_completion() {
+  std::uint32_t index = 0;
+  bool more = false;
+  {
+    std::lock_guard<std::mutex> lock(completions_mutex_);
+    if (completions_.empty()) return;
+    index = completions_.front();
+    completions_.pop_front();
+    more = !completions_.empty();
+    if (!more) {
+      std::uint64_t count = 0;  // keep the counter small; every push writes again
+      [[maybe_unused]] const ssize_t n = ::read(completion_fd_, &count, sizeof count);
+    }
+  }
+  // Edges that came together wake one worker: pass the rest on.
+  if (more) signal_eventfd(completion_fd_);
+  Connection& c = *slot(index);
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    c.state = kBusy;
+  }
+  try {
+    const LogHold hold(log_);
+    handler_.complete(c.ex);
+    finish_request(c);
+  } catch (const std::exception& e) {
+    log_.error(std::string("FastCGI connection dropped: ") + e.what());
+    close_owned(c);
+    return;
+  }
+  drive(c);
+}
+
+void FcgiServer::park(Connection& c, int state) {
+  int error = 0;
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (state == kArmed && stopping_.load() && c.parser.idle() && c.pending.empty()) {
+      error = -1;  // shutting down: an idle connection is closed, not kept
+    } else {
+      c.state = state;
+      epoll_event ev{};
+      ev.events = (state == kWriting ? EPOLLOUT : EPOLLIN | EPOLLRDHUP) | EPOLLONESHOT;
+      ev.data.u64 = tag(c.index, c.generation);
+      if (::epoll_ctl(epoll_fd_, c.in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c.fd, &ev) == 0) {
+        c.in_epoll = true;
+        return;
+      }
+      error = errno;
+      c.state = kBusy;
+    }
+  }
+  if (error > 0) log_.warn(std::string("epoll_ctl(connection): ") + std::strerror(error));
+  close_owned(c);
+}
+
+void FcgiServer::close_owned(Connection& c) {
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    c.clear();
+  }
+  {
+    std::lock_guard<std::mutex> lock(slots_mutex_);
+    free_.push_back(c.index);
+  }
+  open_.fetch_sub(1);
+}
+
+void FcgiServer::sweep() {
+  const std::shared_ptr<const Config> config = config_.get();
+  const auto read_timeout = std::chrono::milliseconds(config->read_timeout_ms);
+  const auto write_timeout = std::chrono::milliseconds(config->write_timeout_ms);
+  const bool stopping = stopping_.load();
+  const auto now = Steady::now();
+  std::size_t partial = 0;
+  std::size_t unread = 0;
+  std::vector<std::uint32_t> closed;
+  const std::uint32_t count = high_water_.load(std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    Connection& c = *slot(i);
+    std::lock_guard<std::mutex> lock(c.mutex);
+    bool close = false;
+    if (c.state == kArmed) {
+      const bool idle = c.partial_since == Steady::time_point{};
+      if (!idle && now - c.partial_since >= read_timeout) {
+        close = true;
+        ++partial;
+      } else if (idle && stopping) {
+        close = true;
+      }
+    } else if (c.state == kWriting && now - c.writing_since >= write_timeout) {
+      close = true;
+      ++unread;
+    }
+    if (close) {
+      c.clear();
+      closed.push_back(i);
+    }
+  }
+  if (closed.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(slots_mutex_);
+    free_.insert(free_.end(), closed.begin(), closed.end());
+  }
+  open_.fetch_sub(closed.size());
+  if (partial > 0) {
+    log_.info("closed " + std::to_string(partial) +
+              " FastCGI connection(s) holding part of a request for over " +
+              std::to_string(config->read_timeout_ms) + " ms (limits.read_timeout_ms)");
+  }
+  if (unread > 0) {
+    log_.warn("dropped " + std::to_string(unread) +
+              " FastCGI connection(s) whose reader did not take the reply within " +
+              std::to_string(config->write_timeout_ms) + " ms (limits.write_timeout_ms)");
+  }
 }
 
 }  // namespace pvgate

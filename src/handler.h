@@ -1,8 +1,9 @@
 // The request pipeline. One Exchange per request (exchange.h) goes through
 // the stages of stages.h, in this order:
-//   operations (healthz, metrics) -> route -> merchant -> origin -> method
-//   -> size -> content type -> decode -> validate -> throttle -> sign
-//   -> forward -> answer (sanitize) -> finish (metrics, log line).
+//   operations (healthz, metrics, jwks.json) -> route -> merchant -> origin
+//   -> method -> size -> content type -> decode -> validate -> throttle
+//   -> session -> sign -> forward -> answer (sanitize) -> settle_session
+//   -> finish (metrics, log line).
 // Everything up to forward runs on the FastCGI worker that read the request.
 // The forward hands the signed call to the Upstream, whose thread only runs
 // curl: when Pipwave answers it stores the answer in the exchange and calls

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "fcgi_server.h"
 #include "handler.h"
+#include "jws.h"
 #include "lmdb_store.h"
 #include "log.h"
 #include "options.h"
@@ -39,7 +40,25 @@ void print_config_summary(const pvgate::Config& config) {
     std::cout << "  merchant " << name << ": api_key set, api_secret set; origins: "
               << (origins.empty() ? "ANY (set allowed_origins)" : origins)
               << (m.allow_missing_origin ? ", or none" : "")
-              << (m.user_id_param.empty() ? "" : "; user id from param " + m.user_id_param) << "\n";
+              << (m.user_id_param.empty() ? "" : "; user id from param " + m.user_id_param)
+              << (config.verification.enabled ? "; token audience " + m.audience : "") << "\n";
+  }
+  const pvgate::VerificationConfig& v = config.verification;
+  if (v.enabled) {
+    // Key ids only (RFC 7638 thumbprints of the public keys): never key material.
+    std::string kids;
+    for (std::size_t i = 0; i < v.signing_keys.size(); ++i) {
+      const pvgate::SigningKey& key = *v.signing_keys[i];
+      kids += (i == 0 ? "" : ", ") + key.kid() + " (" + key.alg() +
+              (i == 0 ? ", signs" : ", published only") + ")";
+    }
+    std::cout << "  verification: issuer " << v.issuer << ", " << v.signing_keys.size()
+              << (v.signing_keys.size() == 1 ? " key: " : " keys: ") << kids << "; session ttl "
+              << pvgate::format_period(v.session_ttl_ms) << ", token ttl "
+              << pvgate::format_period(v.token_ttl_ms) << "\n";
+  } else {
+    std::cout << "  verification: off (no verification: section; a verified answer carries no "
+                 "signed token)\n";
   }
   const pvgate::ThrottleConfig& t = config.throttle;
   if (!t.enabled) {
@@ -65,8 +84,13 @@ void print_config_summary(const pvgate::Config& config) {
               << (rule.dry_run ? " (dry run: counted and logged, never rejects)" : "") << "\n";
   }
   if (t.max_answer_attempts > 0) {
-    std::cout << "  answer attempts: " << t.max_answer_attempts << " per reference per "
-              << pvgate::format_period(t.answer_lock_ms) << "\n";
+    if (v.enabled) {
+      std::cout << "  answer attempts: " << t.max_answer_attempts
+                << " per verification session (then 429 until it expires)\n";
+    } else {
+      std::cout << "  answer attempts: " << t.max_answer_attempts << " per reference per "
+                << pvgate::format_period(t.answer_lock_ms) << "\n";
+    }
   }
   if (!t.countries_allow.empty() || !t.countries_deny.empty()) {
     std::string list;
@@ -164,10 +188,9 @@ int main(int argc, char** argv) {
   server_options.socket = options.socket;
   server_options.socket_mode = options.socket_mode;
   server_options.threads = options.threads;
-  server_options.max_body_bytes = loaded.config->max_body_bytes;
   server_options.drain_deadline =
       std::chrono::milliseconds(loaded.config->upstream.timeout_ms + 5000);
-  FcgiServer server(server_options, handler, log);
+  FcgiServer server(server_options, handler, config, log);
   if (!server.listen(error)) {
     log.error(error);
     return 1;

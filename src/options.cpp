@@ -14,7 +14,7 @@ int default_threads() {
 }
 
 std::string usage() {
-  return "usage: pvgate --config FILE [--socket PATH | --socket HOST:PORT] [--socket-mode MODE]\n"
+  return "usage: pvgate --config FILE [--socket PATH | --socket HOST:PORT | --socket [IPV6]:PORT] [--socket-mode MODE]\n"
          "              [--threads N]\n"
          "       pvgate --check-config --config FILE\n"
          "       pvgate --help | --version\n"
@@ -22,7 +22,8 @@ std::string usage() {
          "FastCGI gate between browsers and Pipwave's phone-verify API.\n"
          "\n"
          "  --config FILE      YAML configuration (see conf/pvgate.yaml)\n"
-         "  --socket SPEC      listen on a unix socket PATH or on HOST:PORT; without it the\n"
+         "  --socket SPEC      listen on a unix socket PATH, on HOST:PORT or on [IPV6]:PORT\n"
+         "                     (an IPv6 address in brackets); without it the\n"
          "                     FastCGI listening socket is fd 0 (spawn-fcgi, systemd)\n"
          "  --socket-mode MODE octal permissions of a unix socket created by --socket (0660)\n"
          "  --threads N        worker threads, 1-1024 (default max(8, 2 x cores)); calls to\n"
@@ -110,7 +111,7 @@ bool parse_options(const std::vector<std::string>& args, Options& out, std::stri
         break;
       case kSocket:
         if (value.empty()) {
-          error = "--socket needs a path or HOST:PORT";
+          error = "--socket needs a path, HOST:PORT or [IPV6]:PORT";
           return false;
         }
         out.socket = value;

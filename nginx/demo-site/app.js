@@ -1,7 +1,14 @@
 // pvgate demo page: the reference for how a browser frontend calls pvgate.
 //
 // Flow: phone form -> POST /pvgate/send-token -> code form -> POST /pvgate/verify-token-answer
-// (with the `reference` the send answered) -> verified.
+// (with the `reference` the send answered) -> verified -> the answer's `verification_token` to
+// the shop's own backend (POST /shop/verified-phone), which checks it and records the phone.
+//
+// The shop (data-shop on #app, scripts/demo_shop.py behind the demo nginx): on load the page
+// "logs in" (POST /shop/login), and the shop answers with the user id it keeps in an HttpOnly
+// session cookie; the page sends that id as pvgate's user_id. The page never decides that a
+// phone is verified: the shop's server does, from the signed token, for the user of its own
+// session. Without a shop (its /shop/login missing) the page keeps its editable demo user id.
 //
 // How to call pvgate from a page (everything below follows these rules):
 //
@@ -15,7 +22,8 @@
 //    signature, timestamp or action: pvgate refuses them (the secret never reaches a browser).
 //    `credentials: 'same-origin'` sends the site's cookies (for nginx's auth_request when the
 //    user id comes from the session, PVGATE_USER_ID) and nothing cross-site.
-//  * Every answer, success or not, is JSON: {status, message[, reference][, seconds_till_resend]}.
+//  * Every answer, success or not, is JSON: {status, message[, reference][, seconds_till_resend]};
+//    a verify's 200 also carries `verification_token` when pvgate signs tokens (verification:).
 //    Branch on the HTTP status first, then on the body's `status`:
 //      200          done (send: keep `reference` for the verify call)
 //      400          the user's input: status 9001 is pvgate's own check and its message names
@@ -43,6 +51,7 @@
 (() => {
   const app = document.getElementById('app');
   const API = app.dataset.api || '/pvgate/';
+  const SHOP = app.dataset.shop || '';
 
   // The resend countdown the page assumes after a successful send (see above).
   const resendParam = Number.parseInt(new URLSearchParams(window.location.search)
@@ -64,6 +73,7 @@
     answer: $('answer'), verify: $('verify'), resend: $('resend'),
     resendStatus: $('resend-status'),
     done: $('done'), verifiedNumber: $('verified-number'), again: $('again'),
+    shopLogin: $('shop-login'), shopResult: $('shop-result'),
   };
   const inputs = { user_id: el.userId, contact_no_country_dialing_code: el.dial,
     contact_no: el.number, answer: el.answer };
@@ -74,6 +84,68 @@
   let cooldown = null;          // {phone: 'dial|number', until: ms since epoch}
   let busy = false;
   let timer = null;
+  let shopUser = false;         // logged in at the shop: tell it about the token
+
+  // -- calling the shop's backend ---------------------------------------------------------------
+
+  // One JSON call to the shop (same origin, its session cookie). Never throws:
+  // {http, body} where http is 0 for a network error.
+  async function callShop(method, route, fields) {
+    try {
+      const response = await fetch(SHOP + route, {
+        method,
+        headers: fields ? { 'Content-Type': 'application/json', Accept: 'application/json' }
+          : { Accept: 'application/json' },
+        credentials: 'same-origin',
+        cache: 'no-store',
+        body: fields ? JSON.stringify(fields) : undefined,
+      });
+      let body = null;
+      try {
+        body = await response.json();
+      } catch (e) {
+        body = null;
+      }
+      return { http: response.status, body: body && typeof body === 'object' ? body : {} };
+    } catch (e) {
+      return { http: 0, body: { message: 'No connection to the shop.' } };
+    }
+  }
+
+  // Logs in at the shop and takes its user id; the id is the shop's, so the input is read-only.
+  async function shopLogin() {
+    if (!SHOP) return false;
+    const r = await callShop('POST', 'login');
+    if (r.http !== 200 || typeof r.body.user_id !== 'string') return false;
+    el.userId.value = r.body.user_id;
+    el.userId.readOnly = true;
+    el.shopLogin.textContent = 'Logged in at the demo shop as this user (its session cookie); '
+      + 'the shop checks the verification token against it.';
+    el.shopLogin.hidden = false;
+    return true;
+  }
+
+  // Hands pvgate's token to the shop and shows the shop's verdict.
+  async function tellShop(token) {
+    const out = el.shopResult;
+    out.hidden = false;
+    if (!token) {
+      out.className = 'shop-result error';
+      out.textContent = 'pvgate sent no verification token, so the shop cannot trust this result.';
+      return;
+    }
+    out.className = 'shop-result';
+    out.textContent = 'Checking with the shop…';
+    const r = await callShop('POST', 'verified-phone', { token });
+    if (r.http === 200) {
+      out.className = 'shop-result ok';
+      out.textContent = r.body.message || 'The shop verified the number.';
+    } else {
+      out.className = 'shop-result error';
+      out.textContent = `The shop did not accept the token (HTTP ${r.http || 'none'}): `
+        + `${r.body.message || 'no answer'}`;
+    }
+  }
 
   // -- calling pvgate -------------------------------------------------------------------------
 
@@ -302,9 +374,11 @@
       return;
     }
     el.verifiedNumber.textContent = shown(session.fields);
+    el.shopResult.hidden = true;
     showStep('done');
     notice('success', r.body.message || 'Verified.');
     el.done.focus();
+    if (shopUser) await tellShop(r.body.verification_token);
   }
 
   el.phoneForm.addEventListener('submit', (e) => {
@@ -354,4 +428,8 @@
 
   showStep('phone');
   app.dataset.ready = 'true';   // for tests: the script has wired the page
+  shopLogin().then((ok) => {
+    shopUser = ok;
+    app.dataset.shopState = ok ? 'logged-in' : 'none';   // for tests: the login is settled
+  });
 })();

@@ -4,8 +4,10 @@
 //   node tests/e2e/demo.e2e.mjs http://127.0.0.1:PORT/
 //
 // The URL is a running stack serving the page at / and pvgate at /pvgate/ (run_e2e.py starts
-// one) with the shipped throttle rules (a 60 s resend cooldown per phone) and the mock
-// Pipwave, whose code is 123456. Every check asserts on what the page shows (text, visible,
+// one) with the shipped throttle rules (a 60 s resend cooldown per phone), the mock Pipwave,
+// whose code is 123456, verification tokens (issuer ORIGIN/pvgate, merchant shop-a) and the
+// demo shop's backend at /shop/ (scripts/demo_shop.py), which the page logs in to and hands
+// the token to. Every check asserts on what the page shows (text, visible,
 // enabled/disabled), polling until it holds or a deadline passes; none sleeps for a fixed time.
 //
 // Screenshots go to $PVGATE_E2E_ARTIFACTS (default build/e2e-artifacts in the repository).
@@ -31,6 +33,8 @@ const WAIT_MS = 15000;   // deadline for a condition; a healthy run meets each i
 // so that the resend button is offered while pvgate's 60 s phone-cooldown still refuses it.
 const PAGE_RESEND_S = 2;
 const PHONE = { dial: '60', number: '123456789' };
+const E164 = `+${PHONE.dial}${PHONE.number}`;
+const AUDIENCE = 'shop-a';   // the stack's merchant, whose audience defaults to its name
 
 // -- a tiny runner ---------------------------------------------------------------------------
 
@@ -81,6 +85,8 @@ async function until(what, probe, ok = (v) => Boolean(v), timeout = WAIT_MS) {
 // -- the page --------------------------------------------------------------------------------
 
 let page;
+let browser;
+let context;
 const consoleErrors = [];
 const foreignRequests = [];
 
@@ -93,6 +99,47 @@ async function shot(name) {
 const text = async (selector) => (await page.locator(selector).textContent()).trim();
 const visible = (selector) => page.locator(selector).isVisible();
 const disabled = (selector) => page.locator(selector).isDisabled();
+// What the page's shop login, verify and token gave (filled by the steps that see them).
+const seen = { user: null, token: null };
+
+// base64url JSON of a JWT part.
+const jwtPart = (token, i) => JSON.parse(Buffer.from(token.split('.')[i], 'base64url').toString());
+
+// fetch() from inside a page (its origin, its cookies): {status, body}.
+const fetchIn = (p, path, init) => p.evaluate(async ([url, opts]) => {
+  const r = await fetch(url, { credentials: 'same-origin', cache: 'no-store', ...opts });
+  return { status: r.status, body: await r.json().catch(() => null) };
+}, [path, init || {}]);
+const postToken = (p, token) => fetchIn(p, '/shop/verified-phone', { method: 'POST',
+  headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token }) });
+
+// A page of `ctx` with this test's console and request watchers.
+function watch(p) {
+  p.on('console', (m) => {
+    // Chromium logs every non-2xx fetch as "Failed to load resource"; pvgate's 400 and 429
+    // are answers the page handles, and so are the shop's refusals this test provokes.
+    const url = m.location().url || '';
+    const expected = m.text().startsWith('Failed to load resource')
+      && (url.startsWith(`${ORIGIN}/pvgate/`) || url === `${ORIGIN}/shop/verified-phone`);
+    if (m.type() === 'error' && !expected) consoleErrors.push(`${m.text()} (${url})`);
+  });
+  p.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+  p.on('request', (r) => {
+    if (!r.url().startsWith(`${ORIGIN}/`)) foreignRequests.push(r.url());
+  });
+  return p;
+}
+
+// Loads the page and waits until its script is wired and its shop login has settled.
+async function openPage(p, query = '') {
+  await p.goto(`${ORIGIN}/${query}`);
+  await until('the script to wire the page',
+    () => p.locator('#app').getAttribute('data-ready'), (v) => v === 'true');
+  await until('the shop login', () => p.locator('#app').getAttribute('data-shop-state'),
+    (v) => v === 'logged-in');
+  return p.locator('#user_id').inputValue();
+}
+
 const secondsIn = (s) => {
   const m = /(\d+) s\b/.exec(s || '');
   return m ? Number(m[1]) : null;
@@ -112,10 +159,11 @@ async function countdownBelow(seconds) {
 
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
-  for (const old of ['after-send', 'resend-refused', 'wrong-code', 'verified', 'field-errors']) {
+  for (const old of ['after-send', 'resend-refused', 'wrong-code', 'verified', 'field-errors',
+    'shop-verified']) {
     rmSync(join(ARTIFACTS, `${old}.png`), { force: true });
   }
-  const browser = await chromium.launch({
+  browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     chromiumSandbox: false,   // root in a container: --no-sandbox
@@ -123,20 +171,9 @@ async function main() {
       '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
   });
   try {
-    const context = await browser.newContext({ viewport: { width: 560, height: 720 },
+    context = await browser.newContext({ viewport: { width: 560, height: 720 },
       deviceScaleFactor: 1, locale: 'en-US' });
-    page = await context.newPage();
-    page.on('console', (m) => {
-      // Chromium logs every non-2xx fetch as "Failed to load resource"; pvgate's 400 and 429
-      // are answers the page handles, so only those of /pvgate/ are expected.
-      const expected = m.text().startsWith('Failed to load resource')
-        && (m.location().url || '').startsWith(`${ORIGIN}/pvgate/`);
-      if (m.type() === 'error' && !expected) consoleErrors.push(`${m.text()} (${m.location().url})`);
-    });
-    page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
-    page.on('request', (r) => {
-      if (!r.url().startsWith(`${ORIGIN}/`)) foreignRequests.push(r.url());
-    });
+    page = watch(await context.newPage());
     await run();
   } finally {
     await browser.close();
@@ -145,9 +182,7 @@ async function main() {
 
 async function run() {
   await step('page loads, labelled inputs, no external resource', async () => {
-    await page.goto(`${ORIGIN}/?resend_after=${PAGE_RESEND_S}`);
-    await until('the script to wire the page',
-      () => page.locator('#app').getAttribute('data-ready'), (v) => v === 'true');
+    seen.user = await openPage(page, `?resend_after=${PAGE_RESEND_S}`);
     assert((await page.title()).includes('Verify your phone number'), 'title');
     // Every input is reachable by its label (accessible names).
     for (const label of ['Demo user id', 'Country code', 'Phone number']) {
@@ -157,6 +192,22 @@ async function run() {
     assert(!(await disabled('#send')), 'Send code enabled');
     const css = await page.evaluate(() => getComputedStyle(document.querySelector('#send')).backgroundColor);
     assert(css !== 'rgba(0, 0, 0, 0)', `style.css applied (send button background ${css})`);
+  });
+
+  await step('the shop logs the page in: its user id, an HttpOnly cookie', async () => {
+    assert(/^demo-[0-9a-f]{12}$/.test(seen.user), `user id from the shop: ${seen.user}`);
+    assert(await page.locator('#user_id').evaluate((e) => e.readOnly), 'user id read-only');
+    assert(await visible('#shop-login'), 'the page says it is logged in at the shop');
+    const cookies = await context.cookies(ORIGIN + '/shop/');
+    const session = cookies.find((c) => c.name === 'shop_session');
+    assert(session && session.httpOnly && session.sameSite === 'Strict' && session.path === '/shop/',
+      `session cookie: ${JSON.stringify(session)}`);
+    assert(session.value.startsWith(`${seen.user}.`), 'the cookie names the user (and its HMAC)');
+    assert(!(await page.evaluate(() => document.cookie)).includes('shop_session'),
+      'the page script cannot read the cookie');
+    const me = await fetchIn(page, '/shop/me');
+    assert(me.status === 200 && me.body.user_id === seen.user
+      && me.body.verified_phones.length === 0, `/shop/me before: ${JSON.stringify(me)}`);
   });
 
   await step('400 messages shown by field', async () => {
@@ -241,13 +292,70 @@ async function run() {
   await step('the mock code 123456 verifies', async () => {
     await page.getByLabel('6-digit code').fill('123456');
     assert(!(await visible('#answer-error')), 'editing the code clears its error');
+    const verified = page.waitForResponse((r) => r.url().endsWith('/pvgate/verify-token-answer'));
+    const shopAnswer = page.waitForResponse((r) => r.url().endsWith('/shop/verified-phone'));
     await page.getByRole('button', { name: 'Verify' }).click();
+    const vr = await verified;
+    assert(vr.status() === 200, `verify answered ${vr.status()}`);
+    seen.token = (await vr.json()).verification_token;
+    assert(typeof seen.token === 'string' && seen.token.split('.').length === 3,
+      `verify answer carries a compact JWS: ${seen.token}`);
+    const sr = await shopAnswer;
+    assert(sr.status() === 200, `the page handed the token to the shop: ${sr.status()}`);
     await until('the success state', () => visible('#done'));
     assert((await text('#done-title')) === 'Phone number verified', 'success title');
     assert((await text('#verified-number')) === `+${PHONE.dial} ${PHONE.number}`, 'verified number');
     assert((await text('#notice')) === 'Verified.', `notice: ${await text('#notice')}`);
     assert(!(await visible('#code-form')) && !(await visible('#phone-form')), 'forms hidden');
     await shot('verified');
+  });
+
+  await step('the shop backend verified the phone for the logged-in user', async () => {
+    const said = await until("the shop's answer on the page", () => text('#shop-result'),
+      (t) => t.startsWith('The shop'));
+    assert(said === `The shop verified ${E164} for user ${seen.user}.`, `page shows: ${said}`);
+    assert(await page.locator('#shop-result').getAttribute('class') === 'shop-result ok',
+      'shown as a success');
+    // The token is what the README says, and its key is in pvgate's published set.
+    const header = jwtPart(seen.token, 0);
+    const claims = jwtPart(seen.token, 1);
+    assert(header.alg === 'ES256' && header.typ === 'JWT' && header.kid, `header ${JSON.stringify(header)}`);
+    assert(claims.iss === `${ORIGIN}/pvgate` && claims.aud === AUDIENCE && claims.sub === seen.user
+      && claims.phone_number === E164 && claims.phone_number_verified === true
+      && claims.exp > claims.iat && claims.jti, `claims ${JSON.stringify(claims)}`);
+    const jwks = await fetchIn(page, '/pvgate/jwks.json');
+    assert(jwks.status === 200 && jwks.body.keys.some((k) => k.kid === header.kid),
+      `the token's kid is in /pvgate/jwks.json: ${JSON.stringify(jwks.body)}`);
+    // The shop's own record, from its session: the phone, for this user, from this token.
+    const me = await fetchIn(page, '/shop/me');
+    assert(me.status === 200 && me.body.user_id === seen.user, `/shop/me: ${JSON.stringify(me)}`);
+    const phones = me.body.verified_phones;
+    assert(phones.length === 1 && phones[0].phone_number === E164 && phones[0].jti === claims.jti,
+      `/shop/me verified_phones: ${JSON.stringify(phones)}`);
+    await shot('shop-verified');
+  });
+
+  await step('the shop refuses the token again (409) and for another user (401)', async () => {
+    const again = await postToken(page, seen.token);
+    assert(again.status === 409 && /already used/.test(again.body.message),
+      `replayed token: ${JSON.stringify(again)}`);
+    // Another browser (its own cookies) logs in as another user and presents the same token.
+    const other = await browser.newContext({ locale: 'en-US' });
+    try {
+      const p2 = watch(await other.newPage());
+      const user2 = await openPage(p2);
+      assert(/^demo-[0-9a-f]{12}$/.test(user2) && user2 !== seen.user, `second user ${user2}`);
+      const r = await postToken(p2, seen.token);
+      assert(r.status === 401 && /another user/.test(r.body.message),
+        `token of ${seen.user} presented by ${user2}: ${JSON.stringify(r)}`);
+      const me2 = await fetchIn(p2, '/shop/me');
+      assert(me2.status === 200 && me2.body.verified_phones.length === 0,
+        `nothing recorded for ${user2}: ${JSON.stringify(me2)}`);
+    } finally {
+      await other.close();
+    }
+    const me = await fetchIn(page, '/shop/me');
+    assert(me.body.verified_phones.length === 1, `still one record: ${JSON.stringify(me.body)}`);
   });
 
   await step('the cooling-down number cannot be sent again; another can', async () => {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Browser end-to-end test of the demo page: starts a private stack (scripts/stack.py) serving
-nginx/demo-site at / with the shipped throttle rules, runs tests/e2e/demo.e2e.mjs against it in
-Debian's headless Chromium, and stops the stack.
+nginx/demo-site at / with the shipped throttle rules, verification tokens and the demo shop's
+backend at /shop/ (scripts/demo_shop.py), runs tests/e2e/demo.e2e.mjs against it in Debian's
+headless Chromium, and stops the stack.
 
     python3 tests/e2e/run_e2e.py [--pvgate build/pvgate] [--keep]
 
@@ -62,7 +63,7 @@ def main(argv=None):
     run_dir = Path(tempfile.mkdtemp(prefix="pvgate-e2e-"))
     st = stack.Stack(run_dir, pvgate=a.pvgate, throttle="default",
                      site_root=stack.DEMO_SITE, allowed_origins=list(stack.DEMO_ORIGINS),
-                     allow_missing_origin=False)
+                     allow_missing_origin=False, verification=True, shop=True)
     rc = 1
     summary = "0 passed, 1 failed"   # printed last, after the stack is stopped
     try:
@@ -96,8 +97,8 @@ def main(argv=None):
     finally:
         st.stop()
         if rc != 0:
-            for log in ("pvgate.log", "mock.log", "nginx-error.log", "nginx-access.log",
-                        "nginx.conf"):
+            for log in ("pvgate.log", "mock.log", "shop.log", "nginx-error.log",
+                        "nginx-access.log", "nginx.conf"):
                 if (run_dir / log).is_file():
                     shutil.copyfile(run_dir / log, artifacts / log)
             print(f"run_e2e: stack logs copied to {artifacts}", file=sys.stderr)

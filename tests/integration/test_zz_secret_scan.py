@@ -3,7 +3,8 @@
 
 Every test run through itest.run() leaves RECORD/<test>/ (see itest.py): responses.txt (status
 line, headers and body of every response a case got), the stack's pvgate.log and nginx logs,
-credentials.json (the api_key/api_secret of every merchant it configured) and signatures.txt
+credentials.json (the api_key/api_secret of every merchant it configured, and any token signing
+key material a test registered as signing_key) and signatures.txt
 (every `signature` its mocks received). This scan searches every recorded response and log of
 every test for every api_secret, api_key and signature of any test, and fails listing file:line
 for each hit. RECORD is env PVGATE_IT_RECORD_DIR, else `it-record` beside the pvgate binary.
@@ -60,7 +61,9 @@ def main():
                    f"{cred} missing (did the test run to its end?)")
             continue
         for i, c in enumerate(json.loads(cred.read_text())):
-            for kind in ("api_key", "api_secret"):
+            # signing_key: material of a verification token signing key (test_verification
+            # registers its stacks' keys: PEM lines, the private scalar).
+            for kind in ("api_key", "api_secret", "signing_key"):
                 v = c.get(kind)
                 if v:
                     strings[v.encode()] = f"{kind} of {d.name}"
@@ -86,7 +89,7 @@ def main():
                     if any(low[i:i + 40] in signatures for i in range(len(low) - 39)):
                         hits.append(f"{f}:{lineno}: a signature the mock received: "
                                     f"{line[:160]!r}")
-        report(not hits, f"{d.name}: no api_secret, api_key or signature in "
+        report(not hits, f"{d.name}: no api_secret, api_key, signing key or signature in "
                f"{len(files)} recorded files",
                f"{nbytes} bytes, {len(strings)} credentials, {len(signatures)} signatures"
                if not hits else f"{len(hits)} hit(s):\n      " + "\n      ".join(hits[:50]))

@@ -2,8 +2,10 @@
 # The Debian package smoke test (CI): build pvgate_*.deb, install it with apt-get, check what
 # it installed, run the INSTALLED service the way its systemd units would (systemd is not PID 1
 # here), serve a request through nginx with the installed nginx files against the mock
-# Pipwave, prove a changed /etc/pvgate/pvgate.yaml survives a reinstall and an upgrade, then
-# purge the package and leave the machine as it was.
+# Pipwave (a verify answer carrying a verification token that PyJWT checks against the
+# installed service's jwks.json), prove a changed /etc/pvgate/pvgate.yaml and the token signing
+# key postinst made survive a reinstall and an upgrade, then purge the package and leave the
+# machine as it was.
 #
 #   tests/package/test_package.sh [BUILD_DIR]
 #
@@ -220,6 +222,8 @@ say "package: $DEB ($VERSION)"
 
 check "control: Depends has adduser and the shared libraries (dpkg-shlibdeps)" \
   bash -c "dpkg-deb -f '$DEB' Depends | grep -q 'adduser' && dpkg-deb -f '$DEB' Depends | grep -q 'libc6 (>='"
+check "control: Depends has openssl (postinst makes the token signing key)" \
+  bash -c "dpkg-deb -f '$DEB' Depends | tr ',' '\n' | grep -qx ' *openssl'"
 check "control: conffiles lists /etc/pvgate/pvgate.yaml" \
   bash -c "dpkg-deb -I '$DEB' conffiles | grep -qx /etc/pvgate/pvgate.yaml"
 if command -v lintian >/dev/null 2>&1; then
@@ -253,6 +257,14 @@ expect_mode /usr/sbin/pvgate "root:root 755"
 expect_mode /etc/pvgate "root:pvgate 750"
 expect_mode /etc/pvgate/pvgate.yaml "root:pvgate 640"
 expect_mode /var/lib/pvgate "pvgate:pvgate 750"
+# The verification token's signing key, made by postinst (never logged: only the public half
+# is ever printed, and into a pipe).
+TOKEN_KEY=/etc/pvgate/token-key.pem
+expect_mode "$TOKEN_KEY" "root:pvgate 640"
+check "postinst made $TOKEN_KEY: an EC P-256 private key" bash -c \
+  "openssl pkey -in '$TOKEN_KEY' -pubout 2>/dev/null | openssl pkey -pubin -noout -text 2>/dev/null | grep -q 'NIST CURVE: P-256'"
+check "postinst left no temporary key file" test ! -e "$TOKEN_KEY.new"
+KEY_SUM=$(sha256sum <"$TOKEN_KEY")
 for unit in pvgate.socket pvgate.service pvgate-spawn-fcgi.service; do
   expect_mode "$UNITDIR/$unit" "root:root 644"
 done
@@ -311,10 +323,11 @@ expect_mode /etc/pvgate/pvgate.yaml "root:pvgate 640"
 
 as_pvgate() { setpriv --reuid=pvgate --regid=pvgate --init-groups -- "$@"; }
 if out=$(as_pvgate /usr/sbin/pvgate --check-config --config /etc/pvgate/pvgate.yaml 2>&1); then
-  if grep -q "config OK" <<<"$out" && ! grep -qi "warning" <<<"$out"; then
-    ok "pvgate --check-config as pvgate: OK with the secret file, no warnings"
+  if grep -q "config OK" <<<"$out" && ! grep -qi "warning" <<<"$out" &&
+    grep -q "verification: issuer https://shop.example/pvgate, 1 key: " <<<"$out"; then
+    ok "pvgate --check-config as pvgate: OK with the secret file and token key, no warnings"
   else
-    bad "pvgate --check-config as pvgate: OK with the secret file, no warnings"
+    bad "pvgate --check-config as pvgate: OK with the secret file and token key, no warnings"
     say "$out"
   fi
 else
@@ -375,6 +388,24 @@ post() {
 }
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2" 2>/dev/null; }
 
+# token_valid TOKEN PHONE: PyJWT (Debian's python3-jwt) takes the key from the installed
+# service's jwks.json through nginx and accepts TOKEN as an ES256 token of the shipped issuer
+# for merchant shop-a about +60PHONE.
+token_valid() {
+  "$PY" - "$1" "http://127.0.0.1:$NGINX_PORT/pvgate/jwks.json" "$2" <<'EOF'
+import sys
+import jwt
+token, url, phone = sys.argv[1:]
+key = jwt.PyJWKClient(url).get_signing_key_from_jwt(token)
+claims = jwt.decode(token, key.key, algorithms=["ES256"], audience="shop-a",
+                    issuer="https://shop.example/pvgate")
+assert claims["phone_number"] == "+60" + phone, claims
+assert claims["phone_number_verified"] is True, claims
+EOF
+}
+HAVE_PYJWT=0
+"$PY" -c 'import jwt, cryptography' 2>/dev/null && HAVE_PYJWT=1
+
 # smoke TAG PHONE: send-token (200 from the mock, through nginx and the installed service),
 # verify-token-answer with the mock's code, healthz.
 smoke() {
@@ -392,6 +423,16 @@ smoke() {
     ok "$tag: verify-token-answer with the code answers 200"
   else
     bad "$tag: verify-token-answer with the code answers 200 (got HTTP $HTTP: $BODY)"
+  fi
+  local token
+  token=$(json_field "$BODY" verification_token)
+  if [[ -z $token ]]; then
+    bad "$tag: the verified answer carries a verification_token"
+  elif ((HAVE_PYJWT)); then
+    check "$tag: PyJWT verifies the verification_token against jwks.json through nginx" \
+      token_valid "$token" "$phone"
+  else
+    skip "$tag: PyJWT not installed (python3-jwt): token not verified"
   fi
   check "$tag: healthz answers 200 (config loaded, throttle store answers)" bash -c \
     "[[ \$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$NGINX_PORT/pvgate/healthz) == 200 ]]"
@@ -590,6 +631,9 @@ check "reinstall: the changed /etc/pvgate/pvgate.yaml is kept" bash -c \
   "[[ \$(sha256sum </etc/pvgate/pvgate.yaml) == '$CONFIG_SUM' ]]"
 expect_mode /etc/pvgate/pvgate.yaml "root:pvgate 640"
 check "reinstall: same pvgate uid" test "$(id -u pvgate)" = "$uid_before"
+check "reinstall: the token signing key is kept, unchanged" bash -c \
+  "[[ \$(sha256sum <'$TOKEN_KEY') == '$KEY_SUM' ]]"
+expect_mode "$TOKEN_KEY" "root:pvgate 640"
 
 # An upgrade whose default config changed too: the same package repacked as a newer version.
 NEWVER="$VERSION+pkgtest1"
@@ -616,6 +660,8 @@ check "upgrade: the new default is beside it as pvgate.yaml.dpkg-dist" \
   grep -q "new default from the upgrade" /etc/pvgate/pvgate.yaml.dpkg-dist
 expect_mode /etc/pvgate/pvgate.yaml "root:pvgate 640"
 expect_mode /var/lib/pvgate "pvgate:pvgate 750"
+check "upgrade: the token signing key is kept, unchanged" bash -c \
+  "[[ \$(sha256sum <'$TOKEN_KEY') == '$KEY_SUM' ]]"
 check "upgrade: pvgate --check-config as pvgate still OK" \
   as_pvgate /usr/sbin/pvgate --check-config --config /etc/pvgate/pvgate.yaml
 
@@ -628,7 +674,7 @@ else
   bad "apt-get purge pvgate"
 fi
 check "purge: package gone" bash -c "! dpkg-query -W -f='\${Status}' pvgate 2>/dev/null | grep -q installed"
-for f in /usr/sbin/pvgate /etc/pvgate /var/lib/pvgate /usr/share/pvgate /usr/share/doc/pvgate \
+for f in /usr/sbin/pvgate "$TOKEN_KEY" /etc/pvgate /var/lib/pvgate /usr/share/pvgate /usr/share/doc/pvgate \
   /usr/share/man/man8/pvgate.8.gz "$UNITDIR/pvgate.socket" "$UNITDIR/pvgate.service" \
   "$UNITDIR/pvgate-spawn-fcgi.service" /etc/systemd/system/sockets.target.wants/pvgate.socket; do
   check "purge: $f removed" bash -c "[[ ! -e '$f' && ! -L '$f' ]]"

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -46,6 +48,8 @@ TEST_CASE("a good config loads into plain values") {
   CHECK(r.config->upstream.max_response_bytes == 64 * 1024);  // default
   CHECK(r.config->upstream.max_connections == 256);           // default
   CHECK(r.config->max_body_bytes == 4096);                    // default
+  CHECK(r.config->read_timeout_ms == 10000);                  // default
+  CHECK(r.config->write_timeout_ms == 10000);                 // default
   CHECK_FALSE(r.config->upstream.loopback);
   REQUIRE(r.config->merchants.count("shop-a") == 1);
   CHECK(r.config->merchants.at("shop-a").api_secret == "my_api_secret");
@@ -121,6 +125,29 @@ TEST_CASE("numeric limits: at the bounds and one past") {
   CHECK(with("max_connections", "12").config->upstream.max_connections == 12);
 }
 
+TEST_CASE("limits: FastCGI read and write timeouts at the bounds and one past") {
+  auto with = [](const std::string& key, const std::string& value) {
+    return load_config_text("upstream:\n  url: https://h/x\nlimits:\n  " + key + ": " + value +
+                                "\nmerchants:\n  m:\n    api_key: k\n    api_secret: s\n",
+                            "t");
+  };
+  for (const std::string key : {"read_timeout_ms", "write_timeout_ms"}) {
+    INFO(key);
+    REQUIRE(with(key, "100").config);
+    REQUIRE(with(key, "600000").config);
+    const auto low = with(key, "100").config;
+    CHECK((key == "read_timeout_ms" ? low->read_timeout_ms : low->write_timeout_ms) == 100);
+    const auto high = with(key, "600000").config;
+    CHECK((key == "read_timeout_ms" ? high->read_timeout_ms : high->write_timeout_ms) == 600000);
+    const auto under = with(key, "99");
+    CHECK_FALSE(under.config);
+    CHECK(has_error(under, "t:4: limits." + key));
+    CHECK_FALSE(with(key, "600001").config);
+    CHECK_FALSE(with(key, "-1").config);
+    CHECK_FALSE(with(key, "10s").config);
+  }
+}
+
 TEST_CASE("api_secret_file: read, trailing newline dropped, exclusive with api_secret") {
   const std::string path = "pvgate_test_secret.txt";
   { std::ofstream(path) << "file_secret\n"; }
@@ -185,10 +212,32 @@ TEST_CASE("the shipped conf/pvgate.yaml is valid and documents the default rules
   const std::string needle = "/etc/pvgate/shop-a.secret";
   REQUIRE(text.find(needle) != std::string::npos);
   text.replace(text.find(needle), needle.size(), path);
+  // The signing key the package makes on install: a test key (P-256, PKCS#8) in its place.
+  const std::string key_path = "pvgate_test_shipped_token_key.pem";
+  {
+    std::ofstream(key_path) << "-----BEGIN PRIVATE KEY-----\n"
+                               "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/SFBW8u9kgEmOd4H\n"
+                               "BBhyxLvJOtoa3nSnbOZATvmEJLuhRANCAAScJa7QlpFGm8oHWe3CWMzjCl0YbtNT\n"
+                               "O40gBbEZCxml4z7x4TaAZu1d9l+/lGx4dwK/i6khFpKKeYn9lLzxcCVO\n"
+                               "-----END PRIVATE KEY-----\n";
+  }
+  ::chmod(key_path.c_str(), 0600);
+  const std::string key_needle = "[/etc/pvgate/token-key.pem]";
+  REQUIRE(text.find(key_needle) != std::string::npos);
+  text.replace(text.find(key_needle), key_needle.size(), "[" + key_path + "]");
   const auto r = load_config_text(text, "pvgate.yaml");
   std::remove(path.c_str());
+  std::remove(key_path.c_str());
   INFO(all_errors(r));
   REQUIRE(r.config);
+  for (const auto& w : r.warnings) CHECK(w.find("verification") == std::string::npos);
+  const auto& v = r.config->verification;
+  CHECK(v.enabled);
+  CHECK(v.issuer == "https://shop.example/pvgate");
+  CHECK(v.signing_keys.size() == 1);
+  CHECK(v.session_ttl_ms == 600'000);
+  CHECK(v.token_ttl_ms == 600'000);
+  CHECK(r.config->merchants.at("shop-a").audience == "shop-a");
   const auto& t = r.config->throttle;
   CHECK(t.enabled);
   CHECK(t.on_store_error == OnStoreError::deny);
