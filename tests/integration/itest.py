@@ -176,7 +176,9 @@ class Ctx:
     def phone(self):
         with self._lock:
             self._serial += 1
-            return f"1{self._serial:08d}"
+            # +60 12 xxx xxxx: a valid Malaysian mobile number for every serial (pvgate
+            # refuses numbers libphonenumber does not know as valid).
+            return f"12{self._serial:07d}"
 
     # -- HTTP ---------------------------------------------------------------------------------
 
