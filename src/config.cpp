@@ -182,7 +182,7 @@ std::vector<std::pair<std::string, YAML::Node>> scalars(Reader& r, const YAML::N
 
 void read_rule(Reader& r, const YAML::Node& node, const std::string& path, ThrottleConfig& t) {
   if (!r.is_map(node, path)) return;
-  r.only_keys(node, path, {"name", "actions", "key", "limit", "period", "dry_run"});
+  r.only_keys(node, path, {"name", "actions", "key", "limit", "period", "dry_run", "range_digits"});
   ThrottleRule rule;
   if (r.string(node, path, "name", rule.name, true)) {
     const bool good = !rule.name.empty() && rule.name.size() <= 64 &&
@@ -217,13 +217,15 @@ void read_rule(Reader& r, const YAML::Node& node, const std::string& path, Throt
         part = KeyPart::user;
       else if (value == "phone")
         part = KeyPart::phone;
+      else if (value == "phone_prefix")
+        part = KeyPart::phone_prefix;
       else if (value == "ip")
         part = KeyPart::ip;
       else if (value == "country")
         part = KeyPart::country;
       else {
         r.error(at, path + ".key",
-                "'" + value + "' is not one of merchant, user, phone, ip, country");
+                "'" + value + "' is not one of merchant, user, phone, phone_prefix, ip, country");
         continue;
       }
       if (std::find(rule.key.begin(), rule.key.end(), part) != rule.key.end()) {
@@ -233,7 +235,19 @@ void read_rule(Reader& r, const YAML::Node& node, const std::string& path, Throt
     }
     if (rule.key.empty()) r.error(key, path + ".key", "needs at least one part");
   } else {
-    r.error(node, path + ".key", "is required (parts: merchant, user, phone, ip, country)");
+    r.error(node, path + ".key",
+            "is required (parts: merchant, user, phone, phone_prefix, ip, country)");
+  }
+  const bool ranged =
+      std::find(rule.key.begin(), rule.key.end(), KeyPart::phone_prefix) != rule.key.end();
+  if (node["range_digits"]) {
+    r.integer(node, path, "range_digits", rule.range_digits, 1, 6);
+    if (!ranged) {
+      r.error(node["range_digits"], path + ".range_digits", "needs phone_prefix in key");
+    }
+  } else if (ranged) {
+    r.error(node, path + ".range_digits",
+            "is required with phone_prefix: how many final digits a range spans (1-6)");
   }
   if (!node["limit"]) r.error(node, path + ".limit", "is required");
   r.integer(node, path, "limit", rule.limit, 1, 10000);
@@ -313,9 +327,16 @@ void read_throttle(Reader& r, const YAML::Node& node, ThrottleConfig& t) {
         for (auto& [value, at] : scalars(r, countries[which], p)) {
           std::string code = value;
           if (!code.empty() && code.front() == '+') code.erase(0, 1);
-          if (!is_digits(code, 1, 5))
-            r.error(at, p, "'" + value + "' is not a dialing code (1-5 digits)");
-          list.push_back(code);
+          if (is_digits(code, 1, 3) && known_country_code(code)) {
+            list.push_back(code);
+          } else if (known_region(value)) {
+            list.push_back(value);
+          } else {
+            r.error(at, p,
+                    "'" + value +
+                        "' is neither a country calling code nor an ISO 3166-1 region "
+                        "(like 60 or MY) that libphonenumber knows");
+          }
         }
       }
     }
@@ -341,7 +362,7 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   if (!r.is_map(node, path)) return;
   r.only_keys(node, path,
               {"api_key", "api_secret", "api_secret_file", "allowed_origins",
-               "allow_missing_origin", "user_id_param", "audience"});
+               "allow_missing_origin", "user_id_param", "audience", "allow_stored_number"});
   MerchantConfig m;
   m.name = name;
   if (r.string(node, path, "api_key", m.api_key, true, &key_node) &&
@@ -406,6 +427,13 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
     if (!good) {
       r.error(node["user_id_param"], path + ".user_id_param",
               "must be a FastCGI param name: 1-64 of A-Z 0-9 _");
+    }
+  }
+  if (const YAML::Node stored = node["allow_stored_number"]) {
+    if (stored.IsScalar() && (stored.Scalar() == "true" || stored.Scalar() == "false")) {
+      m.allow_stored_number = stored.Scalar() == "true";
+    } else {
+      r.error(stored, path + ".allow_stored_number", "must be true or false");
     }
   }
   m.audience = m.name;
@@ -480,6 +508,28 @@ void read_verification(Reader& r, const YAML::Node& node, VerificationConfig& v)
                 "1m to 1d, like 10m");
 }
 
+void read_phone(Reader& r, const YAML::Node& node, PhoneConfig& phone) {
+  if (!r.is_map(node, "phone")) return;
+  r.only_keys(node, "phone", {"number_types"});
+  const YAML::Node types = node["number_types"];
+  if (!types) return;
+  phone.number_types.clear();
+  for (const auto& [value, at] : scalars(r, types, "phone.number_types")) {
+    const std::optional<PhoneType> type = phone_type_from_name(value);
+    if (!type || *type == PhoneType::unknown) {
+      r.error(at, "phone.number_types",
+              "'" + value +
+                  "' is not a number type (mobile, fixed_line_or_mobile, fixed_line, toll_free, "
+                  "premium_rate, shared_cost, voip, personal_number, pager, uan, voicemail)");
+      continue;
+    }
+    phone.number_types.push_back(*type);
+  }
+  if (phone.number_types.empty()) {
+    r.error(types, "phone.number_types", "needs at least one type");
+  }
+}
+
 void read_metrics(Reader& r, const YAML::Node& node, Config& config) {
   if (!r.is_map(node, "metrics")) return;
   r.only_keys(node, "metrics", {"allow"});
@@ -503,8 +553,10 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
   if (!root.IsMap()) {
     r.error(root, "(top level)", "must be a mapping with upstream: and merchants:");
   } else {
-    r.only_keys(root, "",
-                {"upstream", "merchants", "limits", "log", "throttle", "metrics", "verification"});
+    r.only_keys(
+        root, "",
+        {"upstream", "merchants", "limits", "log", "throttle", "metrics", "verification", "phone"});
+    if (const YAML::Node phone = root["phone"]) read_phone(r, phone, config->phone);
     if (const YAML::Node v = root["verification"]) {
       read_verification(r, v, config->verification);
       if (config->verification.enabled && !root["throttle"]) {
@@ -618,6 +670,8 @@ std::string_view key_part_name(KeyPart part) {
       return "user";
     case KeyPart::phone:
       return "phone";
+    case KeyPart::phone_prefix:
+      return "phone_prefix";
     case KeyPart::ip:
       return "ip";
     case KeyPart::country:

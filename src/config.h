@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cidr.h"
+#include "phone.h"
 
 namespace pvgate {
 
@@ -37,6 +38,10 @@ struct MerchantConfig {
   bool allow_missing_origin = false;  // accept requests with neither Origin nor Referer
   std::string user_id_param;          // FastCGI param holding the user id; "" = from the client
   std::string audience;  // the verification token's aud; the merchant's name by default
+  // Sends without contact_no (Pipwave texts the number it holds for the user)
+  // are refused unless this is set; then the per-phone rules count them under
+  // one key per user.
+  bool allow_stored_number = false;
 };
 
 // normalize_origin() (url.h) reads the allowed_origins and the request's Origin.
@@ -45,11 +50,12 @@ enum class LogLevel { debug, info, warn, error };
 
 // The parts a throttle key is built from.
 enum class KeyPart {
-  merchant,  // the merchant's name
-  user,      // user_id
-  phone,     // dialing code + contact_no (user_id when no contact_no is sent)
-  ip,        // REMOTE_ADDR; IPv6 by its /64
-  country,   // dialing code
+  merchant,      // the merchant's name
+  user,          // user_id
+  phone,         // the E.164 number (the user's stored number when no contact_no is sent)
+  phone_prefix,  // the E.164 number without its last range_digits digits: a run of numbers
+  ip,            // REMOTE_ADDR; IPv6 by its /64
+  country,       // dialing code
 };
 
 struct ThrottleRule {
@@ -60,6 +66,7 @@ struct ThrottleRule {
   std::uint32_t limit = 1;         // 1 .. 10000 requests ...
   std::int64_t period_ms = 60000;  // ... per this period (1 s .. 30 d)
   bool dry_run = false;            // count and log, never reject
+  std::uint32_t range_digits = 0;  // with a phone_prefix part: digits cut off the end, 1 .. 6
 };
 
 enum class StoreKind { local, redis };
@@ -74,7 +81,9 @@ struct ThrottleConfig {
   long redis_timeout_ms = 100;  // connect and command timeout, 10 .. 5000
   OnStoreError on_store_error = OnStoreError::deny;
   std::vector<ThrottleRule> rules;
-  std::vector<std::string> countries_allow;  // dialing codes; empty = no allow list
+  // Country calling codes ("60") or ISO 3166-1 alpha-2 regions ("MY"), each
+  // one libphonenumber knows; empty = no allow list.
+  std::vector<std::string> countries_allow;
   std::vector<std::string> countries_deny;
   std::uint32_t max_answer_attempts = 5;           // verify attempts per reference, 0 = unlimited
   std::int64_t answer_lock_ms = 60LL * 60 * 1000;  // how long those attempts are remembered
@@ -93,6 +102,13 @@ struct VerificationConfig {
   std::int64_t token_ttl_ms = 10LL * 60 * 1000;    // 1m .. 1d
 };
 
+// Which numbers may receive an SMS (issue 13).
+struct PhoneConfig {
+  // libphonenumber's types that may receive a code; the rest (premium_rate,
+  // toll_free, shared_cost, voip, ...) are refused before any count or call.
+  std::vector<PhoneType> number_types = {PhoneType::mobile, PhoneType::fixed_line_or_mobile};
+};
+
 struct Config {
   std::string source;  // file name, for messages
   UpstreamConfig upstream;
@@ -108,6 +124,7 @@ struct Config {
   std::map<std::string, MerchantConfig> merchants;
   ThrottleConfig throttle;
   VerificationConfig verification;
+  PhoneConfig phone;
   // metrics.allow: client addresses (REMOTE_ADDR) the metrics route answers;
   // default 127.0.0.0/8 and ::1/128. Empty: it answers nobody.
   std::vector<CidrRange> metrics_allow = loopback_ranges();

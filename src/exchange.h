@@ -17,6 +17,7 @@
 #include "fields.h"
 #include "http.h"
 #include "outcome.h"
+#include "phone.h"
 #include "throttle.h"
 #include "upstream.h"
 #include "validate.h"
@@ -50,7 +51,10 @@ struct Exchange {
   bool operations = false;                   // healthz/metrics: not an API request
   const MerchantConfig* merchant = nullptr;  // in *config
   FieldList fields;                          // as decoded, before validation
-  ClientFields client;
+  ClientFields client;  // after the phone stage: dialing code and number in canonical form
+  // The number as libphonenumber reads it (phone stage); none for a send to
+  // the user's stored number.
+  std::optional<PhoneNumber> phone;
   ThrottleVerdict verdict;
   std::string signature;
   // Verification sessions (stage_session.cpp): the store key of this

@@ -34,6 +34,7 @@ void Exchange::reset() {
   merchant = nullptr;
   fields.clear();
   client = ClientFields{};
+  phone.reset();
   verdict = ThrottleVerdict{};
   signature.clear();
   session_key.clear();

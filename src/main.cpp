@@ -19,6 +19,7 @@
 #include "lmdb_store.h"
 #include "log.h"
 #include "options.h"
+#include "phone.h"
 #include "redis_store.h"
 #include "upstream.h"
 #include "version.h"
@@ -151,7 +152,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (options.version) {
-    std::cout << "pvgate " << PVGATE_VERSION << "\n";
+    std::cout << "pvgate " << PVGATE_VERSION << "\n"
+              << "phone numbers: " << metadata_version() << "\n";
     return 0;
   }
 
@@ -168,6 +170,12 @@ int main(int argc, char** argv) {
   }
 
   upstream_global_init();
+  {
+    // libphonenumber builds its metadata on first use (about 5 ms): here,
+    // not on the first request.
+    PhoneError ignored = PhoneError::none;
+    parse_phone("60", "198765432", ignored);
+  }
   Logger log;
   log.set_batching(true);  // request lines under load go out in groups (Logger::hold)
   log.set_level(loaded.config->log_level);

@@ -173,6 +173,14 @@ std::string Metrics::render() const {
   line(out, name, "result=\"ok\"", reloads_ok_.load());
   line(out, name, "result=\"rejected\"", reloads_rejected_.load());
 
+  name = help(out, MetricId::phone_refusals);
+  for (std::size_t i = 0; i < phone_refusals_.size(); ++i) {
+    const std::string_view type =
+        i == 0 ? std::string_view("invalid") : phone_type_name(static_cast<PhoneType>(i - 1));
+    line(out, name, "type=\"" + std::string(type) + "\"",
+         phone_refusals_[i].load(std::memory_order_relaxed));
+  }
+
   name = help(out, MetricId::verifications);
   for (int i = 0; i < static_cast<int>(VerificationEvent::kCount); ++i) {
     line(out, name, "event=\"" + std::string(event_name(static_cast<VerificationEvent>(i))) + "\"",

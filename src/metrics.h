@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "outcome.h"
+#include "phone.h"
 #include "validate.h"
 
 namespace pvgate {
@@ -34,6 +35,8 @@ namespace pvgate {
     "New connections (TCP + TLS) opened to Pipwave; the rest were reused.")                      \
   X(store_errors, "pvgate_store_errors_total", "counter", "Throttle store failures by kind.")    \
   X(reloads, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.")              \
+  X(phone_refusals, "pvgate_phone_refusals_total", "counter",                                    \
+    "Phone numbers refused before any count or call, by number type (invalid: not a number).")   \
   X(verifications, "pvgate_verifications_total", "counter",                                      \
     "Verification sessions by event (issued, verified, wrong_answer, unknown_reference, locked).")
 
@@ -129,6 +132,11 @@ class Metrics {
   void upstream_connections_opened(long n);
   void store_error(StoreFault kind);
   void reload(bool ok);
+  // A number refused by the phone stage: its type, or none for an invalid one.
+  void phone_refused(std::optional<PhoneType> type) {
+    const auto i = type ? static_cast<std::size_t>(*type) + 1 : 0;
+    if (i < phone_refusals_.size()) phone_refusals_[i].fetch_add(1, std::memory_order_relaxed);
+  }
   void verification(VerificationEvent event) {
     verifications_[static_cast<int>(event)].fetch_add(1, std::memory_order_relaxed);
   }
@@ -151,6 +159,9 @@ class Metrics {
   std::array<std::atomic<std::uint64_t>, static_cast<int>(StoreFault::kCount)> store_faults_{};
   std::array<std::atomic<std::uint64_t>, static_cast<int>(VerificationEvent::kCount)>
       verifications_{};
+  // [0]: invalid; [1 + PhoneType]: refused for its type.
+  std::array<std::atomic<std::uint64_t>, static_cast<int>(PhoneType::unknown) + 2>
+      phone_refusals_{};
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_rejected_{0};
   std::atomic<std::int64_t> in_flight_{0};

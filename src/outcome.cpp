@@ -40,6 +40,8 @@ int http_status(Outcome outcome) {
       return 504;
     case Outcome::reference_unknown:
       return 400;
+    case Outcome::invalid_phone:
+      return 400;
     case Outcome::misconfigured:
       return 500;
   }
@@ -80,6 +82,8 @@ std::string_view outcome_name(Outcome outcome) {
       return "gateway_timeout";
     case Outcome::reference_unknown:
       return "reference_unknown";
+    case Outcome::invalid_phone:
+      return "invalid_phone";
     case Outcome::misconfigured:
       return "misconfigured";
   }
@@ -137,6 +141,10 @@ Result local_result(Outcome outcome, std::string message) {
     case Outcome::misconfigured:
       r.body_status = 500;
       message = "Phone verification is not available.";
+      break;
+    case Outcome::invalid_phone:
+      r.body_status = 5001;
+      if (message.empty()) message = "Invalid phone number.";
       break;
     case Outcome::reference_unknown:
       // One answer for never issued, expired, used and another user's or

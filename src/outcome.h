@@ -27,6 +27,7 @@ enum class Outcome {
   bad_gateway,         // upstream fault or merchant-setup status; detail only in the log: 502
   gateway_timeout,     // upstream did not answer in time: 504
   reference_unknown,   // verify: reference unknown here, expired, used or another's: 400 / 5051
+  invalid_phone,       // not a valid number, or of a type that gets no SMS: 400 / 5001
   misconfigured,       // server-side problem (unknown merchant, internal error): 500
   // Keep misconfigured last: kOutcomeCount sizes per-outcome tables (metrics).
 };

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
+#include <string>
+#include <vector>
 
 namespace pvgate {
 namespace {
@@ -233,6 +236,37 @@ std::optional<PhoneNumber> parse_phone(std::string_view dialing_code, std::strin
   }
   why = reason;
   return std::nullopt;
+}
+
+bool known_country_code(std::string_view code) {
+  if (code.empty() || code.size() > 3 || code.front() == '0') return false;
+  for (const char c : code) {
+    if (c < '0' || c > '9') return false;
+  }
+  std::string region;
+  Util::GetInstance()->GetRegionCodeForCountryCode(std::stoi(std::string(code)), &region);
+  return region != "ZZ";  // libphonenumber's unknown region
+}
+
+const PhoneParse& parse_phone_cached(std::string_view dialing_code, std::string_view contact_no) {
+  // Direct-mapped, per thread: no lock, bounded (kSlots answers of at most
+  // 5 + 32 digits each), and a hit costs one hash and one compare.
+  constexpr std::size_t kSlots = 256;
+  struct Slot {
+    std::string key;  // "code:number"
+    PhoneParse parse;
+  };
+  thread_local std::vector<Slot> cache(kSlots);
+  thread_local std::string key;
+  key.assign(dialing_code).push_back(':');
+  key.append(contact_no);
+  Slot& slot = cache[std::hash<std::string>{}(key) % kSlots];
+  if (slot.key != key) {
+    slot.parse.why = PhoneError::none;
+    slot.parse.number = parse_phone(dialing_code, contact_no, slot.parse.why);
+    slot.key = key;
+  }
+  return slot.parse;
 }
 
 bool known_region(std::string_view alpha2) {

@@ -112,6 +112,19 @@ std::optional<PhoneNumber> parse_phone(std::string_view dialing_code, std::strin
 // Tristan da Cunha). Lower case ("my"), "001" (non-geographic) and "ZZ" (unknown) are false:
 // config values are compared as written, so one spelling only.
 bool known_region(std::string_view alpha2);
+
+// Whether `code` (1-3 digits, no '+') is a country calling code
+// libphonenumber has numbers for: "60", "1", "800" yes; "999", "0" no. For config files.
+bool known_country_code(std::string_view code);
+
+// parse_phone() through a small per-thread cache of recent answers (refusals
+// included), so a flood of one number costs one libphonenumber parse, not
+// one per request (about 17 us each). Same results as parse_phone().
+struct PhoneParse {
+  std::optional<PhoneNumber> number;
+  PhoneError why = PhoneError::none;
+};
+const PhoneParse& parse_phone_cached(std::string_view dialing_code, std::string_view contact_no);
 // The country calling code of a known_region (60 for "MY", 1 for "JM"); nullopt otherwise.
 std::optional<int> country_code_for_region(std::string_view alpha2);
 

@@ -46,7 +46,8 @@ StageResult throttle(Exchange& ex, const Services& s) {
                                 client.dialing_code,
                                 client.contact_no,
                                 per_session ? std::nullopt : client.reference,
-                                ex.request.remote_addr};
+                                ex.request.remote_addr,
+                                ex.phone ? ex.phone->region : std::string()};
   ThrottleVerdict& verdict = ex.verdict;
   verdict = throttle_check(config, s.store, subject, s.clock.unix_ms());
   trace.throttle = describe_verdict(verdict);

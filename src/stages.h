@@ -4,6 +4,7 @@
 //   stage_route.cpp     operations routes, route, merchant
 //   stage_origin.cpp    origin (allowed_origins, Referer), method (CORS preflight)
 //   stage_decode.cpp    size, content type + decode, validate
+//   stage_phone.cpp     phone: libphonenumber's E.164, number types, stored numbers
 //   stage_throttle.cpp  throttle (countries, rules, answer attempts)
 //   stage_session.cpp   session: a verify's reference checked against who asked for it
 //   stage_sign.cpp      sign (Pipwave's SHA-1 over the call it builds)
@@ -45,13 +46,14 @@ StageResult method(Exchange& ex, const Services& s);    // OPTIONS preflight, el
 StageResult size(Exchange& ex, const Services& s);      // body within limits.max_body_bytes
 StageResult decode(Exchange& ex, const Services& s);    // content type, then the body's fields
 StageResult validate(Exchange& ex, const Services& s);  // field rules; user id from nginx
+StageResult phone(Exchange& ex, const Services& s);     // E.164 number, allowed types
 StageResult throttle(Exchange& ex, const Services& s);  // countries, rules, answer attempts
 StageResult session(Exchange& ex, const Services& s);   // verify: reference, owner, attempts
 StageResult sign(Exchange& ex, const Services& s);      // fills ex.call; always passes on
 
 // Everything before the forward, in order.
-inline constexpr Stage kLocalStages[] = {route,  merchant, origin,   method,  size,
-                                         decode, validate, throttle, session, sign};
+inline constexpr Stage kLocalStages[] = {route,    merchant, origin,   method,  size, decode,
+                                         validate, phone,    throttle, session, sign};
 
 // After the forward: Pipwave's answer (ex.answer) into the final Result.
 Result answer(Exchange& ex, const Services& s);

@@ -14,7 +14,8 @@ namespace {
 constexpr const char* kAnswerRule = "answer-attempts";
 
 // Appends the text a key part stands for (what key digests hash).
-void append_part_value(std::string& out, KeyPart part, const ThrottleSubject& s) {
+void append_part_value(std::string& out, KeyPart part, const ThrottleSubject& s,
+                       std::uint32_t range_digits) {
   switch (part) {
     case KeyPart::merchant:
       out += s.merchant;
@@ -31,6 +32,18 @@ void append_part_value(std::string& out, KeyPart part, const ThrottleSubject& s)
         out.append("user:").append(s.user_id);
       }
       return;
+    case KeyPart::phone_prefix:
+      // The E.164 number without its last range_digits digits: pumping walks
+      // runs of consecutive numbers, which all share this.
+      if (s.contact_no) {
+        const std::string& n = *s.contact_no;
+        out.append(s.dialing_code).append(1, ':');
+        out.append(n, 0, n.size() > range_digits ? n.size() - range_digits : 0);
+        out.append(1, '/').append(std::to_string(range_digits));
+      } else {
+        out.append("user:").append(s.user_id);
+      }
+      return;
     case KeyPart::ip:
       out += ip_key(s.remote_addr);
       return;
@@ -40,21 +53,26 @@ void append_part_value(std::string& out, KeyPart part, const ThrottleSubject& s)
   }
 }
 
-void append_masked_value(std::string& out, KeyPart part, const ThrottleSubject& s) {
-  if (part != KeyPart::phone) return append_part_value(out, part, s);
+void append_masked_value(std::string& out, KeyPart part, const ThrottleSubject& s,
+                         std::uint32_t range_digits) {
+  if (part != KeyPart::phone && part != KeyPart::phone_prefix) {
+    return append_part_value(out, part, s, range_digits);
+  }
   if (s.contact_no) {
-    out.append(s.dialing_code).append(mask_phone(*s.contact_no));
+    out.append("+").append(s.dialing_code).append(mask_phone(*s.contact_no));
+    if (part == KeyPart::phone_prefix) out.append(" range ").append(std::to_string(range_digits));
   } else {
     out.append("(user's number)");
   }
 }
 
-std::string masked_key(const std::vector<KeyPart>& parts, const ThrottleSubject& s) {
+std::string masked_key(const std::vector<KeyPart>& parts, const ThrottleSubject& s,
+                       std::uint32_t range_digits) {
   std::string out;
   for (const auto part : parts) {
     if (!out.empty()) out.push_back(',');
     out.append(key_part_name(part)).push_back('=');
-    append_masked_value(out, part, s);
+    append_masked_value(out, part, s, range_digits);
   }
   return out;
 }
@@ -82,9 +100,11 @@ std::string ip_key(std::string_view remote_addr) {
   return std::string(v6) + "/64";
 }
 
-bool country_allowed(const ThrottleConfig& config, std::string_view code) {
+bool country_allowed(const ThrottleConfig& config, std::string_view code, std::string_view region) {
+  // Lists hold calling codes and region codes; a number matches by either.
   const auto listed = [&](const std::vector<std::string>& list) {
-    return std::find(list.begin(), list.end(), code) != list.end();
+    return std::find(list.begin(), list.end(), code) != list.end() ||
+           (!region.empty() && std::find(list.begin(), list.end(), region) != list.end());
   };
   if (!config.countries_allow.empty()) return listed(config.countries_allow);
   return !listed(config.countries_deny);
@@ -97,12 +117,13 @@ std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& p
 
 namespace {
 
-std::string key_material(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
+std::string key_material(const std::vector<KeyPart>& parts, const ThrottleSubject& subject,
+                         std::uint32_t range_digits) {
   std::string material;
   material.reserve(96);
   for (const auto part : parts) {
     material.append(key_part_name(part)).push_back('=');
-    append_part_value(material, part, subject);
+    append_part_value(material, part, subject, range_digits);
     material.push_back('\n');  // values never contain a newline (validated)
   }
   return material;
@@ -122,7 +143,7 @@ std::string cached_key_digest(const std::vector<KeyPart>& parts, const ThrottleS
   if (!impersonal(parts)) return key_digest(parts, subject);
   constexpr std::size_t kMaxCached = 64;
   thread_local std::vector<std::pair<std::string, std::string>> cache;
-  std::string material = key_material(parts, subject);
+  std::string material = key_material(parts, subject, 0);
   for (const auto& [text, digest] : cache) {
     if (text == material) return digest;
   }
@@ -134,44 +155,47 @@ std::string cached_key_digest(const std::vector<KeyPart>& parts, const ThrottleS
 
 }  // namespace
 
-std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
-  return sha1_hex(key_material(parts, subject));
+std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject,
+                       std::uint32_t range_digits) {
+  return sha1_hex(key_material(parts, subject, range_digits));
 }
 
 ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* store,
                                const ThrottleSubject& subject, std::int64_t now_ms) {
   ThrottleVerdict verdict;
   verdict.stamp_ms = now_ms;
-  if (!country_allowed(config, subject.dialing_code)) {
+  if (!country_allowed(config, subject.dialing_code, subject.region)) {
     verdict.result = ThrottleResult::country_denied;
     return verdict;
   }
   if (store == nullptr) return verdict;
   // Key parts per verdict, for masked keys: built only for rules that are over.
-  std::vector<const std::vector<KeyPart>*> parts;
+  std::vector<const ThrottleRule*> parts;
   parts.reserve(config.rules.size() + 1);
   verdict.hits.reserve(config.rules.size() + 1);
   verdict.rules.reserve(config.rules.size() + 1);
   // Rules over the same parts (phone cooldown, per hour, per day) share one
   // digest: hashing is most of the policy's cost.
-  std::vector<std::pair<const std::vector<KeyPart>*, std::string>> digests;
+  std::vector<std::pair<const ThrottleRule*, std::string>> digests;
   digests.reserve(config.rules.size());
-  const auto digest_of = [&](const std::vector<KeyPart>& parts) -> const std::string& {
+  const auto digest_of = [&](const ThrottleRule& rule) -> const std::string& {
     for (const auto& [seen, digest] : digests) {
-      if (*seen == parts) return digest;
+      if (seen->key == rule.key && seen->range_digits == rule.range_digits) return digest;
     }
-    digests.emplace_back(&parts, cached_key_digest(parts, subject));
+    digests.emplace_back(&rule, rule.range_digits > 0
+                                    ? key_digest(rule.key, subject, rule.range_digits)
+                                    : cached_key_digest(rule.key, subject));
     return digests.back().second;
   };
   for (const auto& rule : config.rules) {
     if (!applies(rule, subject.action)) continue;
-    const std::string& digest = digest_of(rule.key);
+    const std::string& digest = digest_of(rule);
     std::string key;
     key.reserve(rule.name.size() + 1 + digest.size());
     key.append(rule.name).append(1, ':').append(digest);
     verdict.hits.push_back(ThrottleHit{std::move(key), rule.limit, rule.period_ms, !rule.dry_run});
     verdict.rules.push_back(RuleVerdict{rule.name, false, rule.dry_run, 0, {}});
-    parts.push_back(&rule.key);
+    parts.push_back(&rule);
   }
   if (subject.action == Action::verify_token_answer && subject.reference &&
       config.max_answer_attempts > 0) {
@@ -209,9 +233,10 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
     rv.over = rv.wait_ms > 0;
     if (rv.over && !rv.dry_run) longest = std::max(longest, rv.wait_ms);
     if (rv.over) {
-      rv.masked_key = parts[i] != nullptr ? masked_key(*parts[i], subject)
-                                          : "merchant=" + subject.merchant +
-                                                ",reference=" + subject.reference.value_or("");
+      rv.masked_key =
+          parts[i] != nullptr
+              ? masked_key(parts[i]->key, subject, parts[i]->range_digits)
+              : "merchant=" + subject.merchant + ",reference=" + subject.reference.value_or("");
     }
   }
   if (!decision.allowed) {

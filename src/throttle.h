@@ -25,6 +25,7 @@ struct ThrottleSubject {
   std::optional<std::string> contact_no;
   std::optional<std::string> reference;
   std::string remote_addr;
+  std::string region;  // the number's ISO 3166-1 region ("JM" for +1 876), when known
 };
 
 struct RuleVerdict {
@@ -61,7 +62,9 @@ struct ThrottleVerdict {
 std::string ip_key(std::string_view remote_addr);
 
 // True when the dialing code passes the countries allow/deny list.
-bool country_allowed(const ThrottleConfig& config, std::string_view dialing_code);
+// `region` (the number's, "" when unknown) matches region entries of the lists.
+bool country_allowed(const ThrottleConfig& config, std::string_view dialing_code,
+                     std::string_view region = {});
 
 // Store key of a rule for a subject: "<rule>:<sha1 of the parts>", so the
 // store never holds a phone number or user id in clear.
@@ -69,7 +72,9 @@ std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& p
                      const ThrottleSubject& subject);
 
 // The hex SHA-1 of a subject's values for `parts` (the part after "<rule>:").
-std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject);
+// `range_digits`: a phone_prefix part's digits cut off the number.
+std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject,
+                       std::uint32_t range_digits = 0);
 
 // Decides for one request, committing its hits when it passes. Without a
 // store (null) only the country filter applies.

@@ -173,10 +173,17 @@ class Ctx:
             self._serial += 1
             return f"{prefix}{self._serial}"
 
-    def phone(self):
+    # Per dialing code, a prefix that makes a valid mobile number (libphonenumber's kind:
+    # pvgate refuses numbers no country has) with a serial of `digits` digits after it.
+    PHONE_PLANS = {"60": ("12", 7), "65": ("81", 6), "44": ("7400", 6), "1": ("2012", 6),
+                   "880": ("17", 8), "91": ("98", 8), "61": ("412", 6)}
+
+    def phone(self, dial="60"):
+        """A fresh valid mobile number (national significant number) for `dial`."""
+        prefix, digits = self.PHONE_PLANS[dial]
         with self._lock:
             self._serial += 1
-            return f"1{self._serial:08d}"
+            return f"{prefix}{self._serial % 10 ** digits:0{digits}d}"
 
     # -- HTTP ---------------------------------------------------------------------------------
 

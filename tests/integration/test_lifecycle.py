@@ -49,8 +49,8 @@ end
 function request()
   counter = counter + 1
   local body = string.format(
-    '{"user_id":"load-%d","contact_no_country_dialing_code":"60","contact_no":"9%02d%08d"}',
-    tid, tid, counter)
+    '{"user_id":"load-%d","contact_no_country_dialing_code":"60","contact_no":"16%d%06d"}',
+    tid, tid % 10, counter % 1000000)
   return wrk.format("POST", "/pvgate/send-token",
                     {["Content-Type"] = "application/json"}, body)
 end
@@ -74,7 +74,7 @@ end
 
 def fields(ctx, user_id=None, dial="60", contact=None):
     return {"user_id": user_id or ctx.unique("l"), "contact_no_country_dialing_code": dial,
-            "contact_no": contact or ctx.phone()}
+            "contact_no": contact or ctx.phone(dial)}
 
 
 def log_text(ctx):

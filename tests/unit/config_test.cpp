@@ -306,7 +306,69 @@ TEST_CASE("throttle config: rules, periods, countries, and their errors") {
   CHECK(has_error(r, "t:14: throttle.rules[0].period: must be a duration"));
   CHECK(has_error(r, "throttle.rules[1].key: is required"));
   CHECK(has_error(r, "throttle.countries: set allow or deny, not both"));
-  CHECK(has_error(r, "throttle.countries.deny: 'abc' is not a dialing code"));
+  CHECK(has_error(r, "throttle.countries.deny: 'abc' is neither a country calling code nor"));
+}
+
+TEST_CASE("countries by calling code or region, each one libphonenumber knows") {
+  const auto load = [](const std::string& list) {
+    return load_config_text(R"(upstream:
+  url: https://staging-api.pipwave.com/phone-verify
+throttle:
+  countries:
+    deny: )" + list + R"(
+merchants:
+  shop-a:
+    api_key: k
+    api_secret: s
+)",
+                            "t");
+  };
+  ConfigResult ok = load("[MY, JM, '+880', 1, 44]");
+  REQUIRE(ok.config);
+  CHECK(ok.config->throttle.countries_deny ==
+        std::vector<std::string>{"MY", "JM", "880", "1", "44"});
+  for (const char* bad : {"[XX]", "[my]", "[999]", "[0880]", "[ZZ]", "['']", "[12345]"}) {
+    INFO(bad);
+    ConfigResult r = load(bad);
+    CHECK_FALSE(r.config);
+    CHECK(has_error(r, "throttle.countries.deny: '"));
+  }
+}
+
+TEST_CASE("phone: number_types and phone_prefix rules") {
+  const auto load = [](const std::string& extra) {
+    return load_config_text(R"(upstream:
+  url: https://staging-api.pipwave.com/phone-verify
+)" + extra + R"(
+merchants:
+  shop-a:
+    api_key: k
+    api_secret: s
+)",
+                            "t");
+  };
+  ConfigResult defaults = load("");
+  REQUIRE(defaults.config);
+  CHECK(defaults.config->phone.number_types ==
+        std::vector<PhoneType>{PhoneType::mobile, PhoneType::fixed_line_or_mobile});
+  CHECK_FALSE(defaults.config->merchants.at("shop-a").allow_stored_number);
+  ConfigResult types = load("phone:\n  number_types: [mobile, fixed_line]\n");
+  REQUIRE(types.config);
+  CHECK(types.config->phone.number_types ==
+        std::vector<PhoneType>{PhoneType::mobile, PhoneType::fixed_line});
+  CHECK(has_error(load("phone:\n  number_types: [cellular]\n"), "phone.number_types: 'cellular'"));
+  CHECK(has_error(load("phone:\n  number_types: []\n"), "phone.number_types: needs at least one"));
+  const std::string rule =
+      "throttle:\n  rules:\n    - name: r\n      key: [merchant, phone_prefix]\n      limit: 10\n"
+      "      period: 1h\n";
+  ConfigResult ranged = load(rule + "      range_digits: 2\n");
+  REQUIRE(ranged.config);
+  CHECK(ranged.config->throttle.rules[0].range_digits == 2);
+  CHECK(has_error(load(rule), "throttle.rules[0].range_digits: is required with phone_prefix"));
+  CHECK(has_error(load(rule + "      range_digits: 7\n"), "throttle.rules[0].range_digits"));
+  CHECK(has_error(load("throttle:\n  rules:\n    - name: r\n      key: [phone]\n      limit: 1\n"
+                       "      period: 1h\n      range_digits: 2\n"),
+                  "range_digits: needs phone_prefix in key"));
 }
 
 TEST_CASE("periods: units, bounds") {

@@ -143,7 +143,8 @@ TEST_CASE_METHOD(Fixture, "local rejections answer without forwarding") {
 }
 
 TEST_CASE_METHOD(Fixture, "a body of exactly the limit is accepted") {
-  std::string body = R"({"user_id":"505315","contact_no_country_dialing_code":"60"})";
+  std::string body =
+      R"({"user_id":"505315","contact_no_country_dialing_code":"60","contact_no":"123456789"})";
   body.append(4096 - body.size(), ' ');
   const HttpReply reply = handler.handle(request("send-token", body, "application/json"));
   CHECK(reply.status == 200);
@@ -254,7 +255,7 @@ TEST_CASE_METHOD(Fixture, "logs carry a masked phone number and no credential") 
   upstream.answer(R"({"status":401,"message":"wrong signature for sdvdas23t3btg34bhb"})");
   send();
   const std::string logs = log.all();
-  CHECK(logs.find(R"("phone":"60*******89")") != std::string::npos);
+  CHECK(logs.find(R"("phone":"+60*******89")") != std::string::npos);  // E.164, masked
   CHECK(logs.find("123456789") == std::string::npos);
   CHECK(logs.find("my_api_secret") == std::string::npos);
   CHECK(logs.find("sdvdas23t3btg34bhb") == std::string::npos);
@@ -320,8 +321,9 @@ TEST_CASE_METHOD(ThrottledFixture, "pvgate's own throttle answers 429 and forwar
   CHECK(upstream.calls.size() == 1);
   CHECK(log.all().find("phone-cooldown:over") != std::string::npos);
   // Another number is not affected.
-  CHECK(send_throttled("user_id=u&contact_no_country_dialing_code=60&contact_no=5550000").status ==
-        200);
+  CHECK(
+      send_throttled("user_id=u&contact_no_country_dialing_code=60&contact_no=198765432").status ==
+      200);
 }
 
 TEST_CASE_METHOD(ThrottledFixture, "a send that never reached Pipwave gives its quota back") {
@@ -341,7 +343,7 @@ TEST_CASE_METHOD(ThrottledFixture, "a send that may have reached Pipwave stays c
 
 TEST_CASE_METHOD(ThrottledFixture, "a country outside the allow list gets 403 / 5001") {
   const HttpReply reply =
-      send_throttled("user_id=u&contact_no_country_dialing_code=65&contact_no=5550000");
+      send_throttled("user_id=u&contact_no_country_dialing_code=65&contact_no=81234567");
   CHECK(reply.status == 403);
   CHECK(body_of(reply)["status"] == 5001);
   CHECK(upstream.calls.empty());
@@ -350,7 +352,7 @@ TEST_CASE_METHOD(ThrottledFixture, "a country outside the allow list gets 403 / 
 TEST_CASE_METHOD(ThrottledFixture, "wrong answers lock the reference") {
   upstream.answer(R"({"status":5052,"message":"Incorrect answer."})");
   const std::string verify =
-      "user_id=u&contact_no_country_dialing_code=60&contact_no=5550000&reference=77&answer=1";
+      "user_id=u&contact_no_country_dialing_code=60&contact_no=198765432&reference=77&answer=1";
   CHECK(throttled.handle(request("verify-token-answer", verify)).status == 400);
   CHECK(throttled.handle(request("verify-token-answer", verify)).status == 400);
   CHECK(throttled.handle(request("verify-token-answer", verify)).status == 429);
@@ -586,7 +588,7 @@ TEST_CASE_METHOD(MetricsFixture, "upstream faults are counted by kind") {
   observed.handle(request("send-token", kSend));
   upstream.answer(R"({"status":5004})");
   observed.handle(
-      request("send-token", "user_id=u&contact_no_country_dialing_code=60&contact_no=1"));
+      request("send-token", "user_id=u&contact_no_country_dialing_code=60&contact_no=198765432"));
   const std::string text = get("metrics").body;
   CHECK(text.find("pvgate_upstream_errors_total{kind=\"timeout\"} 1\n") != std::string::npos);
   CHECK(text.find("pvgate_upstream_errors_total{kind=\"bad_status\"} 1\n") != std::string::npos);

@@ -69,6 +69,22 @@ constexpr const char* kExpected =
     "# TYPE pvgate_config_reloads_total counter\n"
     "pvgate_config_reloads_total{result=\"ok\"} 1\n"
     "pvgate_config_reloads_total{result=\"rejected\"} 2\n"
+    "# HELP pvgate_phone_refusals_total Phone numbers refused before any count or call, by "
+    "number type (invalid: not a number).\n"
+    "# TYPE pvgate_phone_refusals_total counter\n"
+    "pvgate_phone_refusals_total{type=\"invalid\"} 1\n"
+    "pvgate_phone_refusals_total{type=\"fixed_line\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"mobile\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"fixed_line_or_mobile\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"toll_free\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"premium_rate\"} 2\n"
+    "pvgate_phone_refusals_total{type=\"shared_cost\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"voip\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"personal_number\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"pager\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"uan\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"voicemail\"} 0\n"
+    "pvgate_phone_refusals_total{type=\"unknown\"} 0\n"
     "# HELP pvgate_verifications_total Verification sessions by event (issued, verified, "
     "wrong_answer, unknown_reference, locked).\n"
     "# TYPE pvgate_verifications_total counter\n"
@@ -102,6 +118,9 @@ TEST_CASE("metrics exposition: every family, HELP and TYPE once, in order") {
   m.reload(false);
   m.in_flight(3);
   m.in_flight(-1);
+  m.phone_refused(std::nullopt);
+  m.phone_refused(PhoneType::premium_rate);
+  m.phone_refused(PhoneType::premium_rate);
   m.verification(VerificationEvent::issued);
   m.verification(VerificationEvent::issued);
   m.verification(VerificationEvent::verified);

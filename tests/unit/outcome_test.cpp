@@ -39,6 +39,7 @@ TEST_CASE("each local outcome has its HTTP status and body status") {
       {Outcome::unsupported_media, 415, 9001}, {Outcome::bad_gateway, 502, 500},
       {Outcome::gateway_timeout, 504, 500},    {Outcome::misconfigured, 500, 500},
       {Outcome::reference_unknown, 400, 5051}, {Outcome::too_frequent, 429, 5002},
+      {Outcome::invalid_phone, 400, 5001},
   };
   for (const auto& row : rows) {
     const Result r = local_result(row.outcome, "m");
