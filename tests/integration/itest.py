@@ -174,9 +174,12 @@ class Ctx:
             return f"{prefix}{self._serial}"
 
     def phone(self):
+        """A valid Malaysian mobile number (with dialing code 60), a new one each call, each in
+        its own block of 100 consecutive numbers: pvgate checks numbers with libphonenumber,
+        and the shipped phone-range-hour rule counts blocks of 100."""
         with self._lock:
             self._serial += 1
-            return f"1{self._serial:08d}"
+            return f"12{self._serial % 100000:05d}45"
 
     # -- HTTP ---------------------------------------------------------------------------------
 
