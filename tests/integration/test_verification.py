@@ -375,8 +375,13 @@ def strangers_cannot_touch_a_session(s):
     a_no_phone = {"user_id": a_user, "contact_no_country_dialing_code": "60"}
     unknown = refused_5051(s, answer(fields(ctx), 987654321, CODE))
     before = ctx.upstream_requests()
+    # Without a number (and without allow_stored_number) a verify is refused before any
+    # session is looked at: 400 / 9001 naming contact_no, never forwarded.
+    j = expect(ctx.not_forwarded(lambda: ctx.post_json(VERIFY, answer(a_no_phone, ref, CODE))),
+               400, 9001)
+    check("contact_no" in j.get("message", ""), f"message does not name contact_no: {j}")
     bodies = set()
-    for who in (stranger_b, a_other_phone, a_no_phone):
+    for who in (stranger_b, a_other_phone):
         for i in range(STRANGER_TRIES):
             code = CODE if i == STRANGER_TRIES - 1 else f"{i:06d}"
             bodies.add(refused_5051(s, answer(who, ref, code)))
