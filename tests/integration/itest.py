@@ -181,6 +181,21 @@ class Ctx:
             self._serial += 1
             return f"12{self._serial % 100000:05d}45"
 
+    # A valid mobile number's digits for some dialing codes, the serial before the last two
+    # digits (one block of 100 each, as phone()): Malaysia, Singapore, Great Britain, the US,
+    # Bangladesh.
+    NUMBER_FORMS = {"60": ("12{:05d}45", 100000), "65": ("9{:05d}12", 90000),
+                    "44": ("7400{:04d}12", 10000), "1": ("2015{:04d}12", 10000),
+                    "880": ("171{:05d}12", 100000)}
+
+    def phone_in(self, dial):
+        """A valid mobile number of the country with this dialing code (one of NUMBER_FORMS),
+        a new one each call."""
+        form, wrap = self.NUMBER_FORMS[dial]
+        with self._lock:
+            self._serial += 1
+            return form.format(self._serial % wrap)
+
     # -- HTTP ---------------------------------------------------------------------------------
 
     def request(self, method, path, body=None, headers=None, conn=None):

@@ -74,7 +74,7 @@ end
 
 def fields(ctx, user_id=None, dial="60", contact=None):
     return {"user_id": user_id or ctx.unique("l"), "contact_no_country_dialing_code": dial,
-            "contact_no": contact or ctx.phone()}
+            "contact_no": contact or ctx.phone_in(dial)}
 
 
 def log_text(ctx):
