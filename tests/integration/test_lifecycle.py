@@ -48,9 +48,11 @@ function init(args)
 end
 function request()
   counter = counter + 1
+  -- +60 11-1T CCCCCC: a valid Malaysian mobile per thread T and count C (pvgate refuses
+  -- numbers libphonenumber does not know as valid).
   local body = string.format(
-    '{"user_id":"load-%d","contact_no_country_dialing_code":"60","contact_no":"9%02d%08d"}',
-    tid, tid, counter)
+    '{"user_id":"load-%d","contact_no_country_dialing_code":"60","contact_no":"111%d%06d"}',
+    tid, tid, counter % 1000000)
   return wrk.format("POST", "/pvgate/send-token",
                     {["Content-Type"] = "application/json"}, body)
 end
