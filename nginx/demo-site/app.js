@@ -18,7 +18,10 @@
 //    site cannot make its visitors' browsers send SMS on your account.
 //  * fetch() with method POST, `Content-Type: application/json` and a JSON object body holding
 //    only the customer's fields: user_id, contact_no_country_dialing_code (digits, no '+'),
-//    contact_no, and for verify also reference and answer. Never api_key, api_secret,
+//    contact_no (digits), and for verify also reference and answer. Take the number as people
+//    write it and strip only the separators and a leading '+' (digitsOf below): pvgate reads
+//    every spelling of a number (a trunk 0, an 00 prefix, the code typed twice) with
+//    libphonenumber and forwards one canonical form. Never api_key, api_secret,
 //    signature, timestamp or action: pvgate refuses them (the secret never reaches a browser).
 //    `credentials: 'same-origin'` sends the site's cookies (for nginx's auth_request when the
 //    user id comes from the session, PVGATE_USER_ID) and nothing cross-site.
@@ -28,7 +31,10 @@
 //      200          done (send: keep `reference` for the verify call)
 //      400          the user's input: status 9001 is pvgate's own check and its message names
 //                   the field ("invalid contact_no: 1-32 digits", "missing field 'answer'"), so
-//                   show it next to that input; other statuses are Pipwave's verdict
+//                   show it next to that input; 5001 on a send is the number itself (not a
+//                   valid number for its country, or a premium-rate, toll-free, ... number
+//                   that cannot receive the code: the message says which), shown under the
+//                   number; other statuses are Pipwave's verdict
 //                   (5052 wrong code, 5051 reference expired or unknown, ...), message passed on
 //      403          status 5001: the country (dialing code) is not accepted; otherwise this
 //                   page's origin is not in allowed_origins (a site misconfiguration)
@@ -289,11 +295,20 @@
     render();
   }
 
+  // What people put between digits: spaces, dashes (also the typographic ones phones insert),
+  // dots, parentheses, slashes.
+  const SEPARATORS = /[\s\-\u2010-\u2015\u2212.()\/]/g;
+  // A number as typed ("+60", "019-876 5432", "(019) 876.5432") without its separators and a
+  // leading '+'. Nothing else is changed: a trunk 0, a "00" prefix, the country code typed again
+  // in the number are all for pvgate to read (it knows every country's rules); letters and
+  // other characters are left for pvgate to refuse by field.
+  const digitsOf = (typed) => typed.replace(SEPARATORS, '').replace(/^\+/, '');
+
   function phoneFields() {
     return {
       user_id: el.userId.value.trim(),
-      contact_no_country_dialing_code: el.dial.value.trim().replace(/^\+/, ''),
-      contact_no: el.number.value.replace(/[\s-]/g, ''),
+      contact_no_country_dialing_code: digitsOf(el.dial.value),
+      contact_no: digitsOf(el.number.value),
     };
   }
 
@@ -385,9 +400,9 @@
     e.preventDefault();
     if (busy) return;
     const fields = phoneFields();
-    // pvgate accepts a send without contact_no (Pipwave then uses the number it has on file);
-    // this form is about a number the user types, so it asks for one. Everything else is
-    // checked by pvgate, whose messages the page shows by field.
+    // pvgate refuses a send without contact_no (unless the merchant allows Pipwave's stored
+    // number); this form is about a number the user types, so it asks for one. Everything else
+    // is checked by pvgate, whose messages the page shows by field.
     if (!fields.contact_no) {
       clearErrors();
       fieldError('contact_no', 'Phone number is required.');

@@ -160,7 +160,7 @@ async function countdownBelow(seconds) {
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   for (const old of ['after-send', 'resend-refused', 'wrong-code', 'verified', 'field-errors',
-    'shop-verified']) {
+    'shop-verified', 'typed-number-sent']) {
     rmSync(join(ARTIFACTS, `${old}.png`), { force: true });
   }
   browser = await chromium.launch({
@@ -366,6 +366,23 @@ async function run() {
     assert(await disabled('#send') && /^Send code \(wait \d+ s\)$/.test(t), `send for the same number: ${t}`);
     await page.getByLabel('Phone number', { exact: true }).fill('123456780');
     await until('Send code enabled for another number', () => disabled('#send'), (d) => d === false);
+  });
+
+  await step('a number as people type it: "+60", "(019) 876-54.32" is sent and answered 200', async () => {
+    // The page strips separators and the '+'; the trunk 0 is pvgate's to read (libphonenumber).
+    await page.getByLabel('Country code', { exact: true }).fill('+60');
+    await page.getByLabel('Phone number', { exact: true }).fill('(019) 876-54.32');
+    const sent = page.waitForRequest((r) => r.url().endsWith('/pvgate/send-token'));
+    const answered = page.waitForResponse((r) => r.url().endsWith('/pvgate/send-token'));
+    await page.getByRole('button', { name: 'Send code' }).click();
+    const body = JSON.parse((await sent).postData());
+    assert(body.contact_no_country_dialing_code === '60' && body.contact_no === '0198765432',
+      `the page sent ${JSON.stringify(body)}`);
+    const r = await answered;
+    assert(r.status() === 200, `pvgate answered ${r.status()}: ${await r.text()}`);
+    await until('the code form', () => visible('#code-form'));
+    assert((await text('#notice')) === 'Token sent.', `notice: ${await text('#notice')}`);
+    await shot('typed-number-sent');
   });
 
   await step('no console errors, no request outside the page origin', async () => {

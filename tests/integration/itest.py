@@ -173,17 +173,28 @@ class Ctx:
             self._serial += 1
             return f"{prefix}{self._serial}"
 
-    # Per dialing code, a prefix that makes a valid mobile number (libphonenumber's kind:
-    # pvgate refuses numbers no country has) with a serial of `digits` digits after it.
-    PHONE_PLANS = {"60": ("12", 7), "65": ("81", 6), "44": ("7400", 6), "1": ("2012", 6),
-                   "880": ("17", 8), "91": ("98", 8), "61": ("412", 6)}
-
-    def phone(self, dial="60"):
-        """A fresh valid mobile number (national significant number) for `dial`."""
-        prefix, digits = self.PHONE_PLANS[dial]
+    def phone(self):
+        """A valid Malaysian mobile number (with dialing code 60), a new one each call, each in
+        its own block of 100 consecutive numbers: pvgate checks numbers with libphonenumber,
+        and the shipped phone-range-hour rule counts blocks of 100."""
         with self._lock:
             self._serial += 1
-            return f"{prefix}{self._serial % 10 ** digits:0{digits}d}"
+            return f"12{self._serial % 100000:05d}45"
+
+    # A valid mobile number's digits for some dialing codes, the serial before the last two
+    # digits (one block of 100 each, as phone()): Malaysia, Singapore, Great Britain, the US,
+    # Bangladesh.
+    NUMBER_FORMS = {"60": ("12{:05d}45", 100000), "65": ("9{:05d}12", 90000),
+                    "44": ("7400{:04d}12", 10000), "1": ("2015{:04d}12", 10000),
+                    "880": ("171{:05d}12", 100000)}
+
+    def phone_in(self, dial):
+        """A valid mobile number of the country with this dialing code (one of NUMBER_FORMS),
+        a new one each call."""
+        form, wrap = self.NUMBER_FORMS[dial]
+        with self._lock:
+            self._serial += 1
+            return form.format(self._serial % wrap)
 
     # -- HTTP ---------------------------------------------------------------------------------
 

@@ -48,9 +48,11 @@ function init(args)
 end
 function request()
   counter = counter + 1
+  -- +60 11-1T CCCCCC: a valid Malaysian mobile per thread T and count C (pvgate refuses
+  -- numbers libphonenumber does not know as valid).
   local body = string.format(
-    '{"user_id":"load-%d","contact_no_country_dialing_code":"60","contact_no":"16%d%06d"}',
-    tid, tid % 10, counter % 1000000)
+    '{"user_id":"load-%d","contact_no_country_dialing_code":"60","contact_no":"111%d%06d"}',
+    tid, tid, counter % 1000000)
   return wrk.format("POST", "/pvgate/send-token",
                     {["Content-Type"] = "application/json"}, body)
 end
@@ -74,7 +76,7 @@ end
 
 def fields(ctx, user_id=None, dial="60", contact=None):
     return {"user_id": user_id or ctx.unique("l"), "contact_no_country_dialing_code": dial,
-            "contact_no": contact or ctx.phone(dial)}
+            "contact_no": contact or ctx.phone_in(dial)}
 
 
 def log_text(ctx):

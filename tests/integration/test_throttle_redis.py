@@ -73,7 +73,7 @@ def configure(ctx, *rules, on_store_error="deny", stack=None):
 
 def fields(ctx, user=None, phone=None, dial="60"):
     return {"user_id": user or ctx.unique(), "contact_no_country_dialing_code": dial,
-            "contact_no": phone or ctx.phone(dial)}
+            "contact_no": phone or ctx.phone_in(dial)}
 
 
 def send(ctx, f, stack=None):
@@ -267,7 +267,9 @@ def cooldown(ctx):
     refused(ctx, f, 59, 60)
     refused(ctx, dict(f, user_id=ctx.unique()), 59, 60)   # keyed by phone, not by user
     sent_ok(ctx, fields(ctx))                              # another phone
-    sent_ok(ctx, fields(ctx, dial="65"))
+    gb = fields(ctx, dial="44")
+    sent_ok(ctx, gb)
+    sent_ok(ctx, dict(gb, contact_no_country_dialing_code="91"))   # same digits, other country
 
 
 def window_reopens(ctx):

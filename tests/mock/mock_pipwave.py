@@ -13,7 +13,9 @@ Check order for POST /phone-verify (the same order the real service is assumed t
      plus api_secret)                                                        else 401
   4. action is send-token or verify-token-answer                             else 404
   5. required fields present and non-empty                                   else 9001
-  6. timestamp within MAX_CLOCK_SKEW_S of now                                else 400
+  6. the number is canonical: dialing code 1-3 digits, no leading 0 in it or
+     in contact_no, code + number at most 15 digits (E.164)                  else 9001
+  7. timestamp within MAX_CLOCK_SKEW_S of now                                else 400
 Only then does a magic user_id (mock-*) choose a special behaviour, so a wrongly signed request
 always gets 401/403 whatever its user_id.
 """
@@ -42,12 +44,15 @@ MAX_CLOCK_SKEW_S = 300            # |now - timestamp| above this -> status 400
 HANDSHAKE_TIMEOUT_S = 10          # a TLS handshake that stalls longer is dropped
 IDLE_TIMEOUT_S = 120              # keep-alive connection idle this long is closed
 MAX_SESSIONS = 1_000_000          # oldest sessions are forgotten past this (benchmarks)
+MAX_PHONES_KEPT = 64              # /__stats "phones": the last numbers received
 FIRST_REFERENCE = 1001
 BIG_BODY_BYTES = 2 * 1024 * 1024  # mock-big
 DRIP_LENGTH = 1000                # mock-drip: declared Content-Length
 DRIP_INTERVAL_S = 0.5             # mock-drip: one byte per interval
 ENDLESS_CHUNK = 1024              # mock-endless: chunk size
 CTRL_MESSAGE_LEN = 400            # mock-ctrl: message length
+MAX_COUNTRY_CODE_DIGITS = 3       # ITU-T E.164: a country calling code has 1-3 digits
+MAX_E164_DIGITS = 15              # ITU-T E.164: country code + national number
 
 ACTIONS = ("send-token", "verify-token-answer")
 REQUIRED = {
@@ -131,6 +136,25 @@ def parse_body(raw, content_type):
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
+def phone_problem(fields):
+    """Why the body's phone is not in the canonical form pvgate must forward (country calling
+    code + national significant number, as E.164 splits it), or None. The real Pipwave's rules
+    are not documented; the mock is strict so that a test catches pvgate forwarding a number
+    as the client spelt it ("0060", "0198765432", "601"+"98765432" is not caught: it is a
+    possible split, and the E.164 length is the same)."""
+    code = str(fields.get("contact_no_country_dialing_code", ""))
+    number = str(fields.get("contact_no", ""))
+    if not code.isdigit() or code.startswith("0") or len(code) > MAX_COUNTRY_CODE_DIGITS:
+        return "contact_no_country_dialing_code"
+    if number == "":
+        return None   # Pipwave texts the number it holds for the user
+    if not number.isdigit() or number.startswith("0"):
+        return "contact_no"
+    if len(code) + len(number) > MAX_E164_DIGITS:
+        return "contact_no (over 15 digits with the dialing code)"
+    return None
+
+
 def log_safe(value, limit=64):
     """Client-supplied text made safe for one log line."""
     s = _PRINTABLE.sub("?", str(value))
@@ -172,6 +196,8 @@ class State:
         self.secret_leaks = 0
         self.by_user = {}
         self.by_status = {}
+        self.noncanonical = 0
+        self.phones = []                    # (dialing code, contact_no) received, newest last
         self.last = None
         self.last_headers = None
 
@@ -209,10 +235,18 @@ class State:
                 self.by_user[uid] = self.by_user.get(uid, 0) + 1
             self.last = shown
             self.last_headers = headers
+            if "contact_no_country_dialing_code" in body or "contact_no" in body:
+                self.phones.append([str(body.get("contact_no_country_dialing_code", "")),
+                                    str(body.get("contact_no", ""))])
+                del self.phones[:-MAX_PHONES_KEPT]
             sig = body.get("signature")
             if self.signatures_file is not None and isinstance(sig, str) and sig:
                 self.signatures_file.write(sig.replace("\n", " ") + "\n")
                 self.signatures_file.flush()
+
+    def count_noncanonical(self):
+        with self.lock:
+            self.noncanonical += 1
 
     def count_status(self, status):
         key = str(status)
@@ -228,6 +262,8 @@ class State:
                 "secret_leaks": self.secret_leaks,
                 "by_user": dict(self.by_user),
                 "by_status": dict(self.by_status),
+                "noncanonical": self.noncanonical,
+                "phones": [list(p) for p in self.phones],
                 "sessions": len(self.sessions),
                 "last": self.last,
                 "last_headers": self.last_headers,
@@ -447,7 +483,14 @@ class Handler(BaseHTTPRequestHandler):
                          + ", ".join(missing) + "."}, user_id, action)
             return
 
-        # 6. Timestamp.
+        # 6. A canonical number (see phone_problem).
+        bad = phone_problem(body)
+        if bad is not None:
+            st.count_noncanonical()
+            self.answer({"status": 9001, "message": f"Parameter error: {bad}."}, user_id, action)
+            return
+
+        # 7. Timestamp.
         try:
             ts = int(str(body["timestamp"]))
         except ValueError:

@@ -244,11 +244,23 @@ TEST_CASE("the shipped conf/pvgate.yaml is valid and documents the default rules
   CHECK(t.max_answer_attempts == 5);
   std::vector<std::string> names;
   for (const auto& rule : t.rules) names.push_back(rule.name);
-  CHECK(names == std::vector<std::string>{"phone-cooldown", "phone-hour", "phone-day", "user-hour",
-                                          "ip-hour", "ip-verify-hour", "merchant-hour"});
+  CHECK(names == std::vector<std::string>{"phone-cooldown", "phone-hour", "phone-day",
+                                          "phone-range-hour", "user-hour", "ip-hour",
+                                          "ip-verify-hour", "merchant-hour"});
   CHECK(t.rules[0].limit == 1);
   CHECK(t.rules[0].period_ms == 60'000);
   CHECK_FALSE(t.rules[0].verify);
+  // The range rule: a block of 100 consecutive numbers, 10 sends an hour.
+  const auto& range = t.rules[3];
+  CHECK(range.key == std::vector<KeyPart>{KeyPart::merchant, KeyPart::phone_prefix});
+  CHECK(range.range_digits == 2);
+  CHECK(range.limit == 10);
+  CHECK(range.period_ms == 3'600'000);
+  CHECK_FALSE(range.verify);
+  // phone: and allow_stored_number as documented, at their defaults.
+  CHECK(r.config->phone.number_types ==
+        std::vector<PhoneType>{PhoneType::mobile, PhoneType::fixed_line_or_mobile});
+  CHECK_FALSE(r.config->merchants.at("shop-a").allow_stored_number);
 }
 
 TEST_CASE("throttle config: rules, periods, countries, and their errors") {
