@@ -20,9 +20,23 @@ StageResult phone(Exchange& ex, const Services& s) {
   if (!client.contact_no) {
     // Pipwave would text the number it holds for this user, which pvgate
     // cannot see, count or check: only a merchant that opts in allows it.
-    if (ex.merchant->allow_stored_number) return std::nullopt;
-    return local_result(Outcome::invalid_input,
-                        "contact_no is required: send the number to verify.");
+    if (!ex.merchant->allow_stored_number) {
+      return local_result(Outcome::invalid_input,
+                          "contact_no is required: send the number to verify.");
+    }
+    // The dialing code alone still decides the country check and is signed:
+    // one canonical form for it too (no IDD zeros), and only a real one.
+    const std::size_t digits = client.dialing_code.find_first_not_of('0');
+    const std::string code =
+        digits == std::string::npos ? std::string() : client.dialing_code.substr(digits);
+    if (!known_country_code(code)) {
+      if (s.metrics != nullptr) s.metrics->phone_refused(std::nullopt);
+      ex.trace.detail = "dialing code of no country";
+      return local_result(Outcome::invalid_phone,
+                          "contact_no_country_dialing_code is no country's calling code.");
+    }
+    client.dialing_code = code;
+    return std::nullopt;
   }
   const PhoneParse& parsed = parse_phone_cached(client.dialing_code, *client.contact_no);
   if (!parsed.number) {

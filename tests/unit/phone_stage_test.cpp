@@ -142,6 +142,17 @@ TEST_CASE("a send without contact_no needs allow_stored_number") {
   CHECK(opted.send("60", "", "u1").status == 429);  // the user's numberless sends share a key
   CHECK(opted.send("60", "", "u2").status == 200);
   CHECK(opted.upstream.calls.size() == 2);
+  // The dialing code alone is canonical too: IDD zeros dropped, no unknown code.
+  CHECK(opted.send("0060", "", "u3").status == 200);
+  CHECK(json::parse(opted.upstream.calls.back().body)["contact_no_country_dialing_code"] == "60");
+  const HttpReply unknown = opted.send("999", "", "u4");
+  CHECK(unknown.status == 400);
+  CHECK(json::parse(unknown.body)["status"] == 5001);
+  CHECK(opted.upstream.calls.size() == 3);
+  PhoneFixture denied(
+      config_text("  countries:\n    deny: [60]\n", "    allow_stored_number: true\n"));
+  CHECK(denied.send("0060", "", "u5").status == 403);
+  CHECK(denied.upstream.calls.empty());
 }
 
 TEST_CASE("countries by region: the region comes from the number") {
