@@ -138,7 +138,7 @@ bool parse_log(const MDB_val& v, Log& log) {
 constexpr char kSessionMark = '\x02';
 constexpr std::uint32_t kSessionMagic = 0x31534553;  // "SES1"
 constexpr std::size_t kSessionHeader = 24;
-constexpr std::size_t kMaxOwnerBytes = 64;
+constexpr std::size_t kMaxOwnerBytes = kMaxSessionOwnerBytes;
 
 struct Session {
   std::int64_t expires_ms = 0;
@@ -769,19 +769,23 @@ StoreStatus LmdbStore::refund(const std::vector<ThrottleHit>& hits, std::int64_t
 
 namespace {
 
-// A session call's key and owner within their documented ranges, else null.
-const char* broken_session(const std::string& key, const std::string& owner) {
-  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return "session key length";
-  for (const char c : key) {
-    if (c < 0x20 || c > 0x7e) return "session key not printable ASCII";
-  }
-  if (owner.empty() || owner.size() > kMaxOwnerBytes) return "session owner length";
-  return nullptr;
-}
-
 std::string session_key(const std::string& key) {
   std::string k(1, kSessionMark);
   return k.append(key);
+}
+
+// Reads the session under `k` into `out` when it is live and `owner`'s:
+// 0 and `found` set; 0 and `found` false when it is not (unknown, expired,
+// another's, damaged: the sweep's); an LMDB error otherwise.
+int find_session(MDB_txn* txn, MDB_dbi dbi, MDB_val& k, const std::string& owner,
+                 std::int64_t now_ms, Session& out, bool& found) {
+  found = false;
+  MDB_val v;
+  const int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc != 0) return rc;
+  found = parse_session(v, out) && out.expires_ms > now_ms && out.owner == owner;
+  return 0;
 }
 
 }  // namespace
@@ -814,14 +818,12 @@ StoreStatus LmdbStore::session_attempt(const std::string& key, const std::string
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return StoreStatus::unavailable;
   MDB_val mk = as_val(k);
-  MDB_val mv;
-  const int rc = mdb_get(txn.get(), env_->dbi, &mk, &mv);
-  if (rc == MDB_NOTFOUND) return StoreStatus::ok;  // unknown
-  if (rc != 0) return StoreStatus::unavailable;
   Session session;
-  if (!parse_session(mv, session) || session.expires_ms <= now_ms || session.owner != owner) {
-    return StoreStatus::ok;  // unknown (a damaged one is the sweep's)
+  bool found = false;
+  if (find_session(txn.get(), env_->dbi, mk, owner, now_ms, session, found) != 0) {
+    return StoreStatus::unavailable;
   }
+  if (!found) return StoreStatus::ok;  // unknown
   if (max_attempts > 0 && session.attempts >= max_attempts) {
     out.result = SessionAttempt::Result::locked;
     out.attempts = session.attempts;
@@ -848,14 +850,12 @@ StoreStatus LmdbStore::session_consume(const std::string& key, const std::string
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return StoreStatus::unavailable;
   MDB_val mk = as_val(k);
-  MDB_val mv;
-  const int rc = mdb_get(txn.get(), env_->dbi, &mk, &mv);
-  if (rc == MDB_NOTFOUND) return StoreStatus::ok;
-  if (rc != 0) return StoreStatus::unavailable;
   Session session;
-  if (!parse_session(mv, session) || session.expires_ms <= now_ms || session.owner != owner) {
-    return StoreStatus::ok;
+  bool found = false;
+  if (find_session(txn.get(), env_->dbi, mk, owner, now_ms, session, found) != 0) {
+    return StoreStatus::unavailable;
   }
+  if (!found) return StoreStatus::ok;
   if (mdb_del(txn.get(), env_->dbi, &mk, nullptr) != 0 || txn.commit() != 0) {
     return StoreStatus::unavailable;
   }

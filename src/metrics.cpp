@@ -31,34 +31,32 @@ std::string joined(std::string_view name, std::string_view suffix) {
 
 }  // namespace
 
+namespace {
+
+// The name at `i` of a label table declared by an X-macro, "unknown" past it.
+template <std::size_t N>
+std::string_view name_at(const std::string_view (&names)[N], std::size_t i) {
+  return i < N ? names[i] : "unknown";
+}
+
+#define PVGATE_LABEL_NAME(id) #id,
+constexpr std::string_view kUpstreamFaultNames[] = {PVGATE_UPSTREAM_FAULTS(PVGATE_LABEL_NAME)};
+constexpr std::string_view kStoreFaultNames[] = {PVGATE_STORE_FAULTS(PVGATE_LABEL_NAME)};
+constexpr std::string_view kEventNames[] = {PVGATE_VERIFICATION_EVENTS(PVGATE_LABEL_NAME)};
+#undef PVGATE_LABEL_NAME
+
+}  // namespace
+
 std::string_view fault_name(UpstreamFault fault) {
-  static constexpr std::string_view kNames[] = {
-#define PVGATE_FAULT_NAME(id) #id,
-      PVGATE_UPSTREAM_FAULTS(PVGATE_FAULT_NAME)
-#undef PVGATE_FAULT_NAME
-  };
-  const auto i = static_cast<std::size_t>(fault);
-  return i < std::size(kNames) ? kNames[i] : "unknown";
+  return name_at(kUpstreamFaultNames, static_cast<std::size_t>(fault));
 }
 
 std::string_view fault_name(StoreFault fault) {
-  static constexpr std::string_view kNames[] = {
-#define PVGATE_FAULT_NAME(id) #id,
-      PVGATE_STORE_FAULTS(PVGATE_FAULT_NAME)
-#undef PVGATE_FAULT_NAME
-  };
-  const auto i = static_cast<std::size_t>(fault);
-  return i < std::size(kNames) ? kNames[i] : "unknown";
+  return name_at(kStoreFaultNames, static_cast<std::size_t>(fault));
 }
 
 std::string_view event_name(VerificationEvent event) {
-  static constexpr std::string_view kNames[] = {
-#define PVGATE_EVENT_NAME(id) #id,
-      PVGATE_VERIFICATION_EVENTS(PVGATE_EVENT_NAME)
-#undef PVGATE_EVENT_NAME
-  };
-  const auto i = static_cast<std::size_t>(event);
-  return i < std::size(kNames) ? kNames[i] : "unknown";
+  return name_at(kEventNames, static_cast<std::size_t>(event));
 }
 
 Metrics::Metrics() = default;

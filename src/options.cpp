@@ -14,7 +14,8 @@ int default_threads() {
 }
 
 std::string usage() {
-  return "usage: pvgate --config FILE [--socket PATH | --socket HOST:PORT | --socket [IPV6]:PORT] [--socket-mode MODE]\n"
+  return "usage: pvgate --config FILE [--socket PATH | --socket HOST:PORT | --socket [IPV6]:PORT] "
+         "[--socket-mode MODE]\n"
          "              [--threads N]\n"
          "       pvgate --check-config --config FILE\n"
          "       pvgate --help | --version\n"

@@ -695,20 +695,6 @@ StoreStatus RedisStore::refund(const std::vector<ThrottleHit>& hits, std::int64_
   return run_script(Script::refund, keys, {std::to_string(now_ms)}, ints);
 }
 
-namespace {
-
-// A session call's key and owner within their documented ranges, else null.
-const char* broken_session(const std::string& key, const std::string& owner) {
-  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return "session key length";
-  for (const char c : key) {
-    if (c < 0x20 || c > 0x7e) return "session key not printable ASCII";
-  }
-  if (owner.empty() || owner.size() > 64) return "session owner length";
-  return nullptr;
-}
-
-}  // namespace
-
 StoreStatus RedisStore::session_open(const std::string& key, const std::string& owner,
                                      std::int64_t now_ms, std::int64_t ttl_ms) {
   if (broken_session(key, owner) != nullptr || ttl_ms <= 0 || ttl_ms > kMaxPeriodMs) {

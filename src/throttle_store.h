@@ -75,6 +75,20 @@ struct SessionAttempt {
   std::int64_t wait_ms = 0;    // locked: until the session expires
 };
 
+inline constexpr std::size_t kMaxSessionOwnerBytes = 64;
+
+// What in a session call's key or owner breaks the ranges above (static
+// text, never quoting them), or nullptr: stores answer it
+// StoreStatus::internal and never act on it, as for broken_hit().
+inline const char* broken_session(const std::string& key, const std::string& owner) {
+  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return "session key length";
+  for (const char c : key) {
+    if (c < 0x20 || c > 0x7e) return "session key not printable ASCII";
+  }
+  if (owner.empty() || owner.size() > kMaxSessionOwnerBytes) return "session owner length";
+  return nullptr;
+}
+
 class ThrottleStore {
  public:
   virtual ~ThrottleStore() = default;
