@@ -113,6 +113,15 @@ fastcgi_param  HTTP_HOST          $host;
 """
 
 
+
+def read_port_file(path):
+    """The port a child wrote to `path` once it listens, or None until then."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
 class StackError(RuntimeError):
     pass
 
@@ -688,14 +697,8 @@ class Stack:
                 "--merchant", f"{self.api_key}:{self.api_secret}"] + self.mock_args
         p = self._popen("mock", argv, "mock.log")
 
-        def port():
-            try:
-                text = port_file.read_text().strip()
-            except FileNotFoundError:
-                return None
-            return int(text) if text.isdigit() else None
-
-        self.mock_port = self._wait("mock upstream", port, p, self.run_dir / "mock.log")
+        self.mock_port = self._wait("mock upstream", lambda: read_port_file(port_file), p,
+                                    self.run_dir / "mock.log")
 
     def _start_redis(self):
         """redis=True: starts the stack's own redis-server (before pvgate, which may use it)."""
@@ -718,14 +721,8 @@ class Stack:
                 "--issuer", issuer, "--audience", self.merchant]
         p = self._popen("shop", argv, "shop.log")
 
-        def port():
-            try:
-                text = port_file.read_text().strip()
-            except FileNotFoundError:
-                return None
-            return int(text) if text.isdigit() else None
-
-        self.shop_port = self._wait("demo shop backend", port, p, self.run_dir / "shop.log")
+        self.shop_port = self._wait("demo shop backend", lambda: read_port_file(port_file), p,
+                                    self.run_dir / "shop.log")
 
     def _shop_location(self):
         """nginx's /shop/ location proxying to the demo shop's backend; a comment without it."""

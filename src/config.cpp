@@ -17,6 +17,9 @@
 namespace pvgate {
 namespace {
 
+// The longest rule period or lock: 30 days.
+constexpr std::int64_t kMaxPeriodMs = 30LL * 24 * 3600 * 1000;
+
 // Collects every problem with its file, line and key path, so one run of
 // --check-config lists them all.
 class Reader {
@@ -85,6 +88,21 @@ class Reader {
       return;
     }
     out = static_cast<T>(value);
+  }
+
+  // A duration ("60s", "10m", "1h", "1d") within [min_ms, max_ms]; keeps
+  // `out` when the key is absent (an error then when `required`).
+  void duration(const YAML::Node& parent, const std::string& path, const char* key,
+                std::int64_t& out, std::int64_t min_ms, std::int64_t max_ms, const char* range,
+                bool required = false) {
+    std::string text;
+    if (!string(parent, path, key, text, required)) return;
+    const std::int64_t ms = parse_period(text);
+    if (ms < min_ms || ms > max_ms) {
+      error(parent[key], join(path, key), std::string("must be a duration from ") + range);
+      return;
+    }
+    out = ms;
   }
 
   static std::string join(const std::string& path, const std::string& key) {
@@ -251,14 +269,8 @@ void read_rule(Reader& r, const YAML::Node& node, const std::string& path, Throt
   }
   if (!node["limit"]) r.error(node, path + ".limit", "is required");
   r.integer(node, path, "limit", rule.limit, 1, 10000);
-  std::string period;
-  if (r.string(node, path, "period", period, true)) {
-    rule.period_ms = parse_period(period);
-    if (rule.period_ms < 1000 || rule.period_ms > 30LL * 24 * 3600 * 1000) {
-      r.error(node["period"], path + ".period",
-              "must be a duration from 1s to 30d, like 60s, 10m, 1h, 1d");
-    }
-  }
+  r.duration(node, path, "period", rule.period_ms, 1000, kMaxPeriodMs,
+             "1s to 30d, like 60s, 10m, 1h, 1d", true);
   if (const YAML::Node dry = node["dry_run"]) {
     if (dry.IsScalar() && (dry.Scalar() == "true" || dry.Scalar() == "false")) {
       rule.dry_run = dry.Scalar() == "true";
@@ -342,13 +354,8 @@ void read_throttle(Reader& r, const YAML::Node& node, ThrottleConfig& t) {
     }
   }
   r.integer(node, path, "max_answer_attempts", t.max_answer_attempts, 0, 100);
-  if (r.string(node, path, "answer_lock_period", text, false)) {
-    t.answer_lock_ms = parse_period(text);
-    if (t.answer_lock_ms < 1000 || t.answer_lock_ms > 30LL * 24 * 3600 * 1000) {
-      r.error(node["answer_lock_period"], "throttle.answer_lock_period",
-              "must be a duration from 1s to 30d, like 15m or 1h");
-    }
-  }
+  r.duration(node, path, "answer_lock_period", t.answer_lock_ms, 1000, kMaxPeriodMs,
+             "1s to 30d, like 15m or 1h");
 }
 
 void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_node,
@@ -444,19 +451,6 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   config.merchants.emplace(name, std::move(m));
 }
 
-// A duration key of `node` within [min_ms, max_ms]; keeps `out` when absent.
-void read_duration(Reader& r, const YAML::Node& node, const std::string& path, const char* key,
-                   std::int64_t& out, std::int64_t min_ms, std::int64_t max_ms, const char* range) {
-  std::string text;
-  if (!r.string(node, path, key, text, false)) return;
-  const std::int64_t ms = parse_period(text);
-  if (ms < min_ms || ms > max_ms) {
-    r.error(node[key], path + "." + key, std::string("must be a duration from ") + range);
-    return;
-  }
-  out = ms;
-}
-
 void read_verification(Reader& r, const YAML::Node& node, VerificationConfig& v) {
   const std::string path = "verification";
   if (!r.is_map(node, path)) return;
@@ -502,10 +496,10 @@ void read_verification(Reader& r, const YAML::Node& node, VerificationConfig& v)
     }
   }
   constexpr std::int64_t kMinute = 60'000;
-  read_duration(r, node, path, "session_ttl", v.session_ttl_ms, kMinute, 24 * 60 * kMinute,
-                "1m to 1d, like 10m");
-  read_duration(r, node, path, "token_ttl", v.token_ttl_ms, kMinute, 24 * 60 * kMinute,
-                "1m to 1d, like 10m");
+  r.duration(node, path, "session_ttl", v.session_ttl_ms, kMinute, 24 * 60 * kMinute,
+             "1m to 1d, like 10m");
+  r.duration(node, path, "token_ttl", v.token_ttl_ms, kMinute, 24 * 60 * kMinute,
+             "1m to 1d, like 10m");
 }
 
 void read_phone(Reader& r, const YAML::Node& node, PhoneConfig& phone) {

@@ -46,11 +46,11 @@ StageResult phone(Exchange& ex, const Services& s) {
                         "contact_no " + std::string(phone_error_message(parsed.why)) + ".");
   }
   const PhoneNumber& number = *parsed.number;
+  ex.trace.phone = "+" + std::to_string(number.country_code) + mask_phone(number.national_number);
   const auto& allowed = ex.config->phone.number_types;
   if (std::find(allowed.begin(), allowed.end(), number.type) == allowed.end()) {
     if (s.metrics != nullptr) s.metrics->phone_refused(number.type);
     const std::string type(phone_type_name(number.type));
-    ex.trace.phone = "+" + std::to_string(number.country_code) + mask_phone(number.national_number);
     ex.trace.detail = "number type " + type + " refused";
     return local_result(Outcome::invalid_phone,
                         "contact_no is a " + type + " number, which cannot receive the code.");
@@ -58,7 +58,6 @@ StageResult phone(Exchange& ex, const Services& s) {
   ex.phone = number;
   client.dialing_code = std::to_string(number.country_code);
   client.contact_no = number.national_number;
-  ex.trace.phone = "+" + client.dialing_code + mask_phone(number.national_number);
   return std::nullopt;
 }
 

@@ -22,18 +22,19 @@ namespace pvgate {
 
 namespace {
 
-// The E.164 number the session and the token are about, or "" when the
-// client sent none (Pipwave then texts the number it holds for the user).
-std::string phone_of(const ClientFields& client) {
-  if (!client.contact_no) return {};
-  return "+" + client.dialing_code + *client.contact_no;
+// The E.164 number the session and the token are about (the phone stage's),
+// or "" when the client sent none (Pipwave then texts the number it holds
+// for the user).
+const std::string& phone_of(const Exchange& ex) {
+  static const std::string kNone;
+  return ex.phone ? ex.phone->e164 : kNone;
 }
 
 // The store key of a merchant's reference, and the digest of who may use it.
 void session_ids(Exchange& ex, const std::string& reference) {
   const std::string& merchant = ex.merchant->name;
   ex.session_key = "session:" + sha1_hex(merchant + "\n" + reference);
-  ex.session_owner = sha1_hex(merchant + "\n" + ex.client.user_id + "\n" + phone_of(ex.client));
+  ex.session_owner = sha1_hex(merchant + "\n" + ex.client.user_id + "\n" + phone_of(ex));
 }
 
 void count(const Services& s, VerificationEvent event) {
@@ -42,11 +43,7 @@ void count(const Services& s, VerificationEvent event) {
 
 Result store_failed(Exchange& ex, const Services& s, StoreStatus status, const char* what) {
   ex.trace.detail = std::string("session store failed (") + what + ")";
-  if (s.metrics != nullptr) {
-    s.metrics->store_error(status == StoreStatus::full       ? StoreFault::full
-                           : status == StoreStatus::internal ? StoreFault::internal
-                                                             : StoreFault::unavailable);
-  }
+  count_store_status(s, status);
   if (status == StoreStatus::internal) {
     s.log.error(std::string("session store: broken invariant in ") + what);
   }
@@ -136,7 +133,7 @@ void settle_session(Exchange& ex, const Services& s, Result& result) {
     result = local_result(Outcome::reference_unknown);
     return;
   }
-  const std::string phone = phone_of(ex.client);
+  const std::string& phone = phone_of(ex);
   if (phone.empty()) {
     // Pipwave texted the number it holds for the user: pvgate cannot say
     // which, so it signs nothing.

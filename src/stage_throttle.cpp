@@ -14,19 +14,23 @@ void count(const ThrottleVerdict& verdict, Metrics& metrics) {
     counts.push_back({&rv.rule, !rv.over ? "ok" : rv.dry_run ? "over_dry_run" : "over"});
   }
   metrics.throttle(counts);
-  switch (verdict.store_status) {
-    case StoreStatus::ok:
-      return;
-    case StoreStatus::unavailable:
-      return metrics.store_error(StoreFault::unavailable);
-    case StoreStatus::full:
-      return metrics.store_error(StoreFault::full);
-    case StoreStatus::internal:
-      return metrics.store_error(StoreFault::internal);
-  }
 }
 
 }  // namespace
+
+void count_store_status(const Services& s, StoreStatus status) {
+  if (s.metrics == nullptr) return;
+  switch (status) {
+    case StoreStatus::ok:
+      return;
+    case StoreStatus::unavailable:
+      return s.metrics->store_error(StoreFault::unavailable);
+    case StoreStatus::full:
+      return s.metrics->store_error(StoreFault::full);
+    case StoreStatus::internal:
+      return s.metrics->store_error(StoreFault::internal);
+  }
+}
 
 StageResult throttle(Exchange& ex, const Services& s) {
   const ThrottleConfig& config = ex.config->throttle;
@@ -52,6 +56,7 @@ StageResult throttle(Exchange& ex, const Services& s) {
   verdict = throttle_check(config, s.store, subject, s.clock.unix_ms());
   trace.throttle = describe_verdict(verdict);
   if (s.metrics != nullptr) count(verdict, *s.metrics);
+  count_store_status(s, verdict.store_status);
   switch (verdict.result) {
     case ThrottleResult::pass:
       return std::nullopt;

@@ -69,6 +69,10 @@ bool is_media_type(std::string_view content_type, std::string_view type);
 // The last segment of a request path ("/pvgate/send-token" -> "send-token").
 std::string_view last_segment(std::string_view path);
 
+// Counts a throttle store failure in pvgate_store_errors_total by its kind
+// (nothing for ok).
+void count_store_status(const Services& s, StoreStatus status);
+
 // Quotes a client-supplied value for the log line (the logger replaces
 // control characters): at most `max` bytes, then "...".
 std::string quoted(std::string_view s, std::size_t max = 120);
