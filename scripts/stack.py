@@ -17,6 +17,8 @@ As a module:
 Everything lives in the run directory:
     certs/              test PKI from tests/mock/make_certs.sh (kept across restarts)
     mock.port mock.log  the mock upstream
+    siteverify.port siteverify.log siteverify_secret
+                        with siteverify=True: the mock CAPTCHA providers and the secret they expect
     shop.port shop.log  with shop=True: the demo shop's backend (scripts/demo_shop.py)
     pvgate.yaml         pvgate's config (0600: it holds the merchant secret)
     pvgate.sock         pvgate's FastCGI socket (spawn-fcgi creates it)
@@ -63,6 +65,15 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PVGATE = REPO_DIR / "build" / "pvgate"
 MOCK = REPO_DIR / "tests" / "mock" / "mock_pipwave.py"
+MOCK_SITEVERIFY = REPO_DIR / "tests" / "mock" / "mock_siteverify.py"
+# Stack siteverify=True: the secret the mock providers expect, and each provider's path there
+# (the real endpoints' paths, src/siteverify.h).
+SITEVERIFY_SECRET = "test-siteverify-secret"
+SITEVERIFY_PATHS = {
+    "turnstile": "/turnstile/v0/siteverify",
+    "hcaptcha": "/siteverify",
+    "recaptcha": "/recaptcha/api/siteverify",
+}
 # The demo shop's backend (Stack shop=True): it imports PyJWT, which Debian installs for its own
 # interpreter only (another python3 first on PATH, pyenv or a venv, does not see it).
 SHOP = REPO_DIR / "scripts" / "demo_shop.py"
@@ -517,7 +528,10 @@ class Stack:
     a P-256 key made once in RUN_DIR/token-key.pem, which needs a throttle), shop (True: the
     demo shop's backend, scripts/demo_shop.py under SYSTEM_PYTHON3, on a free loopback port
     behind nginx's /shop/, checking tokens against /pvgate/jwks.json with the verification
-    issuer and the merchant's name as audience; needs verification). With a Redis,
+    issuer and the merchant's name as audience; needs verification), siteverify (True:
+    tests/mock/mock_siteverify.py, the three CAPTCHA providers, on a free loopback port with the
+    test CA's server certificate, expecting the secret it writes to siteverify_secret_file; see
+    siteverify_url(kind), siteverify_stats(), siteverify_reset()). With a Redis,
     throttle="default-redis" is the
     shipped section with `store: redis` pointing at it, and a throttle body that sets
     `store: redis` without `redis:` gets `redis: <its URL>` added."""
@@ -530,7 +544,7 @@ class Stack:
                  throttle=None, upstream_url=None, real_ip=False, redis=False,
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
                  allow_missing_origin=None, extra_http="", max_connections=None,
-                 verification=False, listen=None, shop=False):
+                 verification=False, listen=None, shop=False, siteverify=False):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -545,6 +559,9 @@ class Stack:
         # shop: the demo shop's backend behind nginx's /shop/ (see _start_shop).
         self.shop = shop
         self.shop_port = None
+        # siteverify: the mock CAPTCHA providers (see _start_siteverify).
+        self.siteverify = siteverify
+        self.siteverify_port = None
         self.merchant = merchant
         # Distinctive values, so a test can search responses and logs for them.
         self.api_key = api_key or "pk" + secrets.token_hex(10)
@@ -614,6 +631,17 @@ class Stack:
         return self.run_dir / "pvgate.pids"
 
     @property
+    def siteverify_secret_file(self):
+        """The secret the mock providers expect (siteverify=True), one line, mode 0600."""
+        return self.run_dir / "siteverify_secret"
+
+    def siteverify_url(self, kind):
+        """The mock's https URL for one provider: "turnstile", "hcaptcha" or "recaptcha"."""
+        if self.siteverify_port is None:
+            raise StackError("this stack runs no mock siteverify (siteverify=True)")
+        return f"https://127.0.0.1:{self.siteverify_port}{SITEVERIFY_PATHS[kind]}"
+
+    @property
     def throttle_path(self):
         return self.run_dir / "throttle"
 
@@ -645,6 +673,7 @@ class Stack:
         try:
             self._make_certs()
             self._start_mock()
+            self._start_siteverify()
             self._start_shop()
             self._start_redis()
             self.write_pvgate_config()
@@ -699,6 +728,24 @@ class Stack:
 
         self.mock_port = self._wait("mock upstream", lambda: read_port_file(port_file), p,
                                     self.run_dir / "mock.log")
+
+    def _start_siteverify(self):
+        """siteverify=True: writes siteverify_secret_file and starts mock_siteverify.py as the
+        Pipwave mock is started (free loopback port, port file, the test CA's certificate)."""
+        if not self.siteverify:
+            return
+        fd = os.open(self.siteverify_secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(SITEVERIFY_SECRET + "\n")
+        port_file = self.run_dir / "siteverify.port"
+        port_file.unlink(missing_ok=True)
+        argv = [sys.executable, str(MOCK_SITEVERIFY), "--host", "127.0.0.1", "--port", "0",
+                "--port-file", str(port_file),
+                "--cert", str(self.certs / "server.pem"), "--key", str(self.certs / "server.key"),
+                "--secret", SITEVERIFY_SECRET]
+        p = self._popen("siteverify", argv, "siteverify.log")
+        self.siteverify_port = self._wait("mock siteverify", lambda: read_port_file(port_file),
+                                          p, self.run_dir / "siteverify.log")
 
     def _start_redis(self):
         """redis=True: starts the stack's own redis-server (before pvgate, which may use it)."""
@@ -1202,7 +1249,7 @@ class Stack:
         """Stops nginx, then pvgate (SIGTERM: it finishes requests in flight; with workers=N
         every worker found in /proc), then the mock; each is waited for, and killed if it
         outlives STOP_TIMEOUT_S. Records exit codes."""
-        for name in ("nginx", "pvgate", "spawn-fcgi", "mock", "shop"):
+        for name in ("nginx", "pvgate", "spawn-fcgi", "mock", "siteverify", "shop"):
             if name == "pvgate" and self.workers is not None:
                 self._stop_all_workers()
             p = self.procs.get(name)
@@ -1260,6 +1307,7 @@ class Stack:
             "port": self.port,
             "url": self.url("/pvgate/"),
             "mock_port": self.mock_port,
+            "siteverify_port": self.siteverify_port,
             "shop_port": self.shop_port,
             "merchant": self.merchant,
             "config": str(self.pvgate_config),
@@ -1287,8 +1335,8 @@ class Stack:
         ctx = ssl.create_default_context(cafile=str(self.certs / "ca.pem"))
         return ctx
 
-    def _mock(self, method, path):
-        c = http.client.HTTPSConnection("127.0.0.1", self.mock_port, timeout=10,
+    def _mock(self, method, path, port=None):
+        c = http.client.HTTPSConnection("127.0.0.1", port or self.mock_port, timeout=10,
                                         context=self.mock_ssl_context())
         try:
             c.request(method, path, body=b"" if method == "POST" else None)
@@ -1305,6 +1353,15 @@ class Stack:
 
     def mock_reset(self):
         return self._mock("POST", "/__reset")
+
+    def siteverify_stats(self):
+        """The mock providers' /__stats (tests/mock/README.md)."""
+        self.siteverify_url("turnstile")   # raises without the mock
+        return self._mock("GET", "/__stats", self.siteverify_port)
+
+    def siteverify_reset(self):
+        self.siteverify_url("turnstile")
+        return self._mock("POST", "/__reset", self.siteverify_port)
 
 
 # -- CLI (the demo's start/stop) --------------------------------------------------------------
@@ -1345,7 +1402,7 @@ def cli_stop(run_dir):
     state = json.loads(state_file.read_text())
     pids = state.get("pids", {})
     rc = 0
-    for name in ("nginx", "pvgate", "mock", "shop"):
+    for name in ("nginx", "pvgate", "mock", "siteverify", "shop"):
         info = pids.get(name)
         if name == "pvgate":
             group = _cli_workers(state)

@@ -399,6 +399,47 @@ std::optional<UpstreamReply> parse_upstream_reply(std::string_view body, std::st
   return reply;
 }
 
+std::optional<SiteverifyReply> parse_siteverify_reply(std::string_view body, std::string& why) {
+  if (body.find('\0') != std::string_view::npos) {
+    why = "siteverify answer holds a NUL byte";
+    return std::nullopt;
+  }
+  const json doc = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) {
+    why = "siteverify answer is not JSON";
+    return std::nullopt;
+  }
+  if (!doc.is_object()) {
+    why = "siteverify answer is not a JSON object";
+    return std::nullopt;
+  }
+  const auto success = doc.find("success");
+  if (success == doc.end()) {
+    why = "siteverify answer has no success";
+    return std::nullopt;
+  }
+  if (!success->is_boolean()) {
+    why = "siteverify success is not a boolean";
+    return std::nullopt;
+  }
+  SiteverifyReply reply;
+  reply.success = success->get<bool>();
+  if (const auto codes = doc.find("error-codes"); codes != doc.end() && codes->is_array()) {
+    for (const json& code : *codes) {
+      if (reply.error_codes.size() >= SiteverifyReply::kMaxErrorCodes) break;
+      if (code.is_string()) reply.error_codes.push_back(code.get<std::string>());
+    }
+  }
+  if (const auto score = doc.find("score"); score != doc.end()) {
+    if (score->is_number()) {
+      reply.score = score->get<double>();
+    } else {
+      reply.score_not_number = true;
+    }
+  }
+  return reply;
+}
+
 std::string encode_client_reply(std::int64_t status, std::string_view message,
                                 std::optional<std::int64_t> reference,
                                 std::optional<std::int64_t> seconds_till_resend,

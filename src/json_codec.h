@@ -1,5 +1,6 @@
 // Every use of nlohmann-json in pvgate: request bodies in, the upstream call
-// out, Pipwave's answer in, and the browser's answer out.
+// out, Pipwave's and the CAPTCHA providers' answers in, and the browser's
+// answer out.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,23 @@ struct UpstreamReply {
 // (the documents say "string, up to 5 characters"). Returns nullopt and sets
 // `why` (for the log only) when the body is not such an object.
 std::optional<UpstreamReply> parse_upstream_reply(std::string_view body, std::string& why);
+
+// What pvgate takes from a CAPTCHA provider's siteverify answer (siteverify.h
+// decides what it means); everything else is dropped here.
+struct SiteverifyReply {
+  bool success = false;
+  // The string members of "error-codes", at most kMaxErrorCodes, as sent
+  // (unsanitized: for siteverify.cpp to clean before any log sees them).
+  std::vector<std::string> error_codes;
+  std::optional<double> score;    // "score" when it is a JSON number (reCAPTCHA v3)
+  bool score_not_number = false;  // "score" present but not a number
+  static constexpr std::size_t kMaxErrorCodes = 8;
+};
+
+// Parses a siteverify answer: a JSON object whose "success" is a boolean (the
+// string "true" is not). Returns nullopt and sets `why` (for the log only;
+// it never quotes the body) when the body is not such an object.
+std::optional<SiteverifyReply> parse_siteverify_reply(std::string_view body, std::string& why);
 
 // The browser's answer: {"status":..,"message":..[,"reference":..][,"seconds_till_resend":..]
 // [,"verification_token":..]} (the token only when not empty). Invalid UTF-8

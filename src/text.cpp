@@ -39,6 +39,22 @@ bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
   return true;
 }
 
+void append_percent_encoded(std::string& out, std::string_view in) {
+  static constexpr char kUpperHex[] = "0123456789ABCDEF";
+  out.reserve(out.size() + in.size());
+  for (const char c : in) {
+    const auto b = static_cast<unsigned char>(c);
+    if ((b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z') || (b >= '0' && b <= '9') || b == '-' ||
+        b == '.' || b == '_' || b == '~') {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kUpperHex[b >> 4]);
+      out.push_back(kUpperHex[b & 0xF]);
+    }
+  }
+}
+
 std::size_t utf8_sequence_length(std::string_view s, std::size_t pos) {
   const auto at = [&](std::size_t k) -> unsigned {
     return pos + k < s.size() ? static_cast<unsigned char>(s[pos + k]) : 0u;

@@ -1,5 +1,5 @@
 // Small byte-level text helpers that several modules need once: hex digits,
-// %-decoding, UTF-8 sequences, ASCII case. A leaf module (as redis's util.c):
+// %-coding, UTF-8 sequences, ASCII case. A leaf module (as redis's util.c):
 // it includes no other pvgate header and no third-party library.
 #pragma once
 
@@ -25,6 +25,12 @@ void append_hex(std::string& out, const unsigned char* data, std::size_t size);
 // is a space (application/x-www-form-urlencoded). False, with `out`
 // unspecified, on a '%' not followed by two hex digits.
 bool percent_decode(std::string_view in, std::string& out, bool plus_is_space);
+
+// Appends `in` %-encoded for a form or URL component: the RFC 3986
+// unreserved bytes (A-Z a-z 0-9 - . _ ~) as they are, every other byte as %XX
+// (upper-case hex; a space is %20, never '+'). Any byte string round-trips
+// through percent_decode, with or without `plus_is_space`.
+void append_percent_encoded(std::string& out, std::string_view in);
 
 // The length (2-4) of the well-formed UTF-8 multi-byte sequence starting at
 // s[pos], or 0 when there is none there (RFC 3629's table: no overlong

@@ -12,6 +12,7 @@
 #include <future>
 #include <optional>
 #include <stdexcept>
+#include <string_view>
 
 #include "version.h"
 
@@ -54,13 +55,27 @@ UpstreamError classify(CURLcode code, bool too_large) {
   }
 }
 
+// One request header list. curl only reads a CURLOPT_HTTPHEADER list, so one
+// list serves every transfer that sends the same headers, at once.
+struct HeaderList {
+  HeaderList() = default;
+  ~HeaderList() { curl_slist_free_all(list); }
+  HeaderList(const HeaderList&) = delete;
+  HeaderList& operator=(const HeaderList&) = delete;
+
+  std::string content_type;
+  std::string api_key;
+  curl_slist* list = nullptr;
+};
+using SharedHeaders = std::shared_ptr<const HeaderList>;
+
 }  // namespace
 
 struct CurlUpstream::Transfer {
   Transfer() : easy(curl_easy_init()) {}
+  // The handle goes first; `headers` (a member) outlives it.
   ~Transfer() {
     if (easy != nullptr) curl_easy_cleanup(easy);
-    curl_slist_free_all(headers);
   }
   Transfer(const Transfer&) = delete;
   Transfer& operator=(const Transfer&) = delete;
@@ -70,8 +85,8 @@ struct CurlUpstream::Transfer {
   std::string trust_ca_file;  // the ca_file `easy` is set up with
   // Per-call state, set by the caller's thread before the hand-over to the
   // loop, read by the loop's callbacks.
-  curl_slist* headers = nullptr;
-  std::string body;  // CURLOPT_POSTFIELDS points here (curl does not copy it)
+  SharedHeaders headers;  // CURLOPT_HTTPHEADER points here, shared with other transfers
+  std::string body;       // CURLOPT_POSTFIELDS points here (curl does not copy it)
   std::string response;
   std::size_t cap = 0;
   bool too_large = false;
@@ -103,8 +118,57 @@ bool add_header(curl_slist*& list, const std::string& line) {
   return true;
 }
 
-// Sets up `t` for one call; false when out of memory.
-bool prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call) {
+// A header value must not end its line early (CR, LF) or hold other control
+// characters, which would let it add headers of its own.
+bool header_value_ok(std::string_view value) {
+  return std::none_of(value.begin(), value.end(), [](char c) {
+    const auto b = static_cast<unsigned char>(c);
+    return b < 0x20 || b == 0x7F;
+  });
+}
+
+// The header lists built so far, one per distinct (content type, api key): a
+// process sends a handful (Pipwave's per merchant key, siteverify's), so a call
+// finds its list here instead of building four lines and list nodes each time.
+class HeaderCache {
+ public:
+  // The list for this pair; null when a value holds a control character or
+  // memory ran out (`why` says which, without the values).
+  SharedHeaders get(std::string_view content_type, std::string_view api_key, const char*& why) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const SharedHeaders& h : lists_) {
+      if (h->content_type == content_type && h->api_key == api_key) return h;
+    }
+    if (!header_value_ok(content_type) || !header_value_ok(api_key)) {
+      why = "a header value holds a control character";
+      return nullptr;
+    }
+    auto h = std::make_shared<HeaderList>();
+    h->content_type = content_type;
+    h->api_key = api_key;
+    if (!add_header(h->list, "Content-Type: " + h->content_type) ||
+        !add_header(h->list, "Accept: application/json") ||
+        (!api_key.empty() && !add_header(h->list, "x-api-key: " + h->api_key)) ||
+        !add_header(h->list, "Expect:")) {
+      why = "out of memory building headers";
+      return nullptr;
+    }
+    // Bounded even if reloads keep changing keys: the transfers in flight
+    // keep their own lists alive.
+    if (lists_.size() >= kMaxHeaderLists) lists_.clear();
+    lists_.push_back(h);
+    return h;
+  }
+
+ private:
+  static constexpr std::size_t kMaxHeaderLists = 64;
+  std::mutex mutex_;
+  std::vector<SharedHeaders> lists_;
+};
+
+// Sets up `t` for one call, with `headers` from the cache.
+void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call,
+             SharedHeaders headers) {
   CURL* e = t.easy;
   t.response.clear();
   t.cap = config.max_response_bytes;
@@ -122,13 +186,7 @@ bool prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call) {
     t.trust_ca_file = config.ca_file;
   }
 
-  curl_slist_free_all(t.headers);
-  t.headers = nullptr;
-  if (!add_header(t.headers, "Content-Type: application/json") ||
-      !add_header(t.headers, "Accept: application/json") ||
-      !add_header(t.headers, "x-api-key: " + call.api_key) || !add_header(t.headers, "Expect:")) {
-    return false;
-  }
+  t.headers = std::move(headers);
 
   curl_easy_setopt(e, CURLOPT_URL, config.url.c_str());
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, config.loopback ? "http,https" : "https");
@@ -136,10 +194,9 @@ bool prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call) {
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, config.timeout_ms);
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
                    static_cast<curl_off_t>(config.max_response_bytes));
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t.headers);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t.headers->list);
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, t.body.c_str());
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t.body.size()));
-  return true;
 }
 
 // The options no call or configuration changes, set once per handle.
@@ -178,6 +235,7 @@ struct CurlUpstream::Loop {
   int epfd = -1;
   int wakefd = -1;
   std::thread thread;
+  HeaderCache headers;  // used by the callers' threads
 
   // Shared with the callers' threads.
   std::mutex mutex;
@@ -242,11 +300,11 @@ struct CurlUpstream::Loop {
 
   // Returns `t` to the idle list, then runs its `done`.
   void release(Transfer* t, UpstreamResult result) {
-    // The header list and body die here; never leave the handle pointing at them.
+    // The body dies here and the header list may (when the cache dropped
+    // it); never leave the handle pointing at them.
     curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, nullptr);
     curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, nullptr);
-    curl_slist_free_all(t->headers);
-    t->headers = nullptr;
+    t->headers.reset();
     t->body.clear();
     t->response = std::string{};
     Done done = std::move(t->done);
@@ -421,13 +479,15 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
     return;
   }
   t->done = std::move(done);
-  if (t->easy == nullptr || !prepare(*t, config, std::move(call))) {
+  const char* why = "curl_easy_init failed";
+  SharedHeaders headers;
+  if (t->easy == nullptr ||
+      (headers = l.headers.get(call.content_type, call.api_key, why)) == nullptr) {
     // Never handed to the loop: give it back from here.
-    l.release(t, failure(UpstreamError::transport, t->easy == nullptr
-                                                       ? "curl_easy_init failed"
-                                                       : "out of memory building headers"));
+    l.release(t, failure(UpstreamError::transport, why));
     return;
   }
+  prepare(*t, config, std::move(call), std::move(headers));
   {
     std::lock_guard<std::mutex> lock(l.mutex);
     l.incoming.push_back(t);

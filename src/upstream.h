@@ -1,5 +1,6 @@
-// The call to Pipwave. `Upstream` is the seam the handler depends on;
-// CurlUpstream is the real one and the only user of libcurl.
+// The calls pvgate makes: to Pipwave, and to a CAPTCHA provider's siteverify
+// (siteverify.h). `Upstream` is the seam the handler depends on; CurlUpstream
+// is the real one and the only user of libcurl.
 #pragma once
 
 #include <atomic>
@@ -14,14 +15,18 @@
 
 namespace pvgate {
 
+// One POST. The headers sent are Content-Type, Accept: application/json and,
+// when api_key is not empty, x-api-key. A header value holding a control
+// character (CR, LF, NUL, ...) fails the call as `transport`, unsent.
 struct UpstreamCall {
-  std::string api_key;  // for the x-api-key header
-  std::string body;     // JSON, already signed
+  std::string api_key;  // Pipwave's x-api-key header; "" sends none (siteverify)
+  std::string body;     // Pipwave: JSON, already signed; siteverify: a form
+  std::string content_type = "application/json";
 };
 
 enum class UpstreamError {
   none,           // an HTTP answer arrived (any status); see http_status/body
-  not_delivered,  // provably never reached Pipwave: refused, DNS failure, over max_connections
+  not_delivered,  // provably never reached the server: refused, DNS failure, over max_connections
   timeout,        // connect or total deadline passed (may have reached it)
   tls,            // certificate or handshake failure
   too_large,      // answer over upstream.max_response_bytes

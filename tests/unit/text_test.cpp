@@ -1,4 +1,4 @@
-// The leaf text helpers (hex, %-decoding, UTF-8). Their users' behaviour is
+// The leaf text helpers (hex, %-coding, UTF-8). Their users' behaviour is
 // checked where it matters: the JSON reader against nlohmann (decode_test,
 // fuzz_json), form decoding (decode_test), the signature (signer_test).
 #include <catch2/catch.hpp>
@@ -33,6 +33,31 @@ TEST_CASE("text: %-decoding, with and without the form rule for '+'") {
     INFO(bad);
     CHECK_FALSE(percent_decode(bad, out, false));
   }
+}
+
+TEST_CASE("text: %-encoding keeps only RFC 3986's unreserved bytes and round-trips") {
+  std::string out = "x=";
+  append_percent_encoded(out, "AZaz09-._~");
+  CHECK(out == "x=AZaz09-._~");
+  out.clear();
+  append_percent_encoded(out, "a+b&c=d%e f/?#\"\x7f");
+  CHECK(out == "a%2Bb%26c%3Dd%25e%20f%2F%3F%23%22%7F");
+  out.clear();
+  append_percent_encoded(out, "\xC3\xA9\xFF");  // UTF-8 e-acute, then a byte that is no UTF-8
+  CHECK(out == "%C3%A9%FF");
+  // Every byte value, both decoding rules.
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  out.clear();
+  append_percent_encoded(out, all);
+  CHECK(out.find_first_not_of(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%") ==
+        std::string::npos);
+  std::string back;
+  CHECK(percent_decode(out, back, true));
+  CHECK(back == all);
+  CHECK(percent_decode(out, back, false));
+  CHECK(back == all);
 }
 
 TEST_CASE("text: UTF-8 sequences by RFC 3629's table") {

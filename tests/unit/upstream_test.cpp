@@ -1,0 +1,264 @@
+// CurlUpstream against a loopback HTTP server in this process: the headers a
+// call sends follow its UpstreamCall (Pipwave's JSON with x-api-key, a
+// siteverify form without it), also when both kinds share the pooled transfers
+// and their cached header lists at once; a header value that would add a line
+// of its own is refused before anything is sent. The answers mapped to
+// UpstreamResult (statuses, timeouts, TLS) are test_upstream.py's, through nginx.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "text.h"
+#include "upstream.h"
+
+using namespace pvgate;
+
+namespace {
+
+constexpr int kIoTimeoutS = 10;  // a stuck test fails instead of hanging
+
+struct Request {
+  std::string head;  // request line and headers, as received
+  std::string body;
+};
+
+// The values of header `name` (any case) in `head`, in order.
+std::vector<std::string> header_values(const std::string& head, const std::string& name) {
+  std::vector<std::string> out;
+  const std::string want = ascii_lower(name) + ":";
+  std::size_t at = head.find("\r\n");
+  while (at != std::string::npos && at + 2 < head.size()) {
+    const std::size_t start = at + 2;
+    const std::size_t end = head.find("\r\n", start);
+    const std::string line = head.substr(start, end - start);
+    if (ascii_lower(line.substr(0, want.size())) == want) {
+      std::string value = line.substr(want.size());
+      value.erase(0, value.find_first_not_of(' '));
+      out.push_back(value);
+    }
+    at = end;
+  }
+  return out;
+}
+
+// Loopback HTTP/1.1 on a port the kernel picks. One connection at a time:
+// reads a request (Content-Length bodies only), keeps it, answers 200 with a
+// small JSON body and closes. Enough for curl, which waits in the backlog.
+class RecordingServer {
+ public:
+  RecordingServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    REQUIRE(fd_ >= 0);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd_, 128) == 0);
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~RecordingServer() {
+    ::shutdown(fd_, SHUT_RDWR);  // wakes accept()
+    thread_.join();
+    ::close(fd_);
+  }
+  RecordingServer(const RecordingServer&) = delete;
+  RecordingServer& operator=(const RecordingServer&) = delete;
+
+  UpstreamConfig config(const std::string& path = "/siteverify") const {
+    UpstreamConfig c;
+    c.url = "http://127.0.0.1:" + std::to_string(port_) + path;
+    c.loopback = true;
+    c.connect_timeout_ms = kIoTimeoutS * 1000;
+    c.timeout_ms = kIoTimeoutS * 1000;
+    return c;
+  }
+  std::vector<Request> requests() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return requests_;
+  }
+
+ private:
+  void serve() {
+    while (true) {
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return;  // shut down
+      timeval tv{kIoTimeoutS, 0};
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      Request r;
+      if (read_request(c, r)) {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          requests_.push_back(r);
+        }
+        const std::string answer =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n"
+            "Connection: close\r\n\r\n{\"success\":true}";
+        [[maybe_unused]] const ssize_t n = ::send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+      }
+      ::close(c);
+    }
+  }
+  static bool read_request(int c, Request& r) {
+    std::string data;
+    char buf[4096];
+    std::size_t head_end = std::string::npos;
+    std::size_t body_size = 0;
+    while (head_end == std::string::npos || data.size() < head_end + 4 + body_size) {
+      const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      data.append(buf, static_cast<std::size_t>(n));
+      if (head_end == std::string::npos &&
+          (head_end = data.find("\r\n\r\n")) != std::string::npos) {
+        const auto length = header_values(data.substr(0, head_end + 2), "content-length");
+        body_size = length.empty() ? 0 : std::stoul(length.front());
+      }
+    }
+    r.head = data.substr(0, head_end + 2);
+    r.body = data.substr(head_end + 4, body_size);
+    return true;
+  }
+
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::vector<Request> requests_;
+};
+
+UpstreamCall pipwave_call(const std::string& body) {
+  return UpstreamCall{"pk-test-key", body};  // content_type keeps its default
+}
+
+UpstreamCall form_call(const std::string& body) {
+  UpstreamCall call;
+  call.body = body;
+  call.content_type = "application/x-www-form-urlencoded";
+  return call;
+}
+
+void check_pipwave_shape(const Request& r) {
+  INFO(r.head);
+  CHECK(r.head.rfind("POST /siteverify HTTP/1.1\r\n", 0) == 0);
+  CHECK(header_values(r.head, "content-type") == std::vector<std::string>{"application/json"});
+  CHECK(header_values(r.head, "x-api-key") == std::vector<std::string>{"pk-test-key"});
+  CHECK(header_values(r.head, "accept") == std::vector<std::string>{"application/json"});
+}
+
+void check_form_shape(const Request& r) {
+  INFO(r.head);
+  CHECK(header_values(r.head, "content-type") ==
+        std::vector<std::string>{"application/x-www-form-urlencoded"});
+  CHECK(header_values(r.head, "x-api-key").empty());
+  CHECK(header_values(r.head, "accept") == std::vector<std::string>{"application/json"});
+}
+
+}  // namespace
+
+TEST_CASE("upstream: a call sends its content type, and x-api-key only with an api_key") {
+  upstream_global_init();
+  RecordingServer server;
+  CurlUpstream upstream(4);
+  const UpstreamConfig config = server.config();
+
+  // One transfer serves all three in turn (post() waits): its header list
+  // follows each call, not the call before.
+  const UpstreamResult a = upstream.post(config, pipwave_call("{\"n\":\"1\"}"));
+  const UpstreamResult b = upstream.post(config, form_call("secret=s&response=t%2B1"));
+  const UpstreamResult c = upstream.post(config, pipwave_call("{\"n\":\"3\"}"));
+  for (const UpstreamResult* r : {&a, &b, &c}) {
+    CHECK(r->error == UpstreamError::none);
+    CHECK(r->http_status == 200);
+    CHECK(r->body == "{\"success\":true}");
+  }
+
+  const std::vector<Request> got = server.requests();
+  REQUIRE(got.size() == 3);
+  check_pipwave_shape(got[0]);
+  CHECK(got[0].body == "{\"n\":\"1\"}");
+  check_form_shape(got[1]);
+  CHECK(got[1].body == "secret=s&response=t%2B1");
+  check_pipwave_shape(got[2]);
+  CHECK(got[2].body == "{\"n\":\"3\"}");
+}
+
+TEST_CASE("upstream: both kinds of call at once share the transfers without mixing headers") {
+  upstream_global_init();
+  RecordingServer server;
+  constexpr int kCalls = 40;
+  CurlUpstream upstream(kCalls);  // all in flight at once; a call past the limit fails
+  const UpstreamConfig config = server.config();
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  int done = 0;
+  int ok = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    const std::string n = std::to_string(i);
+    UpstreamCall call =
+        i % 2 == 0 ? pipwave_call("{\"n\":\"" + n + "\"}") : form_call("secret=s&response=" + n);
+    upstream.post_async(config, std::move(call), [&](UpstreamResult r) {
+      std::lock_guard<std::mutex> lock(mutex);
+      ok += r.error == UpstreamError::none && r.http_status == 200 ? 1 : 0;
+      ++done;
+      cv.notify_one();
+    });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mutex);
+    REQUIRE(
+        cv.wait_for(lock, std::chrono::seconds(kIoTimeoutS * 3), [&] { return done == kCalls; }));
+  }
+  CHECK(ok == kCalls);
+
+  const std::vector<Request> got = server.requests();
+  REQUIRE(got.size() == static_cast<std::size_t>(kCalls));
+  int forms = 0;
+  for (const Request& r : got) {
+    if (r.body.rfind("secret=", 0) == 0) {
+      check_form_shape(r);
+      ++forms;
+    } else {
+      check_pipwave_shape(r);
+    }
+  }
+  CHECK(forms == kCalls / 2);
+}
+
+TEST_CASE("upstream: a header value with a control character is refused, unsent") {
+  upstream_global_init();
+  RecordingServer server;
+  CurlUpstream upstream(2);
+  const UpstreamConfig config = server.config();
+
+  UpstreamCall key = pipwave_call("{}");
+  key.api_key = "pk\r\nX-Injected: 1";
+  UpstreamCall type = form_call("a=1");
+  type.content_type = "application/x-www-form-urlencoded\nX-Injected: 1";
+  UpstreamCall nul = pipwave_call("{}");
+  nul.api_key = std::string("pk\0x", 4);
+  for (const UpstreamCall* call : {&key, &type, &nul}) {
+    const UpstreamResult r = upstream.post(config, *call);
+    CHECK(r.error == UpstreamError::transport);
+    CHECK(r.detail == "a header value holds a control character");
+  }
+  // The transfers are usable again, and nothing of the refused calls arrived.
+  CHECK(upstream.post(config, form_call("a=2")).error == UpstreamError::none);
+  const std::vector<Request> got = server.requests();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].body == "a=2");
+  CHECK(got[0].head.find("X-Injected") == std::string::npos);
+}
