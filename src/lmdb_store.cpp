@@ -576,17 +576,31 @@ int record(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const HitLog& foun
                  s.kept.size(), state);
 }
 
-}  // namespace
-
-LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
-                                         ThrottleDecision& out) {
-  Txn txn(env_->env, 0);
-  if (txn.begin_rc() != 0) return Attempt::failed;
-  Scratch& s = scratch();
-  if (s.logs.size() < hits.size()) {
-    s.logs.resize(hits.size());
-    s.found.resize(hits.size());
+// Resets `out` for a decision on `hits`; false, with what broke in `out`,
+// when a hit is outside ThrottleHit's ranges. The layout relies on them: a
+// limit of 0 would index before a log's first stamp, and a key outside
+// printable ASCII could name a segment or a session.
+bool begin_decision(const std::vector<ThrottleHit>& hits, ThrottleDecision& out) {
+  out.allowed = true;
+  out.wait_ms.clear();  // keeps its capacity for the caller's next decision
+  out.broken = nullptr;
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    if (const char* broken = broken_hit(hits[i])) {
+      out.broken = broken;
+      out.broken_hit = i;
+      return false;
+    }
   }
+  return true;
+}
+
+// The check half of a decision: fills `out.allowed` and `out.wait_ms` from
+// each hit's log as `txn` sees it, and leaves the logs found in s.found for
+// the commit half. Writes nothing.
+// Returns an LMDB error, or 0.
+int check_hits(MDB_txn* txn, MDB_dbi dbi, const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+               Scratch& s, ThrottleDecision& out) {
+  if (s.found.size() < hits.size()) s.found.resize(hits.size());
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
   for (std::size_t i = 0; i < hits.size(); ++i) {
@@ -595,20 +609,30 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     log = Log{};
     MDB_val key = as_val(hit.key);
     MDB_val val;
-    const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
-    if (rc != 0 && rc != MDB_NOTFOUND) return Attempt::failed;
+    const int rc = mdb_get(txn, dbi, &key, &val);
+    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
     if (rc != 0 || !parse_log(val, log)) {
       log = Log{};  // none, or damaged: empty
       continue;
     }
     if (log.expires_ms <= now_ms) continue;  // every stamp has left the window
     std::int64_t wait = 0;
-    if (wait_for(txn.get(), env_->dbi, hit.key, log, hit, now_ms, s, wait) != 0) {
-      return Attempt::failed;
-    }
+    if (const int err = wait_for(txn, dbi, hit.key, log, hit, now_ms, s, wait)) return err;
     out.wait_ms[i] = wait;
     if (wait > 0 && hit.enforce) out.allowed = false;
   }
+  return 0;
+}
+
+}  // namespace
+
+LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                                         ThrottleDecision& out) {
+  Txn txn(env_->env, 0);
+  if (txn.begin_rc() != 0) return Attempt::failed;
+  Scratch& s = scratch();
+  if (s.logs.size() < hits.size()) s.logs.resize(hits.size());
+  if (check_hits(txn.get(), env_->dbi, hits, now_ms, s, out) != 0) return Attempt::failed;
   if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
 
   // Copy the live stamps and the segments out: the writes below may move or
@@ -669,19 +693,8 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
 
 StoreStatus LmdbStore::check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                         ThrottleDecision& out) {
-  out.allowed = true;
-  out.wait_ms.clear();  // keeps its capacity for the caller's next decision
-  out.broken = nullptr;
+  if (!begin_decision(hits, out)) return StoreStatus::internal;
   if (hits.empty()) return StoreStatus::ok;
-  // The layout relies on the hit ranges: a limit of 0 would index before a
-  // log's first stamp, and a key outside printable ASCII could name a segment.
-  for (std::size_t i = 0; i < hits.size(); ++i) {
-    if (const char* broken = broken_hit(hits[i])) {
-      out.broken = broken;
-      out.broken_hit = i;
-      return StoreStatus::internal;
-    }
-  }
   Attempt a = try_commit(hits, now_ms, out);
   if (a == Attempt::full) {
     // Full: reclaim every expired entry and try once more. Live entries are

@@ -81,7 +81,8 @@ return {removed}
 // Sessions (throttle_store.h): a hash under key_prefix + '\x02' + the
 // caller's key (no rule key, printable ASCII, can name it) with fields
 // owner, issued, expires and attempts. Times are the caller's (ARGV).
-//
+constexpr char kSessionMark = '\x02';
+
 // Open. ARGV: owner, now_ms, expires_ms, ttl_ms. Returns {1}. Redis drops
 // the hash after ttl_ms by its own clock (relative, so clock skew between
 // hosts and Redis cannot end a session early); `expires` decides before.
@@ -547,22 +548,43 @@ void RedisStore::release(std::unique_ptr<Connection> conn) {
   idle_.push_back(std::move(conn));
 }
 
+namespace {
+
+// Runs `once(stale)`, and once more when it set `stale`: a pooled connection
+// Redis had closed, so the command never ran (that connection's server side
+// was gone before it was written) and retrying once on a fresh connection
+// cannot count an event or take a claim twice.
+template <typename Once>
+StoreStatus once_more_if_stale(const Once& once) {
+  bool stale = false;
+  const StoreStatus first = once(stale);
+  if (!stale) return first;
+  return once(stale);
+}
+
+}  // namespace
+
 StoreStatus RedisStore::run_script(Script script, const std::vector<std::string>& keys,
                                    const std::vector<std::string>& args,
                                    std::vector<long long>& reply_ints) {
-  bool stale = false;
-  const StoreStatus first = run_script_once(script, keys, args, reply_ints, stale);
-  if (!stale) return first;
-  // A pooled connection Redis had closed: the command never ran (that
-  // connection's server side was gone before it was written), so retrying
-  // once on a fresh connection cannot count an event twice.
-  return run_script_once(script, keys, args, reply_ints, stale);
+  return once_more_if_stale(
+      [&](bool& stale) { return run_script_once(script, keys, args, reply_ints, stale); });
 }
 
 void RedisStore::drop_idle() {
   std::vector<std::unique_ptr<Connection>> dropped;
   std::lock_guard<std::mutex> lock(mutex_);
   dropped.swap(idle_);
+}
+
+StoreStatus RedisStore::io_failure(const Connection& conn, const std::string& what, bool& stale) {
+  if (conn.reused && conn.peer_closed()) {
+    stale = true;
+    drop_idle();
+    return StoreStatus::unavailable;
+  }
+  trip(what + conn.error(), false, conn.generation());
+  return StoreStatus::unavailable;
 }
 
 StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::string>& keys,
@@ -572,17 +594,7 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
   stale = false;
   std::unique_ptr<Connection> conn = acquire();
   if (!conn) return StoreStatus::unavailable;
-  // An I/O failure on a pooled connection that Redis closed is not an outage:
-  // drop the pool (its other members died the same way) and ask for a retry.
-  const auto fail_io = [&](const std::string& what) {
-    if (conn->reused && conn->peer_closed()) {
-      stale = true;
-      drop_idle();
-      return StoreStatus::unavailable;
-    }
-    trip(what + conn->error(), false, conn->generation());
-    return StoreStatus::unavailable;
-  };
+  const auto fail_io = [&](const std::string& what) { return io_failure(*conn, what, stale); };
 
   // In Script's order.
   static constexpr const char* kSources[] = {kCheckScript, kRefundScript, kSessionOpenScript,
@@ -702,7 +714,7 @@ StoreStatus RedisStore::session_open(const std::string& key, const std::string& 
   }
   std::vector<long long> ints;
   return run_script(
-      Script::session_open, {options_.key_prefix + '\x02' + key},
+      Script::session_open, {options_.key_prefix + kSessionMark + key},
       {owner, std::to_string(now_ms), std::to_string(now_ms + ttl_ms), std::to_string(ttl_ms)},
       ints);
 }
@@ -714,7 +726,7 @@ StoreStatus RedisStore::session_attempt(const std::string& key, const std::strin
   if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
   std::vector<long long> ints;
   const StoreStatus status =
-      run_script(Script::session_attempt, {options_.key_prefix + '\x02' + key},
+      run_script(Script::session_attempt, {options_.key_prefix + kSessionMark + key},
                  {owner, std::to_string(max_attempts), std::to_string(now_ms)}, ints);
   if (status != StoreStatus::ok) return status;
   if (ints.size() != 3 || ints[0] < 0 || ints[0] > 2) {
@@ -735,7 +747,7 @@ StoreStatus RedisStore::session_consume(const std::string& key, const std::strin
   if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
   std::vector<long long> ints;
   const StoreStatus status =
-      run_script(Script::session_consume, {options_.key_prefix + '\x02' + key},
+      run_script(Script::session_consume, {options_.key_prefix + kSessionMark + key},
                  {owner, std::to_string(now_ms)}, ints);
   if (status != StoreStatus::ok) return status;
   if (ints.size() != 1) {

@@ -108,6 +108,11 @@ class RedisStore final : public ThrottleStore {
                               const std::vector<std::string>& args,
                               std::vector<long long>& reply_ints, bool& stale);
   void drop_idle();
+  // An I/O failure of `conn`. A pooled connection that Redis had closed is
+  // not an outage: the command never ran, so `stale` asks for one retry and
+  // the pool (its other members died the same way) is dropped; anything else
+  // trips the breaker.
+  StoreStatus io_failure(const Connection& conn, const std::string& what, bool& stale);
 
   // Takes an idle connection or opens one; nullptr while the breaker is open
   // or when connecting fails (the breaker is then opened).

@@ -77,14 +77,22 @@ struct SessionAttempt {
 
 inline constexpr std::size_t kMaxSessionOwnerBytes = 64;
 
+// Whether `key` is printable ASCII, 1 .. ThrottleHit::kMaxKeyBytes bytes: the
+// form of session keys, which the engines prefix with a byte outside that
+// range to keep them apart from rule keys.
+inline bool store_key_ok(const std::string& key) {
+  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return false;
+  for (const char c : key) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
 // What in a session call's key or owner breaks the ranges above (static
 // text, never quoting them), or nullptr: stores answer it
 // StoreStatus::internal and never act on it, as for broken_hit().
 inline const char* broken_session(const std::string& key, const std::string& owner) {
-  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return "session key length";
-  for (const char c : key) {
-    if (c < 0x20 || c > 0x7e) return "session key not printable ASCII";
-  }
+  if (!store_key_ok(key)) return "session key not 1..200 printable ASCII bytes";
   if (owner.empty() || owner.size() > kMaxSessionOwnerBytes) return "session owner length";
   return nullptr;
 }
