@@ -170,11 +170,31 @@ std::string encode_session(const Session& s) {
   return out;
 }
 
+// One-time claims (throttle_store.h) live under '\x03' + the caller's key,
+// apart from logs (printable keys) and sessions ('\x02'), in a value of
+// exactly [int64 expires_ms]. The sweeps reclaim them at that time. As for
+// sessions, an earlier pvgate's sweep reads them as damaged logs and deletes
+// them.
+constexpr char kClaimMark = '\x03';
+
+// A claim's expiry, or false for a value that does not parse (treated as no
+// claim, and reclaimed by the sweep).
+bool parse_claim(const MDB_val& v, std::int64_t& expires_ms) {
+  if (v.mv_size != 8) return false;
+  expires_ms = load64(static_cast<const unsigned char*>(v.mv_data));
+  return true;
+}
+
 // Whether the sweep may delete this entry at `now`: expired, or damaged.
 bool reclaimable(const MDB_val& key, const MDB_val& val, std::int64_t now) {
-  if (key.mv_size > 0 && *static_cast<const char*>(key.mv_data) == kSessionMark) {
+  const char mark = key.mv_size > 0 ? *static_cast<const char*>(key.mv_data) : '\0';
+  if (mark == kSessionMark) {
     Session session;
     return !parse_session(val, session) || session.expires_ms <= now;
+  }
+  if (mark == kClaimMark) {
+    std::int64_t expires_ms = 0;
+    return !parse_claim(val, expires_ms) || expires_ms <= now;
   }
   Log log;
   return !parse_log(val, log) || log.expires_ms <= now;
@@ -576,17 +596,31 @@ int record(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const HitLog& foun
                  s.kept.size(), state);
 }
 
-}  // namespace
-
-LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
-                                         ThrottleDecision& out) {
-  Txn txn(env_->env, 0);
-  if (txn.begin_rc() != 0) return Attempt::failed;
-  Scratch& s = scratch();
-  if (s.logs.size() < hits.size()) {
-    s.logs.resize(hits.size());
-    s.found.resize(hits.size());
+// Resets `out` for a decision on `hits`; false, with what broke in `out`,
+// when a hit is outside ThrottleHit's ranges. The layout relies on them: a
+// limit of 0 would index before a log's first stamp, and a key outside
+// printable ASCII could name a segment, a session or a claim.
+bool begin_decision(const std::vector<ThrottleHit>& hits, ThrottleDecision& out) {
+  out.allowed = true;
+  out.wait_ms.clear();  // keeps its capacity for the caller's next decision
+  out.broken = nullptr;
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    if (const char* broken = broken_hit(hits[i])) {
+      out.broken = broken;
+      out.broken_hit = i;
+      return false;
+    }
   }
+  return true;
+}
+
+// The check half of a decision: fills `out.allowed` and `out.wait_ms` from
+// each hit's log as `txn` sees it, and leaves the logs found in s.found for
+// the commit half. Writes nothing, so a read-only transaction serves a peek.
+// Returns an LMDB error, or 0.
+int check_hits(MDB_txn* txn, MDB_dbi dbi, const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+               Scratch& s, ThrottleDecision& out) {
+  if (s.found.size() < hits.size()) s.found.resize(hits.size());
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
   for (std::size_t i = 0; i < hits.size(); ++i) {
@@ -595,20 +629,30 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     log = Log{};
     MDB_val key = as_val(hit.key);
     MDB_val val;
-    const int rc = mdb_get(txn.get(), env_->dbi, &key, &val);
-    if (rc != 0 && rc != MDB_NOTFOUND) return Attempt::failed;
+    const int rc = mdb_get(txn, dbi, &key, &val);
+    if (rc != 0 && rc != MDB_NOTFOUND) return rc;
     if (rc != 0 || !parse_log(val, log)) {
       log = Log{};  // none, or damaged: empty
       continue;
     }
     if (log.expires_ms <= now_ms) continue;  // every stamp has left the window
     std::int64_t wait = 0;
-    if (wait_for(txn.get(), env_->dbi, hit.key, log, hit, now_ms, s, wait) != 0) {
-      return Attempt::failed;
-    }
+    if (const int err = wait_for(txn, dbi, hit.key, log, hit, now_ms, s, wait)) return err;
     out.wait_ms[i] = wait;
     if (wait > 0 && hit.enforce) out.allowed = false;
   }
+  return 0;
+}
+
+}  // namespace
+
+LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                                         ThrottleDecision& out) {
+  Txn txn(env_->env, 0);
+  if (txn.begin_rc() != 0) return Attempt::failed;
+  Scratch& s = scratch();
+  if (s.logs.size() < hits.size()) s.logs.resize(hits.size());
+  if (check_hits(txn.get(), env_->dbi, hits, now_ms, s, out) != 0) return Attempt::failed;
   if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
 
   // Copy the live stamps and the segments out: the writes below may move or
@@ -669,19 +713,8 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
 
 StoreStatus LmdbStore::check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                         ThrottleDecision& out) {
-  out.allowed = true;
-  out.wait_ms.clear();  // keeps its capacity for the caller's next decision
-  out.broken = nullptr;
+  if (!begin_decision(hits, out)) return StoreStatus::internal;
   if (hits.empty()) return StoreStatus::ok;
-  // The layout relies on the hit ranges: a limit of 0 would index before a
-  // log's first stamp, and a key outside printable ASCII could name a segment.
-  for (std::size_t i = 0; i < hits.size(); ++i) {
-    if (const char* broken = broken_hit(hits[i])) {
-      out.broken = broken;
-      out.broken_hit = i;
-      return StoreStatus::internal;
-    }
-  }
   Attempt a = try_commit(hits, now_ms, out);
   if (a == Attempt::full) {
     // Full: reclaim every expired entry and try once more. Live entries are
@@ -693,6 +726,21 @@ StoreStatus LmdbStore::check_and_commit(const std::vector<ThrottleHit>& hits, st
   out.allowed = true;
   out.wait_ms.clear();
   return a == Attempt::full ? StoreStatus::full : StoreStatus::unavailable;
+}
+
+StoreStatus LmdbStore::peek(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                            ThrottleDecision& out) {
+  if (!begin_decision(hits, out)) return StoreStatus::internal;
+  if (hits.empty()) return StoreStatus::ok;
+  // A read-only transaction: it sees one consistent snapshot, takes no write
+  // lock, and cannot record anything.
+  Txn txn(env_->env, MDB_RDONLY);
+  if (txn.begin_rc() == 0 && check_hits(txn.get(), env_->dbi, hits, now_ms, scratch(), out) == 0) {
+    return StoreStatus::ok;
+  }
+  out.allowed = true;
+  out.wait_ms.clear();
+  return StoreStatus::unavailable;
 }
 
 namespace {
@@ -861,6 +909,39 @@ StoreStatus LmdbStore::session_consume(const std::string& key, const std::string
   }
   consumed = true;
   return StoreStatus::ok;
+}
+
+StoreStatus LmdbStore::claim_once(const std::string& key, std::int64_t now_ms, std::int64_t ttl_ms,
+                                  bool& fresh) {
+  fresh = false;
+  if (broken_claim(key, ttl_ms) != nullptr) return StoreStatus::internal;
+  std::string k(1, kClaimMark);
+  k.append(key);
+  const std::int64_t expires_ms = now_ms + ttl_ms;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    // The read and the write share one write transaction, which LMDB
+    // serialises across threads and processes: one caller sees no live claim.
+    Txn txn(env_->env, 0);
+    if (txn.begin_rc() != 0) return StoreStatus::unavailable;
+    MDB_val mk = as_val(k);
+    MDB_val found;
+    int rc = mdb_get(txn.get(), env_->dbi, &mk, &found);
+    if (rc != 0 && rc != MDB_NOTFOUND) return StoreStatus::unavailable;
+    std::int64_t found_expires = 0;
+    if (rc == 0 && parse_claim(found, found_expires) && found_expires > now_ms) {
+      return StoreStatus::ok;  // claimed already
+    }
+    MDB_val mv{sizeof expires_ms, const_cast<std::int64_t*>(&expires_ms)};
+    rc = mdb_put(txn.get(), env_->dbi, &mk, &mv, 0);
+    if (rc == 0) rc = txn.commit();
+    if (rc == 0) {
+      fresh = true;
+      return StoreStatus::ok;
+    }
+    if (rc != MDB_MAP_FULL) return StoreStatus::unavailable;
+    if (attempt == 0) sweep_all(now_ms);  // as check_and_commit: expired entries only
+  }
+  return StoreStatus::full;
 }
 
 StoreStatus LmdbStore::ping() {

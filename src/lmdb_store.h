@@ -29,6 +29,8 @@ class LmdbStore final : public ThrottleStore {
   StoreStatus check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                ThrottleDecision& out) override;
   StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) override;
+  StoreStatus peek(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                   ThrottleDecision& out) override;
   StoreStatus session_open(const std::string& key, const std::string& owner, std::int64_t now_ms,
                            std::int64_t ttl_ms) override;
   StoreStatus session_attempt(const std::string& key, const std::string& owner,
@@ -36,6 +38,8 @@ class LmdbStore final : public ThrottleStore {
                               SessionAttempt& out) override;
   StoreStatus session_consume(const std::string& key, const std::string& owner, std::int64_t now_ms,
                               bool& consumed) override;
+  StoreStatus claim_once(const std::string& key, std::int64_t now_ms, std::int64_t ttl_ms,
+                         bool& fresh) override;
   StoreStatus ping() override;
 
   // Deletes every entry expired at `now_ms`; returns how many (tests, and the

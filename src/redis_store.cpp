@@ -28,8 +28,10 @@ namespace {
 // clock runs ahead) count too, which errs on the side of the limit.
 //
 // KEYS[i]: the hit's Redis key. ARGV[1]: now_ms; ARGV[2]: a nonce unique to
-// this call; ARGV[3i], ARGV[3i+1], ARGV[3i+2]: limit, period_ms, enforce (1/0)
-// of hit i. Returns {allowed (1/0), wait_ms of hit 1, ..., wait_ms of hit n}.
+// this call, or "" for a peek, which checks and records nothing (it has no
+// event to name); ARGV[3i], ARGV[3i+1], ARGV[3i+2]: limit, period_ms, enforce
+// (1/0) of hit i. Returns {allowed (1/0), wait_ms of hit 1, ..., wait_ms of
+// hit n}.
 constexpr const char* kCheckScript = R"lua(
 local now = tonumber(ARGV[1])
 local result = {1}
@@ -50,6 +52,9 @@ for i = 1, #KEYS do
 end
 if not allowed then
   result[1] = 0
+  return result
+end
+if ARGV[2] == '' then
   return result
 end
 for i = 1, #KEYS do
@@ -81,7 +86,8 @@ return {removed}
 // Sessions (throttle_store.h): a hash under key_prefix + '\x02' + the
 // caller's key (no rule key, printable ASCII, can name it) with fields
 // owner, issued, expires and attempts. Times are the caller's (ARGV).
-//
+constexpr char kSessionMark = '\x02';
+
 // Open. ARGV: owner, now_ms, expires_ms, ttl_ms. Returns {1}. Redis drops
 // the hash after ttl_ms by its own clock (relative, so clock skew between
 // hosts and Redis cannot end a session early); `expires` decides before.
@@ -117,6 +123,12 @@ end
 redis.call('DEL', KEYS[1])
 return {1}
 )lua";
+
+// One-time claims (throttle_store.h): key_prefix + '\x03' + the caller's
+// key, apart from rule keys (printable ASCII) and sessions ('\x02'), set by
+// SET NX PX: one plain command, so atomic without a script, and expiring by
+// Redis's own clock.
+constexpr char kClaimMark = '\x03';
 
 constexpr std::size_t kMaxHitKeyBytes = 200;  // ThrottleHit::key's documented bound
 // Far beyond any real rule; keeps now + period exact in Lua's doubles.
@@ -547,22 +559,69 @@ void RedisStore::release(std::unique_ptr<Connection> conn) {
   idle_.push_back(std::move(conn));
 }
 
+namespace {
+
+// Runs `once(stale)`, and once more when it set `stale`: a pooled connection
+// Redis had closed, so the command never ran (that connection's server side
+// was gone before it was written) and retrying once on a fresh connection
+// cannot count an event or take a claim twice.
+template <typename Once>
+StoreStatus once_more_if_stale(const Once& once) {
+  bool stale = false;
+  const StoreStatus first = once(stale);
+  if (!stale) return first;
+  return once(stale);
+}
+
+}  // namespace
+
 StoreStatus RedisStore::run_script(Script script, const std::vector<std::string>& keys,
                                    const std::vector<std::string>& args,
                                    std::vector<long long>& reply_ints) {
-  bool stale = false;
-  const StoreStatus first = run_script_once(script, keys, args, reply_ints, stale);
-  if (!stale) return first;
-  // A pooled connection Redis had closed: the command never ran (that
-  // connection's server side was gone before it was written), so retrying
-  // once on a fresh connection cannot count an event twice.
-  return run_script_once(script, keys, args, reply_ints, stale);
+  return once_more_if_stale(
+      [&](bool& stale) { return run_script_once(script, keys, args, reply_ints, stale); });
+}
+
+StoreStatus RedisStore::run_command(const std::vector<std::string>& argv, ReplyKind& kind) {
+  return once_more_if_stale([&](bool& stale) { return run_command_once(argv, kind, stale); });
 }
 
 void RedisStore::drop_idle() {
   std::vector<std::unique_ptr<Connection>> dropped;
   std::lock_guard<std::mutex> lock(mutex_);
   dropped.swap(idle_);
+}
+
+StoreStatus RedisStore::io_failure(const Connection& conn, const std::string& what, bool& stale) {
+  if (conn.reused && conn.peer_closed()) {
+    stale = true;
+    drop_idle();
+    return StoreStatus::unavailable;
+  }
+  trip(what + conn.error(), false, conn.generation());
+  return StoreStatus::unavailable;
+}
+
+StoreStatus RedisStore::run_command_once(const std::vector<std::string>& argv, ReplyKind& kind,
+                                         bool& stale) {
+  kind = ReplyKind::other;
+  stale = false;
+  std::unique_ptr<Connection> conn = acquire();
+  if (!conn) return StoreStatus::unavailable;
+  Reply reply = conn->command(argv);
+  if (!reply) return io_failure(*conn, argv[0] + ": ", stale);
+  if (is_error(reply)) {
+    note_error_reply(argv[0] + ": " + reply_text(reply));
+    release(std::move(conn));
+    return StoreStatus::unavailable;
+  }
+  if (reply->type == REDIS_REPLY_NIL) {
+    kind = ReplyKind::nil;
+  } else if (reply->type == REDIS_REPLY_STATUS && reply_text(reply) == "OK") {
+    kind = ReplyKind::ok;
+  }
+  release(std::move(conn));
+  return StoreStatus::ok;
 }
 
 StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::string>& keys,
@@ -572,17 +631,7 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
   stale = false;
   std::unique_ptr<Connection> conn = acquire();
   if (!conn) return StoreStatus::unavailable;
-  // An I/O failure on a pooled connection that Redis closed is not an outage:
-  // drop the pool (its other members died the same way) and ask for a retry.
-  const auto fail_io = [&](const std::string& what) {
-    if (conn->reused && conn->peer_closed()) {
-      stale = true;
-      drop_idle();
-      return StoreStatus::unavailable;
-    }
-    trip(what + conn->error(), false, conn->generation());
-    return StoreStatus::unavailable;
-  };
+  const auto fail_io = [&](const std::string& what) { return io_failure(*conn, what, stale); };
 
   // In Script's order.
   static constexpr const char* kSources[] = {kCheckScript, kRefundScript, kSessionOpenScript,
@@ -650,6 +699,16 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
 
 StoreStatus RedisStore::check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                          ThrottleDecision& out) {
+  return decide(hits, now_ms, /*record=*/true, out);
+}
+
+StoreStatus RedisStore::peek(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                             ThrottleDecision& out) {
+  return decide(hits, now_ms, /*record=*/false, out);
+}
+
+StoreStatus RedisStore::decide(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                               bool record, ThrottleDecision& out) {
   out = ThrottleDecision{};
   if (hits.empty()) return StoreStatus::ok;
   std::vector<std::string> keys;
@@ -657,8 +716,10 @@ StoreStatus RedisStore::check_and_commit(const std::vector<ThrottleHit>& hits, s
   keys.reserve(hits.size());
   args.reserve(2 + 3 * hits.size());
   args.push_back(std::to_string(now_ms));
-  args.push_back(nonce_prefix_ + ":" +
-                 std::to_string(nonce_counter_.fetch_add(1, std::memory_order_relaxed)));
+  // The check script records only with a nonce to name the event by.
+  args.push_back(record ? nonce_prefix_ + ":" +
+                              std::to_string(nonce_counter_.fetch_add(1, std::memory_order_relaxed))
+                        : std::string());
   for (std::size_t i = 0; i < hits.size(); ++i) {
     const ThrottleHit& hit = hits[i];
     if (const char* broken = hit_problem(hit)) {
@@ -702,7 +763,7 @@ StoreStatus RedisStore::session_open(const std::string& key, const std::string& 
   }
   std::vector<long long> ints;
   return run_script(
-      Script::session_open, {options_.key_prefix + '\x02' + key},
+      Script::session_open, {options_.key_prefix + kSessionMark + key},
       {owner, std::to_string(now_ms), std::to_string(now_ms + ttl_ms), std::to_string(ttl_ms)},
       ints);
 }
@@ -714,7 +775,7 @@ StoreStatus RedisStore::session_attempt(const std::string& key, const std::strin
   if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
   std::vector<long long> ints;
   const StoreStatus status =
-      run_script(Script::session_attempt, {options_.key_prefix + '\x02' + key},
+      run_script(Script::session_attempt, {options_.key_prefix + kSessionMark + key},
                  {owner, std::to_string(max_attempts), std::to_string(now_ms)}, ints);
   if (status != StoreStatus::ok) return status;
   if (ints.size() != 3 || ints[0] < 0 || ints[0] > 2) {
@@ -735,7 +796,7 @@ StoreStatus RedisStore::session_consume(const std::string& key, const std::strin
   if (broken_session(key, owner) != nullptr) return StoreStatus::internal;
   std::vector<long long> ints;
   const StoreStatus status =
-      run_script(Script::session_consume, {options_.key_prefix + '\x02' + key},
+      run_script(Script::session_consume, {options_.key_prefix + kSessionMark + key},
                  {owner, std::to_string(now_ms)}, ints);
   if (status != StoreStatus::ok) return status;
   if (ints.size() != 1) {
@@ -743,6 +804,24 @@ StoreStatus RedisStore::session_consume(const std::string& key, const std::strin
     return StoreStatus::unavailable;
   }
   consumed = ints[0] == 1;
+  return StoreStatus::ok;
+}
+
+StoreStatus RedisStore::claim_once(const std::string& key, std::int64_t /*now_ms*/,
+                                   std::int64_t ttl_ms, bool& fresh) {
+  fresh = false;
+  if (broken_claim(key, ttl_ms) != nullptr) return StoreStatus::internal;
+  ReplyKind kind = ReplyKind::other;
+  const StoreStatus status = run_command(
+      {"SET", options_.key_prefix + kClaimMark + key, "1", "NX", "PX", std::to_string(ttl_ms)},
+      kind);
+  if (status != StoreStatus::ok) return status;
+  // OK: this call set it; nil: NX found it set (and not yet expired by Redis).
+  if (kind == ReplyKind::other) {
+    note_error_reply("SET: unexpected claim reply");
+    return StoreStatus::unavailable;
+  }
+  fresh = kind == ReplyKind::ok;
   return StoreStatus::ok;
 }
 

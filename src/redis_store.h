@@ -3,8 +3,8 @@
 //
 // Each check is one Lua script run server-side (EVALSHA), so the whole
 // check-and-commit across every hit is atomic with respect to every other
-// pvgate on every host. Every key carries a PEXPIRE, so idle keys vanish on
-// their own and Redis needs no cleanup job.
+// pvgate on every host; a one-time claim is one SET NX. Every key carries an
+// expiry, so idle keys vanish on their own and Redis needs no cleanup job.
 //
 // A dead or hung Redis must not add seconds to every request: each connection
 // has a connect and a command timeout; on an I/O error the store opens a
@@ -80,11 +80,13 @@ class RedisStore final : public ThrottleStore {
   RedisStore(const RedisStore&) = delete;
   RedisStore& operator=(const RedisStore&) = delete;
 
-  // All three are safe to call from many threads at once and never throw.
+  // All of these are safe to call from many threads at once and never throw.
   // Hits that break ThrottleHit's documented ranges answer `internal`.
   StoreStatus check_and_commit(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
                                ThrottleDecision& out) override;
   StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) override;
+  StoreStatus peek(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                   ThrottleDecision& out) override;
   StoreStatus session_open(const std::string& key, const std::string& owner, std::int64_t now_ms,
                            std::int64_t ttl_ms) override;
   StoreStatus session_attempt(const std::string& key, const std::string& owner,
@@ -92,6 +94,8 @@ class RedisStore final : public ThrottleStore {
                               SessionAttempt& out) override;
   StoreStatus session_consume(const std::string& key, const std::string& owner, std::int64_t now_ms,
                               bool& consumed) override;
+  StoreStatus claim_once(const std::string& key, std::int64_t now_ms, std::int64_t ttl_ms,
+                         bool& fresh) override;
   StoreStatus ping() override;
 
   Stats stats() const;
@@ -108,6 +112,22 @@ class RedisStore final : public ThrottleStore {
                               const std::vector<std::string>& args,
                               std::vector<long long>& reply_ints, bool& stale);
   void drop_idle();
+  // An I/O failure of `conn`. A pooled connection that Redis had closed is
+  // not an outage: the command never ran, so `stale` asks for one retry and
+  // the pool (its other members died the same way) is dropped; anything else
+  // trips the breaker.
+  StoreStatus io_failure(const Connection& conn, const std::string& what, bool& stale);
+
+  // check_and_commit (`record`) and peek: the check script either way.
+  StoreStatus decide(const std::vector<ThrottleHit>& hits, std::int64_t now_ms, bool record,
+                     ThrottleDecision& out);
+
+  // What a plain command answered, as far as the store reads it.
+  enum class ReplyKind { ok, nil, other };  // +OK, a nil reply, anything else but an error
+  // Runs one plain command (not a script); an error reply answers
+  // `unavailable`. Retried once on a stale pooled connection, as run_script.
+  StoreStatus run_command(const std::vector<std::string>& argv, ReplyKind& kind);
+  StoreStatus run_command_once(const std::vector<std::string>& argv, ReplyKind& kind, bool& stale);
 
   // Takes an idle connection or opens one; nullptr while the breaker is open
   // or when connecting fails (the breaker is then opened).

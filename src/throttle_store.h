@@ -2,6 +2,11 @@
 // every worker process shares one file) and RedisStore (many hosts). Both pass
 // the same contract tests (tests/unit/store_contract_test.cpp).
 //
+// What it holds: throttle logs (check_and_commit, refund, and peek, which
+// checks without recording), verification sessions (session_*) and one-time
+// claims (claim_once); ping is for health. Logs, sessions and claims live
+// apart: no key of one kind can name an entry of another.
+//
 // Algorithm, the same in both: a sliding log per key holding the timestamps of
 // the last `limit` events. A hit is over its limit when `limit` events already
 // fall inside the last `period_ms`; its wait is the time until the oldest of
@@ -77,15 +82,38 @@ struct SessionAttempt {
 
 inline constexpr std::size_t kMaxSessionOwnerBytes = 64;
 
+// Whether `key` is printable ASCII, 1 .. ThrottleHit::kMaxKeyBytes bytes: the
+// form of session and claim keys, which the engines prefix with a byte
+// outside that range to keep them apart from rule keys.
+inline bool store_key_ok(const std::string& key) {
+  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return false;
+  for (const char c : key) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
 // What in a session call's key or owner breaks the ranges above (static
 // text, never quoting them), or nullptr: stores answer it
 // StoreStatus::internal and never act on it, as for broken_hit().
 inline const char* broken_session(const std::string& key, const std::string& owner) {
-  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return "session key length";
-  for (const char c : key) {
-    if (c < 0x20 || c > 0x7e) return "session key not printable ASCII";
-  }
+  if (!store_key_ok(key)) return "session key not 1..200 printable ASCII bytes";
   if (owner.empty() || owner.size() > kMaxSessionOwnerBytes) return "session owner length";
+  return nullptr;
+}
+
+// One-time claims (issue 14: an ALTCHA solution is accepted once). A claim's
+// `key` is printable ASCII (1 .. kMaxKeyBytes) like a hit's; it lives 1 ms ..
+// kMaxClaimTtlMs. Stores keep claims apart from throttle logs and sessions:
+// no rule key or session key can name one.
+inline constexpr std::int64_t kMaxClaimTtlMs = 7 * 24 * 3'600'000;  // 7 days
+
+// What in a claim's key or ttl breaks the ranges above (static text, never
+// quoting the key), or nullptr: stores answer it StoreStatus::internal and
+// claim nothing, as for broken_hit().
+inline const char* broken_claim(const std::string& key, std::int64_t ttl_ms) {
+  if (!store_key_ok(key)) return "claim key not 1..200 printable ASCII bytes";
+  if (ttl_ms < 1 || ttl_ms > kMaxClaimTtlMs) return "claim ttl outside 1 ms..7 days";
   return nullptr;
 }
 
@@ -107,6 +135,15 @@ class ThrottleStore {
   // Answers `internal` and removes nothing for a hit that broken_hit() refuses.
   virtual StoreStatus refund(const std::vector<ThrottleHit>& hits, std::int64_t now_ms) = 0;
 
+  // Checks `hits` at `now_ms` exactly as check_and_commit would and fills
+  // `out` the same way (allowed, wait_ms per hit, broken and broken_hit), but
+  // records nothing. For challenge pressure (issue 14): has this address or
+  // phone already had N sends in the period? A hit with limit N is over when N
+  // events fall inside its window. A hit that broken_hit() refuses answers
+  // `internal`, as there.
+  virtual StoreStatus peek(const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
+                           ThrottleDecision& out) = 0;
+
   // Opens (or replaces) the session `key` for `owner` at `now_ms`, living
   // `ttl_ms`, with no attempts counted.
   virtual StoreStatus session_open(const std::string& key, const std::string& owner,
@@ -123,6 +160,17 @@ class ThrottleStore {
   // never opened or another owner's.
   virtual StoreStatus session_consume(const std::string& key, const std::string& owner,
                                       std::int64_t now_ms, bool& consumed) = 0;
+
+  // Records `key` as claimed until now_ms + ttl_ms. `fresh` is true for
+  // exactly one caller among all callers of the store (threads, processes,
+  // hosts) while the claim lives; false when it is already claimed and not
+  // expired, and whenever the answer is not `ok`. Expiry is judged by
+  // `now_ms` in LMDB (one host, one clock) and by Redis's own clock in Redis
+  // (ttl_ms from when Redis set it, so skew between hosts cannot end a claim
+  // early). A key or ttl that broken_claim() refuses answers `internal` and
+  // claims nothing.
+  virtual StoreStatus claim_once(const std::string& key, std::int64_t now_ms, std::int64_t ttl_ms,
+                                 bool& fresh) = 0;
 
   // Cheap liveness check for health reporting.
   virtual StoreStatus ping() = 0;

@@ -38,6 +38,12 @@ class NullStore final : public ThrottleStore {
   StoreStatus refund(const std::vector<ThrottleHit>&, std::int64_t) override {
     return StoreStatus::ok;
   }
+  StoreStatus peek(const std::vector<ThrottleHit>& hits, std::int64_t,
+                   ThrottleDecision& out) override {
+    out.allowed = true;
+    out.wait_ms.assign(hits.size(), 0);
+    return StoreStatus::ok;
+  }
   StoreStatus session_open(const std::string&, const std::string&, std::int64_t,
                            std::int64_t) override {
     return StoreStatus::ok;
@@ -50,6 +56,10 @@ class NullStore final : public ThrottleStore {
   StoreStatus session_consume(const std::string&, const std::string&, std::int64_t,
                               bool& consumed) override {
     consumed = false;
+    return StoreStatus::ok;
+  }
+  StoreStatus claim_once(const std::string&, std::int64_t, std::int64_t, bool& fresh) override {
+    fresh = true;
     return StoreStatus::ok;
   }
   StoreStatus ping() override { return StoreStatus::ok; }

@@ -105,6 +105,10 @@ class DownStore final : public pvgate::ThrottleStore {
   pvgate::StoreStatus refund(const std::vector<pvgate::ThrottleHit>&, std::int64_t) override {
     return pvgate::StoreStatus::unavailable;
   }
+  pvgate::StoreStatus peek(const std::vector<pvgate::ThrottleHit>&, std::int64_t,
+                           pvgate::ThrottleDecision&) override {
+    return pvgate::StoreStatus::unavailable;
+  }
   pvgate::StoreStatus session_open(const std::string&, const std::string&, std::int64_t,
                                    std::int64_t) override {
     return pvgate::StoreStatus::unavailable;
@@ -116,6 +120,11 @@ class DownStore final : public pvgate::ThrottleStore {
   pvgate::StoreStatus session_consume(const std::string&, const std::string&, std::int64_t,
                                       bool& consumed) override {
     consumed = false;
+    return pvgate::StoreStatus::unavailable;
+  }
+  pvgate::StoreStatus claim_once(const std::string&, std::int64_t, std::int64_t,
+                                 bool& fresh) override {
+    fresh = false;
     return pvgate::StoreStatus::unavailable;
   }
   pvgate::StoreStatus ping() override { return pvgate::StoreStatus::unavailable; }

@@ -23,6 +23,10 @@ class TempLmdbStore final : public pvgate::ThrottleStore {
                              std::int64_t now_ms) override {
     return store_.refund(hits, now_ms);
   }
+  pvgate::StoreStatus peek(const std::vector<pvgate::ThrottleHit>& hits, std::int64_t now_ms,
+                           pvgate::ThrottleDecision& out) override {
+    return store_.peek(hits, now_ms, out);
+  }
   pvgate::StoreStatus session_open(const std::string& key, const std::string& owner,
                                    std::int64_t now_ms, std::int64_t ttl_ms) override {
     return store_.session_open(key, owner, now_ms, ttl_ms);
@@ -35,6 +39,10 @@ class TempLmdbStore final : public pvgate::ThrottleStore {
   pvgate::StoreStatus session_consume(const std::string& key, const std::string& owner,
                                       std::int64_t now_ms, bool& consumed) override {
     return store_.session_consume(key, owner, now_ms, consumed);
+  }
+  pvgate::StoreStatus claim_once(const std::string& key, std::int64_t now_ms, std::int64_t ttl_ms,
+                                 bool& fresh) override {
+    return store_.claim_once(key, now_ms, ttl_ms, fresh);
   }
   pvgate::StoreStatus ping() override { return store_.ping(); }
   pvgate::LmdbStore& store() { return store_; }

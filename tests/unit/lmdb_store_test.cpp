@@ -33,6 +33,44 @@ std::size_t file_size(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? static_cast<std::size_t>(st.st_blocks) * 512 : 0;
 }
 
+// Runs `work(store, p)` in `processes` forked children, each with its own
+// LmdbStore on `options` (as spawn-fcgi's workers have), all released at
+// once. `work` returns a count under 255 and must not use Catch's assertions
+// (they would run in the child). Returns the sum of the counts.
+template <class Work>
+int sum_over_processes(int processes, const LmdbStoreOptions& options, const Work& work) {
+  int start[2];
+  REQUIRE(::pipe(start) == 0);
+  std::vector<pid_t> children;
+  for (int p = 0; p < processes; ++p) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(start[1]);
+      int count = 255;
+      try {
+        LmdbStore store(options);  // each process opens its own environment
+        char byte = 0;
+        if (::read(start[0], &byte, 1) == 0) count = work(store, p);  // EOF: go
+      } catch (...) {
+      }
+      ::_exit(count);
+    }
+    children.push_back(pid);
+  }
+  ::close(start[0]);
+  ::close(start[1]);  // every child's read returns now
+  int total = 0;
+  for (const pid_t pid : children) {
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) != 255);
+    total += WEXITSTATUS(status);
+  }
+  return total;
+}
+
 }  // namespace
 
 TEST_CASE("lmdb: counts survive closing and reopening the store") {
@@ -53,40 +91,19 @@ TEST_CASE("lmdb: worker processes share one set of counts") {
   pvgate_test::TempDir dir;
   const LmdbStoreOptions options{dir.path() + "/t", 4 << 20, 8};
   { LmdbStore create(options); }
-  constexpr int kProcesses = 4;
   constexpr int kTries = 40;
   constexpr std::uint32_t kLimit = 23;
-  std::vector<pid_t> children;
-  for (int p = 0; p < kProcesses; ++p) {
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      int granted = 0;
-      try {
-        LmdbStore store(options);  // each process opens its own environment
-        for (int i = 0; i < kTries; ++i) {
-          ThrottleDecision d;
-          if (store.check_and_commit({hit("shared", kLimit, 60'000)}, kT0 + i, d) ==
-                  StoreStatus::ok &&
-              d.allowed) {
-            ++granted;
-          }
-        }
-      } catch (...) {
-        ::_exit(255);
+  const int total = sum_over_processes(4, options, [](LmdbStore& store, int) {
+    int granted = 0;
+    for (int i = 0; i < kTries; ++i) {
+      ThrottleDecision d;
+      if (store.check_and_commit({hit("shared", kLimit, 60'000)}, kT0 + i, d) == StoreStatus::ok &&
+          d.allowed) {
+        ++granted;
       }
-      ::_exit(granted);
     }
-    children.push_back(pid);
-  }
-  int total = 0;
-  for (const pid_t pid : children) {
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    REQUIRE(WIFEXITED(status));
-    REQUIRE(WEXITSTATUS(status) != 255);
-    total += WEXITSTATUS(status);
-  }
+    return granted;
+  });
   CHECK(total == static_cast<int>(kLimit));
 }
 
@@ -473,4 +490,82 @@ TEST_CASE("lmdb: a damaged segment is dropped, never read past") {
   }
   REQUIRE(store.check_and_commit(hits, kT0 + 1000 * kLimit + 64, d) == StoreStatus::ok);
   CHECK_FALSE(d.allowed);
+}
+
+// ---- one-time claims (issue 14) -----------------------------------------------
+
+TEST_CASE("lmdb: a claim lives until exactly now_ms + ttl_ms; the sweeps reclaim it then") {
+  pvgate_test::TempLmdbStore store;
+  bool fresh = false;
+  REQUIRE(store.claim_once("short", kT0, 60'000, fresh) == StoreStatus::ok);
+  REQUIRE(fresh);
+  REQUIRE(store.claim_once("long", kT0, 600'000, fresh) == StoreStatus::ok);
+  REQUIRE(fresh);
+  REQUIRE(store.claim_once("short", kT0 + 59'999, 60'000, fresh) == StoreStatus::ok);
+  CHECK_FALSE(fresh);  // a refused claim does not extend it either
+  CHECK(store.store().entries() == 2);
+  // At kT0 + 60 s the short claim is gone for the sweep, and only it.
+  CHECK(store.store().sweep_all(kT0 + 59'999) == 0);
+  CHECK(store.store().sweep_all(kT0 + 60'000) == 1);
+  CHECK(store.store().entries() == 1);
+  REQUIRE(store.claim_once("long", kT0 + 60'000, 600'000, fresh) == StoreStatus::ok);
+  CHECK_FALSE(fresh);
+  REQUIRE(store.claim_once("short", kT0 + 60'000, 60'000, fresh) == StoreStatus::ok);
+  CHECK(fresh);
+  // An expired claim nobody swept yet is taken over in place.
+  REQUIRE(store.claim_once("long", kT0 + 600'000, 60'000, fresh) == StoreStatus::ok);
+  CHECK(fresh);
+  CHECK(store.store().entries() == 2);
+  // The sweep that rides on every decision reclaims claims too.
+  ThrottleDecision d;
+  REQUIRE(store.check_and_commit({hit("rule", 1, 1000)}, kT0 + 10 * 600'000, d) == StoreStatus::ok);
+  CHECK(store.store().entries() == 1);  // the rule's log alone
+}
+
+TEST_CASE("lmdb: worker processes share one set of claims: one fresh per key") {
+  pvgate_test::TempDir dir;
+  const LmdbStoreOptions options{dir.path() + "/t", 4 << 20, 8};
+  { LmdbStore create(options); }
+  constexpr int kKeys = 60;
+  const int total = sum_over_processes(4, options, [](LmdbStore& store, int p) {
+    int won = 0;
+    for (int k = 0; k < kKeys; ++k) {
+      bool fresh = false;
+      if (store.claim_once("solution" + std::to_string(k), kT0 + p, 60'000, fresh) !=
+          StoreStatus::ok) {
+        return 255;
+      }
+      if (fresh) ++won;
+    }
+    return won;
+  });
+  CHECK(total == kKeys);
+  LmdbStore store(options);
+  bool fresh = true;
+  REQUIRE(store.claim_once("solution0", kT0 + 1000, 60'000, fresh) == StoreStatus::ok);
+  CHECK_FALSE(fresh);
+}
+
+TEST_CASE("lmdb: full of live claims -> `full`, never eviction, nothing claimed") {
+  pvgate_test::TempLmdbStore store(1 << 20);  // 1 MiB
+  int stored = 0;
+  StoreStatus status = StoreStatus::ok;
+  bool fresh = false;
+  for (int i = 0; i < 100'000 && status == StoreStatus::ok; ++i) {
+    status = store.claim_once("claim" + std::to_string(i), kT0, 60'000, fresh);
+    if (status == StoreStatus::ok) {
+      REQUIRE(fresh);
+      ++stored;
+    }
+  }
+  CHECK(status == StoreStatus::full);
+  CHECK_FALSE(fresh);
+  CHECK(stored > 1000);
+  CHECK(store.store().entries() == static_cast<std::size_t>(stored));  // the refused one: none
+  // Every live claim is still there: none was evicted to make room.
+  for (int i = 0; i < stored; i += 97) {
+    REQUIRE(store.claim_once("claim" + std::to_string(i), kT0 + 1, 60'000, fresh) ==
+            StoreStatus::ok);
+    CHECK_FALSE(fresh);
+  }
 }

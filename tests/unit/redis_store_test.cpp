@@ -351,6 +351,56 @@ TEST_CASE("redis store: hits outside ThrottleHit's ranges never reach Redis", "[
   CHECK(check(*store, {{" ~", 1, kMinute}}, kT0) == StoreStatus::ok);  // printable ASCII ends
 }
 
+TEST_CASE("redis store: a peek leaves Redis as it was", "[redis][peek]") {
+  auto store = pvgate_test::make_redis_store(pvgate_test::redis_test_options());
+  REQUIRE(check(*store, {{"p:phone", 2, kMinute}}, kT0) == StoreStatus::ok);
+  ThrottleDecision d;
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(store->peek({{"p:phone", 2, kMinute}, {"p:new", 1, kMinute}}, kT0 + i, d) ==
+            StoreStatus::ok);
+    CHECK(d.allowed);
+  }
+  CHECK(redis({"ZCARD", "pvgate:p:phone"}) == ":1");
+  CHECK(redis({"EXISTS", "pvgate:p:new"}) == ":0");
+  CHECK(redis({"DBSIZE"}) == ":1");
+}
+
+TEST_CASE("redis store: a claim is one key under key_prefix + \\x03, on Redis's clock",
+          "[redis][claim]") {
+  auto options = pvgate_test::redis_test_options();
+  options.key_prefix = "t-prefix:";
+  auto store = pvgate_test::make_redis_store(options);
+  bool fresh = false;
+  REQUIRE(store->claim_once("c:k", kT0, kMinute, fresh) == StoreStatus::ok);
+  REQUIRE(fresh);
+  const std::string key = std::string("t-prefix:\x03") + "c:k";
+  CHECK(redis({"GET", key}) == "$1");
+  const long long pttl = std::stoll(redis({"PTTL", key}).substr(1));
+  CHECK(pttl > 0);
+  CHECK(pttl <= kMinute);
+  CHECK(redis({"DBSIZE"}) == ":1");  // no log, no session beside it
+  // Redis's clock decides, not the caller's: a host whose clock runs an
+  // hour ahead still finds the claim taken.
+  REQUIRE(store->claim_once("c:k", kT0 + 60 * kMinute, kMinute, fresh) == StoreStatus::ok);
+  CHECK_FALSE(fresh);
+}
+
+TEST_CASE("redis store: claims and peeks outside their ranges never reach Redis",
+          "[redis][claim]") {
+  auto store = pvgate_test::make_redis_store(pvgate_test::redis_test_options());
+  bool fresh = true;
+  CHECK(store->claim_once("", kT0, kMinute, fresh) == StoreStatus::internal);
+  CHECK(store->claim_once("k", kT0, 0, fresh) == StoreStatus::internal);
+  CHECK(store->claim_once("k", kT0, kMaxClaimTtlMs + 1, fresh) == StoreStatus::internal);
+  CHECK(store->claim_once("bad\r\nkey", kT0, kMinute, fresh) == StoreStatus::internal);
+  CHECK_FALSE(fresh);
+  ThrottleDecision d;
+  CHECK(store->peek({{"k", 1, (std::int64_t{1} << 45) + 1}}, kT0, d) == StoreStatus::internal);
+  CHECK(store->peek({{"k", 0, kMinute}}, kT0, d) == StoreStatus::internal);
+  CHECK(store->stats().connects == 0);
+  CHECK(redis({"DBSIZE"}) == ":0");
+}
+
 TEST_CASE("redis store: AUTH with an ACL user and SELECT of a database", "[redis]") {
   auto options = pvgate_test::redis_test_options();
   (void)pvgate_test::make_redis_store(options);  // empties the server
@@ -476,6 +526,33 @@ TEST_CASE("redis store: pooled connections Redis closed are replaced, not an out
   CHECK(store->stats().connects == 2);
   CHECK(store->stats().io_errors == 0);
   CHECK(store->stats().short_circuited == 0);
+}
+
+TEST_CASE(
+    "redis store: a claim on a pooled connection Redis closed is retried; a dead Redis "
+    "claims nothing",
+    "[redis][failure][claim]") {
+  BreakerClock clock;
+  auto store = pvgate_test::make_redis_store(pvgate_test::redis_test_options(), &clock);
+  bool fresh = false;
+  REQUIRE(store->claim_once("stale:a", kT0, kMinute, fresh) == StoreStatus::ok);
+  REQUIRE(fresh);
+  REQUIRE(store->stats().connects == 1);
+  // Redis restarts while no request is looking: the pooled connection is dead.
+  RedisServer::instance().kill();
+  RedisServer::instance().restart();
+  REQUIRE(store->claim_once("stale:b", kT0, kMinute, fresh) == StoreStatus::ok);
+  CHECK(fresh);
+  CHECK(store->stats().connects == 2);
+  CHECK(store->stats().io_errors == 0);
+  // Gone for good: `unavailable`, never fresh, and the breaker opens.
+  RedisServer::instance().kill();
+  fresh = true;
+  CHECK(store->claim_once("stale:c", kT0, kMinute, fresh) == StoreStatus::unavailable);
+  CHECK_FALSE(fresh);
+  CHECK(store->claim_once("stale:c", kT0, kMinute, fresh) == StoreStatus::unavailable);
+  CHECK(store->stats().short_circuited == 1);
+  RedisServer::instance().restart();
 }
 
 TEST_CASE("redis store: the breaker holds back concurrent callers too", "[redis][failure]") {

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "lmdb_fixture.h"
@@ -29,6 +30,36 @@ bool allowed(ThrottleStore& s, const std::vector<ThrottleHit>& hits, std::int64_
   REQUIRE(d.wait_ms.size() == hits.size());
   if (out != nullptr) *out = d;
   return d.allowed;
+}
+
+// Hits outside ThrottleHit's ranges, each with a word of what broke.
+std::vector<std::pair<ThrottleHit, std::string>> broken_hits() {
+  return {
+      {hit("", 1, kMinute), "empty key"},
+      {hit(std::string(ThrottleHit::kMaxKeyBytes + 1, 'k'), 1, kMinute), "key longer"},
+      {hit("tab\there", 1, kMinute), "not printable"},
+      {hit("seg\x01mark", 1, kMinute), "not printable"},
+      {hit("caf\xc3\xa9", 1, kMinute), "not printable"},
+      {hit("c:bad", 0, kMinute), "limit"},
+      {hit("c:bad", kMaxRuleLimit + 1, kMinute), "limit"},
+      {hit("c:bad", 1, ThrottleHit::kMinPeriodMs - 1), "period"},
+      {hit("c:bad", 1, 0), "period"},
+  };
+}
+
+// A peek's decision; the call must succeed.
+ThrottleDecision peeked(ThrottleStore& s, const std::vector<ThrottleHit>& hits, std::int64_t now) {
+  ThrottleDecision d;
+  REQUIRE(s.peek(hits, now, d) == StoreStatus::ok);
+  REQUIRE(d.wait_ms.size() == hits.size());
+  return d;
+}
+
+// Whether claim_once called `key` fresh; the call must succeed.
+bool fresh_claim(ThrottleStore& s, const std::string& key, std::int64_t now, std::int64_t ttl_ms) {
+  bool fresh = false;
+  REQUIRE(s.claim_once(key, now, ttl_ms, fresh) == StoreStatus::ok);
+  return fresh;
 }
 
 }  // namespace
@@ -244,29 +275,29 @@ TEMPLATE_TEST_CASE("store contract: refund of one event in a long log frees exac
 TEMPLATE_TEST_CASE("store contract: a hit outside ThrottleHit's ranges is an internal error",
                    "[store]", LmdbFactory, RedisFactory) {
   // A bug upstream of the store, never an outage: `internal` (refused whatever
-  // on_store_error says), what broke said, nothing recorded, nothing refunded.
+  // on_store_error says), what broke said, nothing recorded, nothing refunded;
+  // and the same from a peek.
   auto store = TestType::make();
-  const std::vector<std::pair<ThrottleHit, std::string>> bad{
-      {hit("", 1, kMinute), "empty key"},
-      {hit(std::string(ThrottleHit::kMaxKeyBytes + 1, 'k'), 1, kMinute), "key longer"},
-      {hit("tab\there", 1, kMinute), "not printable"},
-      {hit("seg\x01mark", 1, kMinute), "not printable"},
-      {hit("caf\xc3\xa9", 1, kMinute), "not printable"},
-      {hit("c:bad", 0, kMinute), "limit"},
-      {hit("c:bad", kMaxRuleLimit + 1, kMinute), "limit"},
-      {hit("c:bad", 1, ThrottleHit::kMinPeriodMs - 1), "period"},
-      {hit("c:bad", 1, 0), "period"},
-  };
-  for (const auto& [broken, what] : bad) {
-    INFO(what << ": limit " << broken.limit << ", period " << broken.period_ms);
-    ThrottleDecision d;
-    CHECK(store->check_and_commit({hit("c:fine", 1, kMinute), broken}, kT0, d) ==
-          StoreStatus::internal);
-    REQUIRE(d.broken != nullptr);
-    CHECK(std::string(d.broken).find(what) != std::string::npos);
-    CHECK(d.broken_hit == 1);
+  for (const auto& [broken, what] : broken_hits()) {
+    const std::vector<ThrottleHit> hits{hit("c:fine", 1, kMinute), broken};
+    for (const bool peek : {false, true}) {
+      INFO((peek ? "peek " : "check_and_commit ")
+           << what << ": limit " << broken.limit << ", period " << broken.period_ms);
+      ThrottleDecision d;
+      CHECK((peek ? store->peek(hits, kT0, d) : store->check_and_commit(hits, kT0, d)) ==
+            StoreStatus::internal);
+      REQUIRE(d.broken != nullptr);
+      CHECK(std::string(d.broken).find(what) != std::string::npos);
+      CHECK(d.broken_hit == 1);
+    }
     CHECK(store->refund({broken}, kT0) == StoreStatus::internal);
   }
+  // A decision after a broken one says nothing broke.
+  ThrottleDecision d;
+  CHECK(store->peek({hit("", 1, kMinute)}, kT0, d) == StoreStatus::internal);
+  CHECK(store->peek({hit("c:fine", 1, kMinute)}, kT0, d) == StoreStatus::ok);
+  CHECK(d.broken == nullptr);
+  CHECK(d.allowed);
   // Nothing was recorded for the good hit next to the broken ones.
   CHECK(allowed(*store, {hit("c:fine", 1, kMinute)}, kT0));
   // The bounds themselves are fine.
@@ -275,6 +306,84 @@ TEMPLATE_TEST_CASE("store contract: a hit outside ThrottleHit's ranges is an int
       {hit(std::string(ThrottleHit::kMaxKeyBytes, 'k'), kMaxRuleLimit, ThrottleHit::kMinPeriodMs)},
       kT0));
   CHECK(allowed(*store, {hit(" ~", 1, kMinute)}, kT0));  // printable ASCII's ends
+}
+
+// Peeks (issue 14: challenge pressure).
+
+TEMPLATE_TEST_CASE("store contract: peek decides as check_and_commit would, and records nothing",
+                   "[store][peek]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  const std::vector<ThrottleHit> hits{hit("c:peek", 3, kMinute)};
+  // Peeks before, between and after the commits leave every slot free.
+  for (int i = 0; i < 5; ++i) {
+    const ThrottleDecision d = peeked(*store, hits, kT0);
+    CHECK(d.allowed);
+    CHECK(d.wait_ms[0] == 0);
+  }
+  for (int i = 0; i < 3; ++i) {
+    CHECK(peeked(*store, hits, kT0 + 1000 * i).allowed);
+    CHECK(allowed(*store, hits, kT0 + 1000 * i));
+  }
+  // Three sends in the period: over, with the wait check_and_commit reports.
+  ThrottleDecision peek = peeked(*store, hits, kT0 + 3000);
+  ThrottleDecision commit;
+  CHECK_FALSE(allowed(*store, hits, kT0 + 3000, &commit));
+  CHECK_FALSE(peek.allowed);
+  CHECK(peek.wait_ms == commit.wait_ms);
+  CHECK(peek.wait_ms[0] == kMinute - 3000);
+  // The oldest send leaves at kT0 + 60 s: under again. Had that peek
+  // recorded an event, the commit at the same ms would be refused.
+  peek = peeked(*store, hits, kT0 + kMinute);
+  CHECK(peek.allowed);
+  CHECK(peek.wait_ms[0] == 0);
+  CHECK(allowed(*store, hits, kT0 + kMinute));
+  CHECK_FALSE(peeked(*store, hits, kT0 + kMinute + 1).allowed);
+}
+
+TEMPLATE_TEST_CASE("store contract: peek across hits: enforcing, dry-run and unknown keys",
+                   "[store][peek]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  const auto tight = hit("c:peek-tight", 1, kMinute);
+  const auto dry = hit("c:peek-dry", 1, kMinute, /*enforce=*/false);
+  const auto unknown = hit("c:peek-unknown", 2, kMinute);
+  CHECK(allowed(*store, {tight, dry}, kT0));
+  // A dry-run hit over its limit reports its wait and refuses nothing ...
+  ThrottleDecision d = peeked(*store, {unknown, dry}, kT0 + 1);
+  CHECK(d.allowed);
+  CHECK(d.wait_ms == std::vector<std::int64_t>{0, kMinute - 1});
+  // ... an enforcing one refuses the whole set, as check_and_commit would.
+  d = peeked(*store, {unknown, dry, tight}, kT0 + 2);
+  CHECK_FALSE(d.allowed);
+  CHECK(d.wait_ms == std::vector<std::int64_t>{0, kMinute - 2, kMinute - 2});
+  // The peeks recorded nothing in the key no commit ever named.
+  CHECK(allowed(*store, {unknown}, kT0 + 3));
+  CHECK(allowed(*store, {unknown}, kT0 + 4));
+  CHECK_FALSE(allowed(*store, {unknown}, kT0 + 5));
+  // No hits: allowed, no waits.
+  d = peeked(*store, {}, kT0);
+  CHECK(d.allowed);
+}
+
+TEMPLATE_TEST_CASE("store contract: peek of a long log decides exactly, to the ms", "[store][peek]",
+                   LmdbFactory, RedisFactory) {
+  // 1000 events: in LMDB a log over sealed segments, read by a read-only peek.
+  auto store = TestType::make();
+  constexpr std::uint32_t kLimit = 1000;
+  const std::vector<ThrottleHit> hits{hit("c:peek-large", kLimit, kMinute)};
+  for (std::uint32_t i = 0; i < kLimit - 1; ++i) REQUIRE(allowed(*store, hits, kT0 + 50 * i));
+  CHECK(peeked(*store, hits, kT0 + 50'000).allowed);  // 999 in the window
+  REQUIRE(allowed(*store, hits, kT0 + 50'000));
+  ThrottleDecision d = peeked(*store, hits, kT0 + 50'001);
+  CHECK_FALSE(d.allowed);
+  CHECK(d.wait_ms[0] == kMinute - 50'001);
+  d = peeked(*store, hits, kT0 + kMinute);  // the first event has left
+  CHECK(d.allowed);
+  CHECK(d.wait_ms[0] == 0);
+  d = peeked(*store, hits, kT0 + kMinute + 49);
+  CHECK(d.allowed);
+  CHECK(allowed(*store, hits, kT0 + kMinute));
+  CHECK_FALSE(allowed(*store, hits, kT0 + kMinute + 1, &d));
+  CHECK(d.wait_ms[0] == 49);
 }
 
 // Verification sessions (issue 12).
@@ -412,4 +521,121 @@ TEMPLATE_TEST_CASE("store contract: session keys and owners outside their ranges
   // At the limits: accepted.
   CHECK(store->session_open(std::string(200, 'k'), std::string(64, 'o'), kT0, kMinute) ==
         StoreStatus::ok);
+}
+
+// One-time claims (issue 14: an ALTCHA solution is accepted once).
+
+TEMPLATE_TEST_CASE("store contract: a claim is fresh once while it lives, keys apart",
+                   "[store][claim]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  CHECK(fresh_claim(*store, "c:solution", kT0, kMinute));
+  CHECK_FALSE(fresh_claim(*store, "c:solution", kT0 + 1, kMinute));
+  CHECK_FALSE(fresh_claim(*store, "c:solution", kT0 + kMinute - 1, kMinute));
+  // Other keys are independent, and a refused claim did not extend or take anything.
+  CHECK(fresh_claim(*store, "c:solution2", kT0 + 2, kMinute));
+  CHECK(fresh_claim(*store, "c:Solution", kT0 + 2, kMinute));
+  CHECK_FALSE(fresh_claim(*store, "c:solution2", kT0 + 3, kMinute));
+}
+
+TEMPLATE_TEST_CASE("store contract: an expired claim is fresh again", "[store][claim]", LmdbFactory,
+                   RedisFactory) {
+  // LMDB judges expiry by now_ms, Redis by its own clock (throttle_store.h):
+  // a 1 ms claim has expired by now_ms + 1 at once, and in Redis within a
+  // millisecond or so of real time, which the loop waits for.
+  auto store = TestType::make();
+  REQUIRE(fresh_claim(*store, "c:short", kT0, 1));
+  REQUIRE(fresh_claim(*store, "c:long", kT0, kMinute));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bool again = false;
+  while (!again && std::chrono::steady_clock::now() < deadline) {
+    again = fresh_claim(*store, "c:short", kT0 + 1, 1);
+  }
+  CHECK(again);
+  CHECK_FALSE(fresh_claim(*store, "c:long", kT0 + 1, kMinute));  // still lives
+}
+
+TEMPLATE_TEST_CASE("store contract: claims, sessions and throttle logs never share a key",
+                   "[store][claim]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  // A log and a session under a key, then a claim of the same key: all three kept.
+  CHECK(allowed(*store, {hit("same:key", 1, kMinute)}, kT0));
+  REQUIRE(store->session_open("same:key", "owner-a", kT0, kMinute) == StoreStatus::ok);
+  CHECK(fresh_claim(*store, "same:key", kT0 + 1, kMinute));
+  CHECK_FALSE(allowed(*store, {hit("same:key", 1, kMinute)}, kT0 + 2));
+  SessionAttempt a;
+  REQUIRE(store->session_attempt("same:key", "owner-a", 5, kT0 + 3, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::ok);
+  CHECK_FALSE(fresh_claim(*store, "same:key", kT0 + 4, kMinute));
+  // A claim first: no log or session sees it, and it outlives them both.
+  CHECK(fresh_claim(*store, "claim:first", kT0, kMinute));
+  CHECK(peeked(*store, {hit("claim:first", 1, kMinute)}, kT0 + 1).allowed);
+  CHECK(allowed(*store, {hit("claim:first", 1, kMinute)}, kT0 + 1));
+  REQUIRE(store->session_attempt("claim:first", "owner-a", 5, kT0 + 2, a) == StoreStatus::ok);
+  CHECK(a.result == SessionAttempt::Result::unknown);
+  REQUIRE(store->session_open("claim:first", "owner-a", kT0 + 3, kMinute) == StoreStatus::ok);
+  bool consumed = false;
+  REQUIRE(store->session_consume("claim:first", "owner-a", kT0 + 4, consumed) == StoreStatus::ok);
+  CHECK(consumed);
+  CHECK(store->refund({hit("claim:first", 1, kMinute)}, kT0 + 1) == StoreStatus::ok);
+  CHECK_FALSE(fresh_claim(*store, "claim:first", kT0 + 5, kMinute));
+}
+
+TEMPLATE_TEST_CASE("store contract: claim keys and ttls outside their ranges are internal",
+                   "[store][claim]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  const std::vector<std::pair<std::string, std::int64_t>> bad{
+      {"", kMinute},
+      {std::string(ThrottleHit::kMaxKeyBytes + 1, 'k'), kMinute},
+      {"bad\nkey", kMinute},
+      {"mark\x03", kMinute},
+      {"caf\xc3\xa9", kMinute},
+      {"c:ttl", 0},
+      {"c:ttl", -1},
+      {"c:ttl", kMaxClaimTtlMs + 1},
+  };
+  for (const auto& [key, ttl] : bad) {
+    INFO("key of " << key.size() << " bytes, ttl " << ttl);
+    CHECK(broken_claim(key, ttl) != nullptr);
+    bool fresh = true;
+    CHECK(store->claim_once(key, kT0, ttl, fresh) == StoreStatus::internal);
+    CHECK_FALSE(fresh);
+  }
+  // The refused calls claimed nothing.
+  CHECK(fresh_claim(*store, "c:ttl", kT0, kMinute));
+  // The bounds themselves are fine.
+  CHECK(fresh_claim(*store, std::string(ThrottleHit::kMaxKeyBytes, 'k'), kT0, kMaxClaimTtlMs));
+  CHECK(fresh_claim(*store, " ~", kT0, 1));  // printable ASCII's ends, the shortest ttl
+  CHECK(broken_claim(" ~", 1) == nullptr);
+}
+
+TEMPLATE_TEST_CASE("store contract: parallel claims of a key: exactly one is fresh",
+                   "[store][claim]", LmdbFactory, RedisFactory) {
+  auto store = TestType::make();
+  constexpr int kThreads = 8;
+  constexpr int kKeys = 50;
+  std::atomic<int> ready{0};
+  std::atomic<int> errors{0};
+  std::vector<std::atomic<int>> fresh(kKeys);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      // Start together, so the claims of each key overlap.
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) std::this_thread::yield();
+      for (int k = 0; k < kKeys; ++k) {
+        bool f = false;
+        if (store->claim_once("c:race" + std::to_string(k), kT0 + t, kMinute, f) !=
+            StoreStatus::ok) {
+          ++errors;
+        }
+        if (f) fresh[static_cast<std::size_t>(k)].fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(errors == 0);
+  for (int k = 0; k < kKeys; ++k) {
+    INFO("key c:race" << k);
+    CHECK(fresh[static_cast<std::size_t>(k)].load() == 1);
+  }
 }
