@@ -140,6 +140,12 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   return out;
 }
 
+bool equal_constant_time(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  if (a.empty()) return true;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 bool random_bytes(unsigned char* out, std::size_t n) {
   ClearErrorsOnExit clear_errors;
   if (n > static_cast<std::size_t>(INT_MAX)) return false;

@@ -38,6 +38,11 @@ std::string sha256(std::string_view data);
 // any key length, the empty key included. Empty if OpenSSL fails.
 std::string hmac_sha256(std::string_view key, std::string_view data);
 
+// Whether a and b hold the same bytes, in time that depends on their length
+// but not on where they differ (CRYPTO_memcmp): for MACs and other values
+// derived from secrets, whose lengths are public. Different lengths: false.
+bool equal_constant_time(std::string_view a, std::string_view b);
+
 // Fills out[0..n) from OpenSSL's CSPRNG (RAND_bytes). False if it fails;
 // the bytes must then not be used.
 bool random_bytes(unsigned char* out, std::size_t n);

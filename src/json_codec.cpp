@@ -1,7 +1,9 @@
 #include "json_codec.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
@@ -356,6 +358,190 @@ std::optional<DecodeError> decode_json_fields(std::string_view body, FieldList& 
   out.reserve(8);
   return FlatObjectReader(body, out).read();
 }
+
+// ---- The ALTCHA payload (altcha.h) ----------------------------------------
+
+namespace {
+
+// The payload's objects, and for each its keys: the object a key opens, or
+// the member its scalar fills (a string, an integer, or the solution's time).
+enum class AltchaObject { none, top, challenge, parameters, solution };
+struct AltchaMember {
+  std::string_view key;
+  AltchaObject object = AltchaObject::none;
+  JsonStringMember AltchaPayloadJson::*string = nullptr;
+  JsonIntegerMember AltchaPayloadJson::*integer = nullptr;
+  bool time = false;
+};
+constexpr AltchaMember kAltchaTop[] = {{"challenge", AltchaObject::challenge},
+                                       {"solution", AltchaObject::solution}};
+constexpr AltchaMember kAltchaChallenge[] = {
+    {"parameters", AltchaObject::parameters},
+    {"signature", AltchaObject::none, &AltchaPayloadJson::signature}};
+constexpr AltchaMember kAltchaParameters[] = {
+    {"algorithm", AltchaObject::none, &AltchaPayloadJson::algorithm},
+    {"cost", AltchaObject::none, nullptr, &AltchaPayloadJson::cost},
+    {"expiresAt", AltchaObject::none, nullptr, &AltchaPayloadJson::expires_at},
+    {"keyLength", AltchaObject::none, nullptr, &AltchaPayloadJson::key_length},
+    {"keyPrefix", AltchaObject::none, &AltchaPayloadJson::key_prefix},
+    {"keySignature", AltchaObject::none, &AltchaPayloadJson::key_signature},
+    {"nonce", AltchaObject::none, &AltchaPayloadJson::nonce},
+    {"salt", AltchaObject::none, &AltchaPayloadJson::salt}};
+constexpr AltchaMember kAltchaSolution[] = {
+    {"counter", AltchaObject::none, nullptr, &AltchaPayloadJson::counter},
+    {"derivedKey", AltchaObject::none, &AltchaPayloadJson::derived_key},
+    {"time", AltchaObject::none, nullptr, nullptr, true}};
+
+// nlohmann's strict SAX parser with a consumer that knows the payload's one
+// shape: it stops at the first key, value or nesting that does not fit, and
+// never builds a DOM. An array, or an object deeper than the shape's three
+// levels, is refused where it opens.
+class AltchaPayloadSax final : public nlohmann::json_sax<json> {
+ public:
+  explicit AltchaPayloadSax(AltchaPayloadJson& out) : out_(out) {}
+
+  bool complete() const { return done_; }
+
+  bool null() override { return other_scalar(); }
+  bool boolean(bool) override { return other_scalar(); }
+  bool number_integer(number_integer_t v) override { return integer(v); }
+  bool number_unsigned(number_unsigned_t v) override {
+    if (v > static_cast<number_unsigned_t>(INT64_MAX)) return number();
+    return integer(static_cast<std::int64_t>(v));
+  }
+  bool number_float(number_float_t, const string_t&) override { return number(); }
+  bool string(string_t& v) override {
+    if (!scalar_expected()) return false;
+    if (pending_.string != nullptr) {
+      pending_.string->value = std::move(v);
+    } else if (pending_.integer != nullptr) {
+      pending_.integer->wrong_type = true;
+    } else {
+      out_.time_wrong_type = true;
+    }
+    pending_ = {};
+    return true;
+  }
+  bool binary(binary_t&) override { return false; }
+  bool start_object(std::size_t) override {
+    if (stack_.empty()) {
+      if (done_) return false;
+      stack_.push_back({AltchaObject::top, 0});
+      return true;
+    }
+    if (pending_.object == AltchaObject::none) return false;  // an object where a scalar belongs
+    stack_.push_back({pending_.object, 0});
+    pending_ = {};
+    return true;
+  }
+  bool end_object() override {
+    stack_.pop_back();
+    done_ = stack_.empty();
+    return true;
+  }
+  bool start_array(std::size_t) override { return false; }
+  bool end_array() override { return false; }
+  bool key(string_t& k) override {
+    Frame& frame = stack_.back();
+    const AltchaMember* members = nullptr;
+    std::size_t count = 0;
+    switch (frame.object) {
+      case AltchaObject::top:
+        members = kAltchaTop, count = std::size(kAltchaTop);
+        break;
+      case AltchaObject::challenge:
+        members = kAltchaChallenge, count = std::size(kAltchaChallenge);
+        break;
+      case AltchaObject::parameters:
+        members = kAltchaParameters, count = std::size(kAltchaParameters);
+        break;
+      case AltchaObject::solution:
+        members = kAltchaSolution, count = std::size(kAltchaSolution);
+        break;
+      case AltchaObject::none:
+        return false;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      if (k != members[i].key) continue;
+      if ((frame.seen & (1u << i)) != 0) return false;  // a duplicate key
+      frame.seen |= 1u << i;
+      pending_ = {};
+      pending_.object = members[i].object;
+      if (members[i].string != nullptr) pending_.string = &(out_.*members[i].string);
+      if (members[i].integer != nullptr) pending_.integer = &(out_.*members[i].integer);
+      if (pending_.string != nullptr) pending_.string->present = true;
+      if (pending_.integer != nullptr) pending_.integer->present = true;
+      if (members[i].time) out_.time_present = true;
+      return true;
+    }
+    return false;  // a key the shape does not have
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  struct Frame {
+    AltchaObject object;
+    std::uint32_t seen;  // bit i: the object's member i was read
+  };
+  // What the last key expects: an object, or a scalar for one member.
+  struct Pending {
+    AltchaObject object = AltchaObject::none;
+    JsonStringMember* string = nullptr;
+    JsonIntegerMember* integer = nullptr;
+  };
+
+  // A scalar is welcome only as the value of a key that takes one.
+  bool scalar_expected() const { return !stack_.empty() && pending_.object == AltchaObject::none; }
+  bool other_scalar() {
+    if (!scalar_expected()) return false;
+    if (pending_.string != nullptr) pending_.string->wrong_type = true;
+    if (pending_.integer != nullptr) pending_.integer->wrong_type = true;
+    if (pending_.string == nullptr && pending_.integer == nullptr) out_.time_wrong_type = true;
+    pending_ = {};
+    return true;
+  }
+  // A number that is not an int64 integer: only `time` takes one.
+  bool number() {
+    if (!scalar_expected()) return false;
+    if (pending_.string != nullptr) pending_.string->wrong_type = true;
+    if (pending_.integer != nullptr) pending_.integer->wrong_type = true;
+    pending_ = {};
+    return true;
+  }
+  bool integer(std::int64_t v) {
+    if (!scalar_expected()) return false;
+    if (pending_.string != nullptr) pending_.string->wrong_type = true;
+    if (pending_.integer != nullptr) pending_.integer->value = v;
+    pending_ = {};
+    return true;
+  }
+
+  AltchaPayloadJson& out_;
+  std::vector<Frame> stack_;
+  Pending pending_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+std::optional<AltchaPayloadJson> read_altcha_payload(std::string_view text) {
+  if (text.find('\0') != std::string_view::npos) return std::nullopt;
+  AltchaPayloadJson out;
+  AltchaPayloadSax sax(out);
+  bool ok = false;
+  try {
+    ok = json::sax_parse(text.begin(), text.end(), &sax, nlohmann::detail::input_format_t::json,
+                         /*strict=*/true);
+  } catch (const std::exception&) {
+    ok = false;
+  }
+  if (!ok || !sax.complete()) return std::nullopt;
+  return out;
+}
+
+// ---- end of the ALTCHA payload ------------------------------------------
 
 std::string encode_string_object(const std::vector<std::pair<std::string, std::string>>& members) {
   json o = json::object();

@@ -20,6 +20,53 @@ namespace pvgate {
 // rejects them); nothing is silently merged.
 std::optional<DecodeError> decode_json_fields(std::string_view body, FieldList& out);
 
+// ---- The ALTCHA payload (altcha.h) ----------------------------------------
+
+// One scalar member of the payload as read, before its value is checked.
+struct JsonStringMember {
+  bool present = false;
+  bool wrong_type = false;  // present, but not a JSON string
+  std::string value;
+};
+struct JsonIntegerMember {
+  bool present = false;
+  bool wrong_type = false;  // present, but not an integer within int64 (a fraction, a string...)
+  std::int64_t value = 0;
+};
+
+// The raw fields of the JSON the ALTCHA widget submits, by their JSON names.
+struct AltchaPayloadJson {
+  // challenge.parameters
+  JsonStringMember algorithm;
+  JsonIntegerMember cost;
+  JsonIntegerMember expires_at;    // expiresAt
+  JsonIntegerMember key_length;    // keyLength
+  JsonStringMember key_prefix;     // keyPrefix
+  JsonStringMember key_signature;  // keySignature
+  JsonStringMember nonce;
+  JsonStringMember salt;
+  // challenge
+  JsonStringMember signature;
+  // solution
+  JsonIntegerMember counter;
+  JsonStringMember derived_key;  // derivedKey
+  bool time_present = false;     // time: the solver's milliseconds, any number
+  bool time_wrong_type = false;  // present, but not a number
+};
+
+// Reads {"challenge":{"parameters":{...},"signature":..},"solution":{"counter":..,
+// "derivedKey":..,"time":..}}, members in any order. nullopt when `text` is
+// not one strict JSON value (RFC 8259; a NUL byte anywhere refused), or not
+// of that shape: the top level, challenge, parameters or solution not an
+// object; a key not named above (parameters' keys are algorithm, cost,
+// expiresAt, keyLength, keyPrefix, keySignature, nonce, salt); one key twice
+// in an object; an object or array where a scalar belongs. A scalar of the
+// wrong type is flagged in its member and a member left out is not present:
+// the caller decides what it needs.
+std::optional<AltchaPayloadJson> read_altcha_payload(std::string_view text);
+
+// ---- end of the ALTCHA payload ------------------------------------------
+
 // A JSON object whose members are all strings, in the given order.
 std::string encode_string_object(const std::vector<std::pair<std::string, std::string>>& members);
 

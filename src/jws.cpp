@@ -11,72 +11,10 @@ namespace pvgate {
 
 namespace {
 
-constexpr char kB64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-int b64url_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
-
 const char* const kAccepted =
     "signing keys must be unencrypted EC P-256 (ES256) or Ed25519 (EdDSA) private keys";
 
 }  // namespace
-
-std::string base64url_encode(std::string_view bytes) {
-  std::string out;
-  out.reserve((bytes.size() * 4 + 2) / 3);
-  std::size_t i = 0;
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(bytes[k]); };
-  for (; i + 3 <= bytes.size(); i += 3) {
-    const std::uint32_t v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
-    out.push_back(kB64Url[(v >> 18) & 63]);
-    out.push_back(kB64Url[(v >> 12) & 63]);
-    out.push_back(kB64Url[(v >> 6) & 63]);
-    out.push_back(kB64Url[v & 63]);
-  }
-  const std::size_t rest = bytes.size() - i;
-  if (rest == 1) {
-    const std::uint32_t v = byte(i) << 16;
-    out.push_back(kB64Url[(v >> 18) & 63]);
-    out.push_back(kB64Url[(v >> 12) & 63]);
-  } else if (rest == 2) {
-    const std::uint32_t v = (byte(i) << 16) | (byte(i + 1) << 8);
-    out.push_back(kB64Url[(v >> 18) & 63]);
-    out.push_back(kB64Url[(v >> 12) & 63]);
-    out.push_back(kB64Url[(v >> 6) & 63]);
-  }
-  return out;
-}
-
-std::optional<std::string> base64url_decode(std::string_view text) {
-  // 4 characters carry 3 bytes; a trailing 2 carry 1 byte and 3 carry 2.
-  // A trailing single character carries 6 bits, less than a byte.
-  if (text.size() % 4 == 1) return std::nullopt;
-  std::string out;
-  out.reserve(text.size() / 4 * 3 + 2);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    const int v = b64url_value(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
-      acc &= (1u << bits) - 1;
-    }
-  }
-  // The 2 or 4 bits left over must be zero (RFC 4648 section 3.5), or two
-  // texts would decode to the same bytes.
-  if (acc != 0) return std::nullopt;
-  return out;
-}
 
 SigningKey::SigningKey(PrivateKey key) : key_(std::move(key)) {}
 SigningKey::SigningKey(SigningKey&&) noexcept = default;

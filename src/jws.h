@@ -2,7 +2,8 @@
 // (RFC 7519) that says "this phone number was confirmed", which the shop's
 // server checks against the public keys pvgate publishes as a JWKS (RFC 7517).
 // This module owns everything about it: the signing keys, their JWKs and key
-// ids, the claims' JSON, the signature, and base64url.
+// ids, the claims' JSON and the signature (base64url is text.h's, shared with
+// the ALTCHA payload's base64).
 //
 // Algorithms: ES256 (ECDSA P-256 with SHA-256, RFC 7518 3.4) by default, and
 // EdDSA with Ed25519 (RFC 8037). Nothing else is loaded: no RSA, no other
@@ -18,7 +19,7 @@
 // still be ours to write.
 //
 // OpenSSL itself is crypto.cpp's: this module holds only the JWS/JWK logic
-// (which keys it takes, key ids, JSON, base64url) and includes no OpenSSL
+// (which keys it takes, key ids, JSON) and includes no OpenSSL
 // header.
 #pragma once
 
@@ -30,17 +31,11 @@
 #include <vector>
 
 #include "crypto.h"
+#include "text.h"
 
 namespace pvgate {
 
-// base64url without padding (RFC 4648 section 5, RFC 7515 section 2).
-std::string base64url_encode(std::string_view bytes);
-
-// Strict inverse of base64url_encode: refuses '=' padding, any character
-// outside A-Z a-z 0-9 - _ (whitespace included), a length of 1 mod 4 (no
-// byte sequence encodes to it), and non-zero unused bits in the last
-// character (so every byte string has exactly one accepted encoding).
-std::optional<std::string> base64url_decode(std::string_view text);
+// base64url_encode and base64url_decode (RFC 7515 section 2) are text.h's.
 
 // A key file larger than this is refused before it is parsed: a P-256 or
 // Ed25519 private key in PEM is under 300 bytes.

@@ -18,6 +18,99 @@ void append_hex(std::string& out, const unsigned char* data, std::size_t size) {
   }
 }
 
+namespace {
+
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+// The two alphabets differ only in their last two characters.
+int base64_value(char c, char c62, char c63) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == c62) return 62;
+  if (c == c63) return 63;
+  return -1;
+}
+
+std::string encode_base64(std::string_view bytes, const char* alphabet, bool pad) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(bytes[k]); };
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const std::uint32_t v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.push_back(alphabet[(v >> 6) & 63]);
+    out.push_back(alphabet[v & 63]);
+  }
+  const std::size_t rest = bytes.size() - i;
+  if (rest == 1) {
+    const std::uint32_t v = byte(i) << 16;
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    if (pad) out += "==";
+  } else if (rest == 2) {
+    const std::uint32_t v = (byte(i) << 16) | (byte(i + 1) << 8);
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.push_back(alphabet[(v >> 6) & 63]);
+    if (pad) out.push_back('=');
+  }
+  return out;
+}
+
+// Decodes unpadded text in the alphabet whose characters 62 and 63 are given.
+std::optional<std::string> decode_base64(std::string_view text, char c62, char c63) {
+  // 4 characters carry 3 bytes; a trailing 2 carry 1 byte and 3 carry 2.
+  // A trailing single character carries 6 bits, less than a byte.
+  if (text.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() / 4 * 3 + 2);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    const int v = base64_value(c, c62, c63);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+      acc &= (1u << bits) - 1;
+    }
+  }
+  // The 2 or 4 bits left over must be zero (RFC 4648 section 3.5), or two
+  // texts would decode to the same bytes.
+  if (acc != 0) return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
+std::string base64_encode(std::string_view bytes) {
+  return encode_base64(bytes, kBase64, /*pad=*/true);
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  // One or two '=' end a text whose last group carries one or two bytes;
+  // the unpadded rest then has 2 or 3 characters in that group, which
+  // decode_base64 requires of it. A third '=' is left in and refused there.
+  std::size_t pad = 0;
+  while (pad < 2 && pad < text.size() && text[text.size() - 1 - pad] == '=') ++pad;
+  return decode_base64(text.substr(0, text.size() - pad), '+', '/');
+}
+
+std::string base64url_encode(std::string_view bytes) {
+  return encode_base64(bytes, kBase64Url, /*pad=*/false);
+}
+
+std::optional<std::string> base64url_decode(std::string_view text) {
+  return decode_base64(text, '-', '_');
+}
+
 bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
   out.clear();
   out.reserve(in.size());

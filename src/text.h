@@ -1,10 +1,11 @@
 // Small byte-level text helpers that several modules need once: hex digits,
-// %-coding, UTF-8 sequences, ASCII case. A leaf module (as redis's util.c):
+// base64, %-coding, UTF-8 sequences, ASCII case. A leaf module (as redis's util.c):
 // it includes no other pvgate header and no third-party library.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,26 @@ inline char hex_digit(unsigned nibble) {
 
 // Appends `size` bytes as 2 x size lower-case hex digits, first byte first.
 void append_hex(std::string& out, const unsigned char* data, std::size_t size);
+
+// base64 (RFC 4648 section 4) with '=' padding: what JavaScript's btoa()
+// writes (the ALTCHA widget's payload).
+std::string base64_encode(std::string_view bytes);
+
+// Strict inverse of base64_encode: the length a multiple of 4, '=' only as
+// the last one or two characters and exactly as many as the length needs,
+// nothing outside A-Z a-z 0-9 + / (whitespace included), and zero unused
+// bits in the last character, so every byte string has exactly one
+// accepted encoding.
+std::optional<std::string> base64_decode(std::string_view text);
+
+// base64url without padding (RFC 4648 section 5, RFC 7515 section 2).
+std::string base64url_encode(std::string_view bytes);
+
+// Strict inverse of base64url_encode: refuses '=' padding, any character
+// outside A-Z a-z 0-9 - _ (whitespace included), a length of 1 mod 4 (no
+// byte sequence encodes to it), and non-zero unused bits in the last
+// character (so every byte string has exactly one accepted encoding).
+std::optional<std::string> base64url_decode(std::string_view text);
 
 // Decodes %XX escapes (either case) into `out`; with `plus_is_space` a '+'
 // is a space (application/x-www-form-urlencoded). False, with `out`

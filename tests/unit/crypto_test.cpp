@@ -91,6 +91,19 @@ TEST_CASE("crypto: wipe leaves zeros in every byte it owned, and an empty string
   CHECK(empty.empty());
 }
 
+TEST_CASE("crypto: equal_constant_time compares bytes and lengths") {
+  using pvgate::equal_constant_time;
+  CHECK(equal_constant_time("", ""));
+  CHECK(equal_constant_time("abc", "abc"));
+  CHECK(equal_constant_time(std::string("a\0b", 3), std::string("a\0b", 3)));
+  CHECK_FALSE(equal_constant_time("abc", "abd"));
+  CHECK_FALSE(equal_constant_time("abc", "xbc"));
+  CHECK_FALSE(equal_constant_time(std::string("a\0b", 3), std::string("a\0c", 3)));
+  CHECK_FALSE(equal_constant_time("abc", "ab"));  // a prefix is not equal
+  CHECK_FALSE(equal_constant_time("", "a"));
+  CHECK_FALSE(equal_constant_time(std::string(64, 'a'), std::string(63, 'a') + 'b'));
+}
+
 TEST_CASE("crypto: random_bytes fills the buffer, differently each time") {
   unsigned char a[16] = {}, b[16] = {};
   REQUIRE(pvgate::random_bytes(a, sizeof a));

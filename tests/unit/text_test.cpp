@@ -1,8 +1,9 @@
-// The leaf text helpers (hex, %-coding, UTF-8). Their users' behaviour is
+// The leaf text helpers (hex, base64, %-coding, UTF-8). Their users' behaviour is
 // checked where it matters: the JSON reader against nlohmann (decode_test,
 // fuzz_json), form decoding (decode_test), the signature (signer_test).
 #include <catch2/catch.hpp>
 
+#include <optional>
 #include <string>
 
 #include "text.h"
@@ -112,4 +113,56 @@ TEST_CASE("text: cutting never splits a UTF-8 sequence") {
   CHECK(utf8_cut(s, 2) == 2);
   CHECK(utf8_cut("\x80\x80", 1) == 0);
   CHECK(ascii_lower("AbC-\xc3\x89") == "abc-\xc3\x89");
+}
+
+TEST_CASE("text: base64 encodes RFC 4648's test vectors with padding") {
+  CHECK(base64_encode("") == "");
+  CHECK(base64_encode("f") == "Zg==");
+  CHECK(base64_encode("fo") == "Zm8=");
+  CHECK(base64_encode("foo") == "Zm9v");
+  CHECK(base64_encode("foob") == "Zm9vYg==");
+  CHECK(base64_encode("fooba") == "Zm9vYmE=");
+  CHECK(base64_encode("foobar") == "Zm9vYmFy");
+  // The two characters that differ from base64url.
+  CHECK(base64_encode("\xfb\xff\xbf") == "+/+/");
+  // What btoa('{"a":1}') gives.
+  CHECK(base64_encode(R"({"a":1})") == "eyJhIjoxfQ==");
+}
+
+TEST_CASE("text: base64 decoding inverts encoding for every byte and length up to 300") {
+  std::string bytes;
+  for (int n = 0; n <= 300; ++n) {
+    const std::string enc = base64_encode(bytes);
+    CHECK(enc.size() % 4 == 0);
+    CHECK(base64_decode(enc) == std::optional<std::string>(bytes));
+    bytes.push_back(static_cast<char>((n * 37 + 11) & 0xFF));
+  }
+  CHECK(base64_decode("Zm9vYmE=") == std::optional<std::string>("fooba"));
+  CHECK(base64_decode("+/+/") == std::optional<std::string>("\xfb\xff\xbf"));
+}
+
+TEST_CASE("text: base64 decoding is strict") {
+  for (const char* bad : {
+           "Zg",        // padding left out
+           "Zg=",       // short of it
+           "Zg===",     // one too many
+           "Zm9v====",  // a group of padding alone
+           "====",
+           "Zm8==",  // 5 characters
+           "Z===",   // one character carries no byte
+           "Zm=v",   // '=' inside
+           "=Zm9",
+           "Zh==",    // unused bits not zero ('h' leaves 0001)
+           "Zm9=",    // unused bits not zero ('9' leaves 01)
+           "-_-_",    // base64url's alphabet
+           "Zm9v\n",  // whitespace
+           " Zm9v",
+           "Zm 9v",
+           "Zm9v!A==",
+       }) {
+    INFO(bad);
+    CHECK_FALSE(base64_decode(bad));
+  }
+  CHECK_FALSE(base64_decode(std::string("Zm\0v", 4)));
+  CHECK(base64_decode("") == std::optional<std::string>(""));
 }
