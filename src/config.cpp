@@ -4,14 +4,18 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
 
+#include "altcha.h"
+#include "crypto.h"
 #include "jws.h"
 #include "redis_store.h"
+#include "siteverify.h"
 #include "url.h"
 
 namespace pvgate {
@@ -90,6 +94,17 @@ class Reader {
     out = static_cast<T>(value);
   }
 
+  // true or false; keeps `out` when the key is absent.
+  void boolean(const YAML::Node& parent, const std::string& path, const char* key, bool& out) {
+    const YAML::Node node = parent[key];
+    if (!node) return;
+    if (node.IsScalar() && (node.Scalar() == "true" || node.Scalar() == "false")) {
+      out = node.Scalar() == "true";
+    } else {
+      error(node, join(path, key), "must be true or false");
+    }
+  }
+
   // A duration ("60s", "10m", "1h", "1d") within [min_ms, max_ms]; keeps
   // `out` when the key is absent (an error then when `required`).
   void duration(const YAML::Node& parent, const std::string& path, const char* key,
@@ -144,8 +159,35 @@ bool world_readable(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0;
 }
 
+// Reads the secret in `file` (named by `key` of `node`) into `out` without its
+// line ends; a file other users can read is a warning.
+bool read_secret_file(Reader& r, const YAML::Node& node, const std::string& path, const char* key,
+                      const std::string& file, std::string& out) {
+  if (!read_file(file, out)) {
+    r.error(node[key], Reader::join(path, key), "cannot read '" + file + "'");
+    return false;
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  if (world_readable(file)) {
+    r.warn(node[key], Reader::join(path, key),
+           "'" + file + "' is readable by other users; chmod 600 it");
+  }
+  return true;
+}
+
 bool printable_token(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](unsigned char c) { return c > 0x20 && c < 0x7F; });
+}
+
+// Checked here so a bad file fails at load; libcurl reads it itself.
+void read_ca_file(Reader& r, const YAML::Node& node, const std::string& path,
+                  const std::string& file) {
+  std::string pem;
+  if (!read_file(file, pem)) {
+    r.error(node["ca_file"], path + ".ca_file", "cannot read '" + file + "'");
+  } else if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    r.error(node["ca_file"], path + ".ca_file", "'" + file + "' holds no PEM certificate");
+  }
 }
 
 void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
@@ -158,15 +200,7 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
     const std::string problem = check_upstream_url(up.url, up.loopback);
     if (!problem.empty()) r.error(node["url"], "upstream.url", problem);
   }
-  if (r.string(node, path, "ca_file", up.ca_file, false)) {
-    // Checked here so a bad file fails at load; libcurl reads it itself.
-    std::string pem;
-    if (!read_file(up.ca_file, pem)) {
-      r.error(node["ca_file"], "upstream.ca_file", "cannot read '" + up.ca_file + "'");
-    } else if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-      r.error(node["ca_file"], "upstream.ca_file", "'" + up.ca_file + "' holds no PEM certificate");
-    }
-  }
+  if (r.string(node, path, "ca_file", up.ca_file, false)) read_ca_file(r, node, path, up.ca_file);
   r.integer(node, path, "connect_timeout_ms", up.connect_timeout_ms, 100, 60000);
   r.integer(node, path, "timeout_ms", up.timeout_ms, 100, 120000);
   r.integer(node, path, "max_response_bytes", up.max_response_bytes, 1024, 16 * 1024 * 1024);
@@ -271,13 +305,7 @@ void read_rule(Reader& r, const YAML::Node& node, const std::string& path, Throt
   r.integer(node, path, "limit", rule.limit, 1, 10000);
   r.duration(node, path, "period", rule.period_ms, 1000, kMaxPeriodMs,
              "1s to 30d, like 60s, 10m, 1h, 1d", true);
-  if (const YAML::Node dry = node["dry_run"]) {
-    if (dry.IsScalar() && (dry.Scalar() == "true" || dry.Scalar() == "false")) {
-      rule.dry_run = dry.Scalar() == "true";
-    } else {
-      r.error(dry, path + ".dry_run", "must be true or false");
-    }
-  }
+  r.boolean(node, path, "dry_run", rule.dry_run);
   t.rules.push_back(std::move(rule));
 }
 
@@ -358,6 +386,146 @@ void read_throttle(Reader& r, const YAML::Node& node, ThrottleConfig& t) {
              "1s to 30d, like 15m or 1h");
 }
 
+// One pressure rule: {sends: N, period: 1h}.
+void read_pressure(Reader& r, const YAML::Node& parent, const std::string& path, const char* key,
+                   PressureRule& out) {
+  const YAML::Node node = parent[key];
+  if (!node) return;
+  const std::string at = Reader::join(path, key);
+  if (!r.is_map(node, at)) return;
+  r.only_keys(node, at, {"sends", "period"});
+  if (!node["sends"]) r.error(node, at + ".sends", "is required");
+  r.integer(node, at, "sends", out.sends, 1, kMaxRuleLimit);
+  r.duration(node, at, "period", out.period_ms, 1000, kMaxPeriodMs,
+             "1s to 30d, like 10m, 1h, 1d", true);
+}
+
+void read_challenge(Reader& r, const YAML::Node& node, const std::string& path,
+                    const std::string& merchant, ChallengeConfig& c) {
+  if (!r.is_map(node, path)) return;
+  r.only_keys(node, path,
+              {"kind", "when", "pressure", "key_file", "difficulty", "hard_difficulty", "expires",
+               "secret_file", "siteverify_url", "ca_file", "timeout", "on_error", "min_score"});
+  std::string text;
+  if (r.string(node, path, "kind", text, true)) {
+    if (text == "altcha") {
+      c.kind = ChallengeKind::altcha;
+    } else if (const auto captcha = captcha_kind_from_name(text)) {
+      c.kind = *captcha == CaptchaKind::turnstile  ? ChallengeKind::turnstile
+               : *captcha == CaptchaKind::hcaptcha ? ChallengeKind::hcaptcha
+                                                   : ChallengeKind::recaptcha;
+    } else {
+      r.error(node["kind"], path + ".kind", "must be altcha, turnstile, hcaptcha or recaptcha");
+      return;
+    }
+  }
+  if (r.string(node, path, "when", text, false)) {
+    if (text == "always" || text == "pressure") {
+      c.always = text == "always";
+    } else {
+      r.error(node["when"], path + ".when", "must be always or pressure");
+    }
+  }
+  if (const YAML::Node pressure = node["pressure"]) {
+    const std::string at = path + ".pressure";
+    if (r.is_map(pressure, at)) {
+      r.only_keys(pressure, at, {"address", "phone", "merchant"});
+      read_pressure(r, pressure, at, "address", c.address);
+      read_pressure(r, pressure, at, "phone", c.phone);
+      read_pressure(r, pressure, at, "merchant", c.merchant);
+    }
+  } else {
+    // Documented defaults (README, Challenges): a second code to one phone
+    // or a fourth from one address within an hour, or more than 60 codes a
+    // minute for the whole shop, is what SMS pumping looks like.
+    c.address = {3, 60LL * 60 * 1000};
+    c.phone = {2, 60LL * 60 * 1000};
+    c.merchant = {60, 60LL * 1000};
+  }
+  if (!c.always && c.address.sends == 0 && c.phone.sends == 0 && c.merchant.sends == 0) {
+    r.error(node, path + ".when", "pressure needs at least one pressure rule");
+  }
+
+  const bool altcha = c.kind == ChallengeKind::altcha;
+  for (const char* key : {"key_file", "difficulty", "hard_difficulty", "expires"}) {
+    if (!altcha && node[key]) r.error(node[key], Reader::join(path, key), "is for kind altcha");
+  }
+  for (const char* key : {"secret_file", "siteverify_url", "ca_file", "timeout", "on_error"}) {
+    if (altcha && node[key]) r.error(node[key], Reader::join(path, key), "is for CAPTCHA kinds");
+  }
+  if (c.kind != ChallengeKind::recaptcha && node["min_score"]) {
+    r.error(node["min_score"], path + ".min_score", "is for kind recaptcha");
+  }
+  if (altcha) {
+    std::string file;
+    std::string key;
+    if (r.string(node, path, "key_file", file, true) &&
+        read_secret_file(r, node, path, "key_file", file, key)) {
+      if (key.size() < 32) {
+        r.error(node["key_file"], path + ".key_file",
+                "'" + file + "' holds under 32 bytes: make one with openssl rand -hex 32");
+      } else {
+        const AltchaSecrets secrets = altcha_secrets(key, merchant);
+        c.altcha_signature_secret = secrets.signature;
+        c.altcha_key_secret = secrets.key_signature;
+      }
+      wipe(key);
+    }
+    r.integer(node, path, "difficulty", c.difficulty, 1000, 100000000);
+    c.hard_difficulty = c.difficulty * 10ULL > 100000000 ? 100000000 : c.difficulty * 10;
+    r.integer(node, path, "hard_difficulty", c.hard_difficulty, 1000, 100000000);
+    if (c.hard_difficulty < c.difficulty) {
+      r.error(node["hard_difficulty"], path + ".hard_difficulty", "must not be below difficulty");
+    }
+    r.duration(node, path, "expires", c.expires_ms, 10 * 1000, 24LL * 3600 * 1000,
+               "10s to 1d, like 10m");
+    return;
+  }
+  if (c.kind == ChallengeKind::none) return;
+  const CaptchaKind captcha = c.kind == ChallengeKind::turnstile  ? CaptchaKind::turnstile
+                              : c.kind == ChallengeKind::hcaptcha ? CaptchaKind::hcaptcha
+                                                                  : CaptchaKind::recaptcha;
+  std::string file;
+  if (r.string(node, path, "secret_file", file, true) &&
+      read_secret_file(r, node, path, "secret_file", file, c.secret) &&
+      (c.secret.empty() || !printable_token(c.secret))) {
+    r.error(node["secret_file"], path + ".secret_file",
+            "'" + file + "' must hold the provider's secret: printable characters, no spaces");
+  }
+  c.siteverify.url = std::string(captcha_default_url(captcha));
+  if (r.string(node, path, "siteverify_url", c.siteverify.url, false)) {
+    const std::string problem = check_upstream_url(c.siteverify.url, c.siteverify.loopback);
+    if (!problem.empty()) r.error(node["siteverify_url"], path + ".siteverify_url", problem);
+  }
+  if (r.string(node, path, "ca_file", c.siteverify.ca_file, false)) {
+    read_ca_file(r, node, path, c.siteverify.ca_file);
+  }
+  c.siteverify.connect_timeout_ms = 2000;
+  c.siteverify.timeout_ms = 5000;
+  std::int64_t timeout_ms = c.siteverify.timeout_ms;
+  r.duration(node, path, "timeout", timeout_ms, 1000, 30 * 1000, "1s to 30s, like 5s");
+  c.siteverify.timeout_ms = static_cast<long>(timeout_ms);
+  c.siteverify.connect_timeout_ms = std::min(c.siteverify.connect_timeout_ms, c.siteverify.timeout_ms);
+  c.siteverify.max_response_bytes = 16 * 1024;
+  if (r.string(node, path, "on_error", text, false)) {
+    if (text == "deny" || text == "allow") {
+      c.allow_on_error = text == "allow";
+    } else {
+      r.error(node["on_error"], path + ".on_error", "must be deny or allow");
+    }
+  }
+  if (const YAML::Node score = node["min_score"]) {
+    char* end = nullptr;
+    const std::string v = score.IsScalar() ? score.Scalar() : std::string{};
+    const double d = v.empty() ? -1 : std::strtod(v.c_str(), &end);
+    if (v.empty() || end == nullptr || *end != '\0' || !(d >= 0 && d <= 1)) {
+      r.error(score, path + ".min_score", "must be a number from 0 to 1");
+    } else {
+      c.min_score = d;
+    }
+  }
+}
+
 void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_node,
                    const YAML::Node& node, Config& config) {
   const std::string path = "merchants." + name;
@@ -369,7 +537,8 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   if (!r.is_map(node, path)) return;
   r.only_keys(node, path,
               {"api_key", "api_secret", "api_secret_file", "allowed_origins",
-               "allow_missing_origin", "user_id_param", "audience", "allow_stored_number"});
+               "allow_missing_origin", "user_id_param", "audience", "allow_stored_number",
+               "challenge"});
   MerchantConfig m;
   m.name = name;
   if (r.string(node, path, "api_key", m.api_key, true, &key_node) &&
@@ -385,20 +554,7 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
   } else if (!inline_secret && !file_secret) {
     r.error(key_node, path + ".api_secret", "is required (or api_secret_file)");
   } else if (file_secret) {
-    if (!read_file(secret_file, m.api_secret)) {
-      secret_ok = false;
-      r.error(node["api_secret_file"], path + ".api_secret_file",
-              "cannot read '" + secret_file + "'");
-    } else {
-      while (!m.api_secret.empty() &&
-             (m.api_secret.back() == '\n' || m.api_secret.back() == '\r')) {
-        m.api_secret.pop_back();
-      }
-      if (world_readable(secret_file)) {
-        r.warn(node["api_secret_file"], path + ".api_secret_file",
-               "'" + secret_file + "' is readable by other users; chmod 600 it");
-      }
-    }
+    secret_ok = read_secret_file(r, node, path, "api_secret_file", secret_file, m.api_secret);
   }
   const bool secret_read = inline_secret != file_secret && secret_ok;
   if (secret_read && m.api_secret.empty()) r.error(node, path + ".api_secret", "must not be empty");
@@ -419,13 +575,7 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
     r.warn(key_node, path,
            "no allowed_origins: any web page can make its visitors' browsers send tokens");
   }
-  if (const YAML::Node missing = node["allow_missing_origin"]) {
-    if (missing.IsScalar() && (missing.Scalar() == "true" || missing.Scalar() == "false")) {
-      m.allow_missing_origin = missing.Scalar() == "true";
-    } else {
-      r.error(missing, path + ".allow_missing_origin", "must be true or false");
-    }
-  }
+  r.boolean(node, path, "allow_missing_origin", m.allow_missing_origin);
   if (r.string(node, path, "user_id_param", m.user_id_param, false)) {
     const bool good =
         !m.user_id_param.empty() && m.user_id_param.size() <= 64 &&
@@ -436,17 +586,14 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
               "must be a FastCGI param name: 1-64 of A-Z 0-9 _");
     }
   }
-  if (const YAML::Node stored = node["allow_stored_number"]) {
-    if (stored.IsScalar() && (stored.Scalar() == "true" || stored.Scalar() == "false")) {
-      m.allow_stored_number = stored.Scalar() == "true";
-    } else {
-      r.error(stored, path + ".allow_stored_number", "must be true or false");
-    }
-  }
+  r.boolean(node, path, "allow_stored_number", m.allow_stored_number);
   m.audience = m.name;
   if (r.string(node, path, "audience", m.audience, false) &&
       (m.audience.empty() || m.audience.size() > 256 || !printable_token(m.audience))) {
     r.error(node["audience"], path + ".audience", "must be 1-256 printable characters, no spaces");
+  }
+  if (const YAML::Node challenge = node["challenge"]) {
+    read_challenge(r, challenge, path + ".challenge", m.name, m.challenge);
   }
   config.merchants.emplace(name, std::move(m));
 }
@@ -620,6 +767,22 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
         read_merchant(r, kv.first.Scalar(), kv.first, kv.second, *config);
         if (kv.second.IsMap() && kv.second["api_secret"]) inline_secret = true;
       }
+      for (const auto& [name, m] : config->merchants) {
+        // ALTCHA solutions are claimed once and pressure is counted in the
+        // throttle store.
+        const ChallengeConfig& c = m.challenge;
+        if (c.kind != ChallengeKind::none && (c.kind == ChallengeKind::altcha || !c.always) &&
+            !root["throttle"]) {
+          r.error(merchants[name]["challenge"], "merchants." + name + ".challenge",
+                  "needs a throttle: section with a store: solutions are used once and pressure "
+                  "is counted there");
+        }
+        if (c.kind != ChallengeKind::none && c.kind != ChallengeKind::altcha &&
+            config->max_body_bytes < 8192) {
+          r.warn(merchants[name]["challenge"], "merchants." + name + ".challenge",
+                 "CAPTCHA tokens can run past 2 KB: set limits.max_body_bytes to 8192");
+        }
+      }
     }
   }
   ConfigResult result;
@@ -655,6 +818,22 @@ ConfigResult parse(const std::string& text, const std::string& source, bool is_f
 }
 
 }  // namespace
+
+std::string_view challenge_kind_name(ChallengeKind kind) {
+  switch (kind) {
+    case ChallengeKind::none:
+      return "none";
+    case ChallengeKind::altcha:
+      return "altcha";
+    case ChallengeKind::turnstile:
+      return "turnstile";
+    case ChallengeKind::hcaptcha:
+      return "hcaptcha";
+    case ChallengeKind::recaptcha:
+      return "recaptcha";
+  }
+  return "none";
+}
 
 std::string_view key_part_name(KeyPart part) {
   switch (part) {

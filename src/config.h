@@ -28,6 +28,42 @@ struct UpstreamConfig {
   bool loopback = false;                       // host is 127.0.0.0/8, ::1 or localhost
 };
 
+// A challenge before any SMS (issue 14): self-hosted proof of work (ALTCHA)
+// or a CAPTCHA whose token pvgate checks with the provider's siteverify API.
+enum class ChallengeKind { none, altcha, turnstile, hcaptcha, recaptcha };
+
+// "N sends in a period": pressure that requires a challenge (and, for ALTCHA,
+// a harder one). sends 0 = not watched.
+struct PressureRule {
+  std::uint32_t sends = 0;  // 1 .. 10000
+  std::int64_t period_ms = 0;
+};
+
+struct ChallengeConfig {
+  ChallengeKind kind = ChallengeKind::none;
+  // when: always (every send-token needs a solution) or pressure (only while
+  // one of the pressure rules below is reached).
+  bool always = true;
+  PressureRule address;   // sends from one address (IPv6 by its /64)
+  PressureRule phone;     // sends to one E.164 number
+  PressureRule merchant;  // all of the merchant's sends
+  // altcha: the two HMAC secrets derived from key_file and the merchant's
+  // name; the counter bound (expected work: 3/4 of it, in SHA-256s) normally
+  // and under address or merchant pressure; how long a challenge lives.
+  std::string altcha_signature_secret;
+  std::string altcha_key_secret;
+  std::uint32_t difficulty = 50000;
+  std::uint32_t hard_difficulty = 500000;
+  std::int64_t expires_ms = 10LL * 60 * 1000;
+  // turnstile, hcaptcha, recaptcha: the provider's secret (from secret_file,
+  // never logged), its siteverify endpoint and timeouts, what to do when it
+  // cannot be reached or answers nonsense, and reCAPTCHA v3's lowest score.
+  std::string secret;
+  UpstreamConfig siteverify;
+  bool allow_on_error = false;
+  double min_score = 0;
+};
+
 struct MerchantConfig {
   std::string name;
   std::string api_key;     // Pipwave's merchant key, 1-32 printable characters
@@ -42,6 +78,7 @@ struct MerchantConfig {
   // are refused unless this is set; then the per-phone rules count them under
   // one key per user.
   bool allow_stored_number = false;
+  ChallengeConfig challenge;
 };
 
 // normalize_origin() (url.h) reads the allowed_origins and the request's Origin.
@@ -143,6 +180,7 @@ ConfigResult load_config_file(const std::string& path);
 ConfigResult load_config_text(const std::string& text, const std::string& source_name);
 
 std::string_view key_part_name(KeyPart part);
+std::string_view challenge_kind_name(ChallengeKind kind);  // "none", "altcha", "turnstile", ...
 // "60s" style rendering of a period, for --check-config.
 std::string format_period(std::int64_t period_ms);
 

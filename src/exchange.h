@@ -34,6 +34,14 @@ struct Trace {
   std::string detail;       // why, for the operator; never secret, never a phone number
   std::string throttle;     // per-rule decisions, keys masked
   std::string cors_origin;  // the request's Origin when the merchant allows it
+  std::string challenge;    // "altcha passed", "turnstile refused", ... (issue 14)
+};
+
+// The call an exchange waits on, if any.
+enum class Waiting : std::uint8_t {
+  none,
+  siteverify,  // the CAPTCHA provider; then the stages go on from next_stage
+  pipwave,     // the forward; then answer
 };
 
 struct Exchange {
@@ -61,13 +69,15 @@ struct Exchange {
   // request's reference and the digest of who may use it.
   std::string session_key;
   std::string session_owner;
-  UpstreamCall call;      // signed, ready to forward
-  UpstreamResult answer;  // Pipwave's answer, once it came
+  UpstreamCall call;      // signed, ready to forward (or the siteverify call)
+  UpstreamResult answer;  // the answer to `call`, once it came
+  Waiting waiting = Waiting::none;
+  std::uint8_t next_stage = 0;  // kLocalStages' index to go on from after a siteverify
   Trace trace;
   HttpReply reply;  // final once Handler::run returned true or Handler::complete ran
 
-  // Set by the owner: runs exactly once, on the upstream's thread, when
-  // `answer` is in. It must only hand the exchange back to the owner's
+  // Set by the owner: runs once per call (a siteverify, then the forward),
+  // on the upstream's thread, when `answer` is in. It must only hand the exchange back to the owner's
   // threads (which then call Handler::complete); it must not write a reply.
   std::function<void(Exchange&)> resume;
 

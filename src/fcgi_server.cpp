@@ -512,7 +512,13 @@ bool FcgiServer::run_request(Connection& c) {
   fcgi::fill_request(c.parser.params(), request);
   request.body.swap(c.parser.body());
   const LogHold hold(log_);
-  if (!handler_.run(c.ex)) {
+  if (!settle(c, handler_.run(c.ex))) return false;
+  finish_request(c);
+  return true;
+}
+
+bool FcgiServer::settle(Connection& c, bool done) {
+  while (!done) {
     std::unique_lock<std::mutex> lock(c.mutex);
     if (!c.resumed) {
       c.state = kUpstream;  // from here on on_resume hands it to a worker
@@ -520,9 +526,8 @@ bool FcgiServer::run_request(Connection& c) {
     }
     c.resumed = false;  // the upstream answered at once, on this thread
     lock.unlock();
-    handler_.complete(c.ex);
+    done = handler_.complete(c.ex);  // false: it called the upstream again
   }
-  finish_request(c);
   return true;
 }
 
@@ -573,7 +578,7 @@ void FcgiServer::take_completion() {
   }
   try {
     const LogHold hold(log_);
-    handler_.complete(c.ex);
+    if (!settle(c, handler_.complete(c.ex))) return;  // a CAPTCHA check led to the forward
     finish_request(c);
   } catch (const std::exception& e) {
     log_.error(std::string("FastCGI connection dropped: ") + e.what());

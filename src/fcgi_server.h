@@ -131,6 +131,10 @@ class FcgiServer {
   void drive(Connection& conn);
   // Runs a whole request; true while this worker still owns the connection.
   bool run_request(Connection& conn);
+  // After Handler::run or complete returned `done`: while the handler waits
+  // on an upstream call that already answered (on this thread), completes it
+  // here. False: the connection now waits for on_resume.
+  bool settle(Connection& conn, bool done);
   void finish_request(Connection& conn);  // the reply into the out buffer
   void on_resume(std::uint32_t index);    // the upstream's thread
   void take_completion();

@@ -41,6 +41,8 @@ void Exchange::reset() {
   session_owner.clear();
   call = UpstreamCall{};
   answer = UpstreamResult{};
+  waiting = Waiting::none;
+  next_stage = 0;
   trace = Trace{};
   reply = HttpReply{};
 }
@@ -60,11 +62,19 @@ bool Handler::run(Exchange& ex) {
     return true;
   }
   if (services_.metrics != nullptr) services_.metrics->in_flight(1);
+  return advance(ex, 0);
+}
+
+bool Handler::advance(Exchange& ex, std::size_t first) {
   std::optional<Result> result;
   try {
-    for (const Stage stage : kLocalStages) {
-      result = stage(ex, services_);
+    for (std::size_t i = first; i < std::size(kLocalStages); ++i) {
+      result = kLocalStages[i](ex, services_);
       if (result) break;
+      if (ex.waiting == Waiting::siteverify) {
+        ex.next_stage = static_cast<std::uint8_t>(i + 1);
+        break;
+      }
     }
   } catch (const std::exception& e) {
     result = internal_error(ex.trace.detail, e.what());
@@ -75,10 +85,19 @@ bool Handler::run(Exchange& ex) {
     finish(ex, *result);
     return true;
   }
-  // forward: the upstream's thread stores the answer and hands the exchange back.
-  ex.sent = services_.clock.steady();
+  // The call (a CAPTCHA check or the forward): the upstream's thread stores
+  // the answer and hands the exchange back.
+  const bool siteverify = ex.waiting == Waiting::siteverify;
+  if (!siteverify) {
+    ex.waiting = Waiting::pipwave;
+    ex.sent = services_.clock.steady();
+  }
+  const UpstreamConfig& target =
+      siteverify ? ex.merchant->challenge.siteverify : ex.config->upstream;
   try {
-    upstream_.post_async(ex.config->upstream, std::move(ex.call), [&ex](UpstreamResult answer) {
+    UpstreamCall call = std::move(ex.call);
+    ex.call = UpstreamCall{};
+    upstream_.post_async(target, std::move(call), [&ex](UpstreamResult answer) {
       ex.answer = std::move(answer);
       ex.resume(ex);
     });
@@ -93,28 +112,41 @@ bool Handler::run(Exchange& ex) {
   return false;
 }
 
-void Handler::complete(Exchange& ex) {
+bool Handler::complete(Exchange& ex) {
   Result result;
   try {
+    if (ex.waiting == Waiting::siteverify) {
+      ex.waiting = Waiting::none;
+      if (StageResult refused = challenge_checked(ex, services_)) {
+        finish(ex, *refused);
+        return true;
+      }
+      return advance(ex, ex.next_stage);
+    }
     result = answer(ex, services_);
     settle_session(ex, services_, result);
+    count_challenge_pressure(ex, services_, result);
   } catch (const std::exception& e) {
     result = internal_error(ex.trace.detail, e.what());
   } catch (...) {
     result = internal_error(ex.trace.detail, nullptr);
   }
   finish(ex, result);
+  return true;
 }
 
 HttpReply Handler::handle(const HttpRequest& request) {
   Exchange ex;
   ex.request = request;
+  // One promise per call: a CAPTCHA check, then the forward.
   std::promise<void> answered;
   ex.resume = [&answered](Exchange&) { answered.set_value(); };
   begin(ex);
-  if (!run(ex)) {
+  bool done = run(ex);
+  while (!done) {
     answered.get_future().wait();
-    complete(ex);
+    answered = std::promise<void>();
+    done = complete(ex);
   }
   return std::move(ex.reply);
 }
@@ -147,6 +179,7 @@ void Handler::finish(Exchange& ex, const Result& result) {
   if (trace.upstream_http > 0) line.number("upstream_http", trace.upstream_http);
   if (trace.upstream_ms >= 0) line.number("upstream_ms", trace.upstream_ms);
   line.number("ms", ms.count());
+  if (!trace.challenge.empty()) line.text("challenge", trace.challenge);
   if (!trace.throttle.empty())
     line.text("throttle", std::string_view(trace.throttle).substr(0, 600));
   if (!trace.detail.empty()) line.text("detail", std::string_view(trace.detail).substr(0, 200));

@@ -1,7 +1,8 @@
 // The request pipeline. One Exchange per request (exchange.h) goes through
 // the stages of stages.h, in this order:
-//   operations (healthz, metrics, jwks.json) -> route -> merchant -> origin
-//   -> method -> size -> content type -> decode -> validate -> throttle
+//   operations (healthz, metrics, jwks.json, challenge) -> route -> merchant
+//   -> origin -> method -> size -> content type -> decode -> validate -> phone
+//   -> challenge [-> siteverify call -> challenge_checked] -> throttle
 //   -> session -> sign -> forward -> answer (sanitize) -> settle_session
 //   -> finish (metrics, log line).
 // Everything up to forward runs on the FastCGI worker that read the request.
@@ -41,19 +42,25 @@ class Handler {
   void begin(Exchange& ex) const;
 
   // Runs the stages on `ex` (begun, request filled in). True: ex.reply is
-  // final. False: the call went to the upstream, and ex.resume(ex) will run
+  // final. False: a call went to the upstream, and ex.resume(ex) will run
   // once, on the upstream's thread, when the answer is in; the owner then
   // calls complete(ex) on one of its own threads. Never throws: an internal
   // failure becomes a 500 with a generic message.
   bool run(Exchange& ex);
 
-  // After ex.resume: sanitizes Pipwave's answer into ex.reply. Never throws.
-  void complete(Exchange& ex);
+  // After ex.resume. A CAPTCHA provider's answer: checks it and goes on with
+  // the stages after the challenge, and may call the upstream again (false,
+  // as run). Pipwave's answer: sanitizes it into ex.reply (true). Never
+  // throws.
+  bool complete(Exchange& ex);
 
   // begin + run (+ complete), waiting for the reply: for tests and tools.
   HttpReply handle(const HttpRequest& request);
 
  private:
+  // The local stages from kLocalStages[first] on, then the call they
+  // prepared (false) or the final reply (true).
+  bool advance(Exchange& ex, std::size_t first);
   // Metrics and the log line; the reply from the result.
   void finish(Exchange& ex, const Result& result);
 

@@ -629,12 +629,19 @@ std::optional<SiteverifyReply> parse_siteverify_reply(std::string_view body, std
 std::string encode_client_reply(std::int64_t status, std::string_view message,
                                 std::optional<std::int64_t> reference,
                                 std::optional<std::int64_t> seconds_till_resend,
-                                std::string_view verification_token) {
-  // Members in byte order, as before: message, reference, seconds_till_resend,
-  // status, verification_token.
+                                std::string_view verification_token,
+                                std::string_view challenge) {
+  // Members in byte order, as before: challenge, message, reference,
+  // seconds_till_resend, status, verification_token.
   std::string out;
   out.reserve(64 + message.size() + verification_token.size());
-  out += "{\"message\":";
+  out += '{';
+  if (!challenge.empty()) {
+    out += "\"challenge\":";
+    append_json_string(out, challenge);
+    out += ',';
+  }
+  out += "\"message\":";
   append_json_string(out, message);
   if (reference) out += ",\"reference\":" + std::to_string(*reference);
   if (seconds_till_resend)

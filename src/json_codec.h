@@ -100,13 +100,15 @@ struct SiteverifyReply {
 // it never quotes the body) when the body is not such an object.
 std::optional<SiteverifyReply> parse_siteverify_reply(std::string_view body, std::string& why);
 
-// The browser's answer: {"status":..,"message":..[,"reference":..][,"seconds_till_resend":..]
-// [,"verification_token":..]} (the token only when not empty). Invalid UTF-8
-// in `message` is replaced, never thrown on.
+// The browser's answer: {["challenge":..,]"message":..[,"reference":..]
+// [,"seconds_till_resend":..],"status":..[,"verification_token":..]} (the
+// challenge kind and the token only when not empty). Invalid UTF-8 in
+// `message` is replaced, never thrown on.
 std::string encode_client_reply(std::int64_t status, std::string_view message,
                                 std::optional<std::int64_t> reference,
                                 std::optional<std::int64_t> seconds_till_resend,
-                                std::string_view verification_token = {});
+                                std::string_view verification_token = {},
+                                std::string_view challenge = {});
 
 // Appends `text` as a JSON string: quotes, backslashes and control
 // characters escaped, invalid UTF-8 replaced by U+FFFD.

@@ -43,6 +43,9 @@ std::string_view name_at(const std::string_view (&names)[N], std::size_t i) {
 constexpr std::string_view kUpstreamFaultNames[] = {PVGATE_UPSTREAM_FAULTS(PVGATE_LABEL_NAME)};
 constexpr std::string_view kStoreFaultNames[] = {PVGATE_STORE_FAULTS(PVGATE_LABEL_NAME)};
 constexpr std::string_view kEventNames[] = {PVGATE_VERIFICATION_EVENTS(PVGATE_LABEL_NAME)};
+constexpr std::string_view kChallengeEventNames[] = {PVGATE_CHALLENGE_EVENTS(PVGATE_LABEL_NAME)};
+// ChallengeKind's names past none, in its order (config.h).
+constexpr std::string_view kChallengeKinds[] = {"altcha", "turnstile", "hcaptcha", "recaptcha"};
 #undef PVGATE_LABEL_NAME
 
 }  // namespace
@@ -57,6 +60,10 @@ std::string_view fault_name(StoreFault fault) {
 
 std::string_view event_name(VerificationEvent event) {
   return name_at(kEventNames, static_cast<std::size_t>(event));
+}
+
+std::string_view event_name(ChallengeEvent event) {
+  return name_at(kChallengeEventNames, static_cast<std::size_t>(event));
 }
 
 Metrics::Metrics() = default;
@@ -183,6 +190,19 @@ std::string Metrics::render() const {
   for (int i = 0; i < static_cast<int>(VerificationEvent::kCount); ++i) {
     line(out, name, "event=\"" + std::string(event_name(static_cast<VerificationEvent>(i))) + "\"",
          verifications_[i].load(std::memory_order_relaxed));
+  }
+
+  // Only the kinds in use: a merchant has one kind, a site mostly one.
+  name = help(out, MetricId::challenges);
+  for (std::size_t k = 0; k < challenges_.size(); ++k) {
+    for (int i = 0; i < static_cast<int>(ChallengeEvent::kCount); ++i) {
+      const std::uint64_t v = challenges_[k][i].load(std::memory_order_relaxed);
+      if (v == 0) continue;
+      line(out, name,
+           "kind=\"" + std::string(kChallengeKinds[k]) + "\",event=\"" +
+               std::string(event_name(static_cast<ChallengeEvent>(i))) + "\"",
+           v);
+    }
   }
   return out;
 }

@@ -38,7 +38,10 @@ namespace pvgate {
   X(phone_refusals, "pvgate_phone_refusals_total", "counter",                                    \
     "Phone numbers refused before any count or call, by number type (invalid: not a number).")   \
   X(verifications, "pvgate_verifications_total", "counter",                                      \
-    "Verification sessions by event (issued, verified, wrong_answer, unknown_reference, locked).")
+    "Verification sessions by event (issued, verified, wrong_answer, unknown_reference, locked).") \
+  X(challenges, "pvgate_challenges_total", "counter",                                      \
+    "Challenges by kind and event (issued, passed, missing, invalid, expired, too_easy, "        \
+    "replayed, refused, provider_error, bypassed).")
 
 enum class MetricId {
 #define PVGATE_METRIC_ID(id, name, type, help) id,
@@ -110,10 +113,31 @@ enum class VerificationEvent {
       kCount,
 };
 
+// What happened to a challenge, for pvgate_challenges_total's `event` label.
+#define PVGATE_CHALLENGE_EVENTS(X)                                                             \
+  X(issued)         /* an ALTCHA challenge was handed out */                                   \
+  X(passed)         /* a send-token's solution or token was accepted */                        \
+  X(missing)        /* a challenge was required and none was sent */                           \
+  X(invalid)        /* malformed, forged or wrong ALTCHA solution */                           \
+  X(expired)        /* an ALTCHA challenge past its expiresAt */                               \
+  X(too_easy)       /* solved below the difficulty now required */                             \
+  X(replayed)       /* an ALTCHA solution already used */                                      \
+  X(refused)        /* the CAPTCHA provider said no */                                         \
+  X(provider_error) /* the CAPTCHA provider could not be asked or answered nonsense */         \
+  X(bypassed)       /* a store or provider failure let it pass (on_store_error/on_error allow) */
+
+enum class ChallengeEvent {
+#define PVGATE_FAULT_ID(id) id,
+  PVGATE_CHALLENGE_EVENTS(PVGATE_FAULT_ID)
+#undef PVGATE_FAULT_ID
+      kCount,
+};
+
 // The label values ("timeout", "full", "issued"), as declared above.
 std::string_view fault_name(UpstreamFault fault);
 std::string_view fault_name(StoreFault fault);
 std::string_view event_name(VerificationEvent event);
+std::string_view event_name(ChallengeEvent event);
 
 class Metrics {
  public:
@@ -140,6 +164,11 @@ class Metrics {
   void verification(VerificationEvent event) {
     verifications_[static_cast<int>(event)].fetch_add(1, std::memory_order_relaxed);
   }
+  // `kind`: ChallengeKind's value (config.h), 1 (altcha) .. 4 (recaptcha).
+  void challenge(int kind, ChallengeEvent event) {
+    if (kind < 1 || kind > static_cast<int>(challenges_.size())) return;
+    challenges_[kind - 1][static_cast<int>(event)].fetch_add(1, std::memory_order_relaxed);
+  }
   void in_flight(int delta) { in_flight_.fetch_add(delta, std::memory_order_relaxed); }
 
   // The Prometheus text exposition format (version 0.0.4).
@@ -162,6 +191,8 @@ class Metrics {
   // [0]: invalid; [1 + PhoneType]: refused for its type.
   std::array<std::atomic<std::uint64_t>, static_cast<int>(PhoneType::unknown) + 2>
       phone_refusals_{};
+  std::array<std::array<std::atomic<std::uint64_t>, static_cast<int>(ChallengeEvent::kCount)>, 4>
+      challenges_{};
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_rejected_{0};
   std::atomic<std::int64_t> in_flight_{0};

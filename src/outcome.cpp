@@ -42,6 +42,10 @@ int http_status(Outcome outcome) {
       return 400;
     case Outcome::invalid_phone:
       return 400;
+    case Outcome::challenge_required:
+      return 403;
+    case Outcome::challenge_unavailable:
+      return 503;
     case Outcome::misconfigured:
       return 500;
   }
@@ -84,6 +88,10 @@ std::string_view outcome_name(Outcome outcome) {
       return "reference_unknown";
     case Outcome::invalid_phone:
       return "invalid_phone";
+    case Outcome::challenge_required:
+      return "challenge_required";
+    case Outcome::challenge_unavailable:
+      return "challenge_unavailable";
     case Outcome::misconfigured:
       return "misconfigured";
   }
@@ -146,6 +154,14 @@ Result local_result(Outcome outcome, std::string message) {
       r.body_status = 5001;
       if (message.empty()) message = "Invalid phone number.";
       break;
+    case Outcome::challenge_required:
+      r.body_status = 403;
+      if (message.empty()) message = "Solve the challenge first.";
+      break;
+    case Outcome::challenge_unavailable:
+      r.body_status = 500;
+      message = "The challenge check is temporarily unavailable; try again shortly.";
+      break;
     case Outcome::reference_unknown:
       // One answer for never issued, expired, used and another user's or
       // phone's, so it tells a prober nothing.
@@ -199,7 +215,10 @@ HttpReply make_reply(const Result& result, const std::string& cors_origin) {
     reply.headers.emplace_back("Retry-After", std::to_string(*wait));
   }
   reply.body = encode_client_reply(result.body_status, clean_message(result.message),
-                                   result.reference, wait, result.verification_token);
+                                   result.reference, wait, result.verification_token,
+                                   result.outcome == Outcome::challenge_required
+                                       ? result.challenge
+                                       : std::string_view());
   return reply;
 }
 

@@ -28,6 +28,8 @@ enum class Outcome {
   gateway_timeout,     // upstream did not answer in time: 504
   reference_unknown,   // verify: reference unknown here, expired, used or another's: 400 / 5051
   invalid_phone,       // not a valid number, or of a type that gets no SMS: 400 / 5001
+  challenge_required,  // no valid challenge solution where one is required: 403 / 403 + challenge
+  challenge_unavailable,  // the CAPTCHA provider failed and on_error is deny: 503
   misconfigured,       // server-side problem (unknown merchant, internal error): 500
   // Keep misconfigured last: kOutcomeCount sizes per-outcome tables (metrics).
 };
@@ -43,6 +45,7 @@ struct Result {
   std::optional<std::int64_t> reference;
   std::optional<std::int64_t> seconds_till_resend;
   std::string verification_token;  // a verified answer's signed token (issue 12), or empty
+  std::string_view challenge;      // challenge_required: the kind to solve ("altcha", ...)
 };
 
 // Result for a local decision (everything but ok/upstream_*), with the body

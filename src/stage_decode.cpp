@@ -51,7 +51,8 @@ StageResult validate(Exchange& ex, const Services&) {
   const MerchantConfig& merchant = *ex.merchant;
   ClientFields& client = ex.client;
   const bool user_from_server = !merchant.user_id_param.empty();
-  if (auto bad = validate_fields(*ex.action, ex.fields, client, user_from_server)) {
+  if (auto bad = validate_fields(*ex.action, ex.fields, client, user_from_server,
+                                 challenge_field(merchant.challenge.kind))) {
     return local_result(Outcome::invalid_input, bad->message);
   }
   if (user_from_server) {

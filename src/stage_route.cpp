@@ -37,8 +37,11 @@ HttpReply plain(int status, std::string content_type, std::string body) {
 std::optional<HttpReply> operations(Exchange& ex, const Services& s) {
   const HttpRequest& request = ex.request;
   const std::string_view route = last_segment(request.path);
-  if (route != "healthz" && route != "metrics" && route != "jwks.json") return std::nullopt;
+  if (route != "healthz" && route != "metrics" && route != "jwks.json" && route != "challenge") {
+    return std::nullopt;
+  }
   ex.operations = true;
+  if (route == "challenge") return issue_challenge(ex, s);
   // Metrics only where nginx says so (PVGATE_METRICS on, set in its metrics
   // location alone: the route is the last segment, so /pvgate/x/metrics
   // reaches pvgate too) and only for the scraper's addresses (metrics.allow).

@@ -5,6 +5,7 @@
 //   stage_origin.cpp    origin (allowed_origins, Referer), method (CORS preflight)
 //   stage_decode.cpp    size, content type + decode, validate
 //   stage_phone.cpp     phone: libphonenumber's E.164, number types, stored numbers
+//   stage_challenge.cpp challenge: ALTCHA solutions, CAPTCHA siteverify, pressure
 //   stage_throttle.cpp  throttle (countries, rules, answer attempts)
 //   stage_session.cpp   session: a verify's reference checked against who asked for it
 //   stage_sign.cpp      sign (Pipwave's SHA-1 over the call it builds)
@@ -35,8 +36,9 @@ struct Services {
 using StageResult = std::optional<Result>;
 using Stage = StageResult (*)(Exchange&, const Services&);
 
-// GET .../healthz and .../metrics: the whole reply, or nullopt when the
-// request is for neither (then ex.operations stays false).
+// GET .../healthz, .../metrics, .../jwks.json and .../challenge: the whole
+// reply, or nullopt when the request is for none (then ex.operations stays
+// false).
 std::optional<HttpReply> operations(Exchange& ex, const Services& s);
 
 StageResult route(Exchange& ex, const Services& s);     // last path segment names the action
@@ -47,13 +49,19 @@ StageResult size(Exchange& ex, const Services& s);      // body within limits.ma
 StageResult decode(Exchange& ex, const Services& s);    // content type, then the body's fields
 StageResult validate(Exchange& ex, const Services& s);  // field rules; user id from nginx
 StageResult phone(Exchange& ex, const Services& s);     // E.164 number, allowed types
+// A send-token's challenge solution where the merchant requires one. For a
+// CAPTCHA it prepares the siteverify call (ex.waiting = siteverify) and
+// passes on; the handler makes the call and hands the answer to
+// challenge_checked(), then goes on with the stages after this one.
+StageResult challenge(Exchange& ex, const Services& s);
+StageResult challenge_checked(Exchange& ex, const Services& s);
 StageResult throttle(Exchange& ex, const Services& s);  // countries, rules, answer attempts
 StageResult session(Exchange& ex, const Services& s);   // verify: reference, owner, attempts
 StageResult sign(Exchange& ex, const Services& s);      // fills ex.call; always passes on
 
 // Everything before the forward, in order.
-inline constexpr Stage kLocalStages[] = {route,    merchant, origin,   method,  size, decode,
-                                         validate, phone,    throttle, session, sign};
+inline constexpr Stage kLocalStages[] = {route, merchant,  origin,   method,  size, decode,
+                                         validate, phone, challenge, throttle, session, sign};
 
 // After the forward: Pipwave's answer (ex.answer) into the final Result.
 Result answer(Exchange& ex, const Services& s);
@@ -61,6 +69,17 @@ Result answer(Exchange& ex, const Services& s);
 // answer consumes it and gains the signed token (or becomes 5051 when a
 // parallel answer consumed it first).
 void settle_session(Exchange& ex, const Services& s, Result& result);
+// Then a code Pipwave accepted to send counts towards the merchant's
+// challenge pressure rules.
+void count_challenge_pressure(Exchange& ex, const Services& s, const Result& result);
+
+// GET .../challenge: a new ALTCHA challenge for the merchant's widget
+// (merchant and origin checked as for the API routes).
+std::optional<HttpReply> issue_challenge(Exchange& ex, const Services& s);
+
+// The body field a kind's solution arrives in ("altcha",
+// "cf-turnstile-response", ...); empty for none.
+std::string_view challenge_field(ChallengeKind kind);
 
 // Whether a Content-Type value names `type` (lower case): compared without
 // case, parameters and blanks, and without building a string.

@@ -79,14 +79,26 @@ bool valid_reference(std::string_view v) {
 bool valid_answer(std::string_view v) {
   return !v.empty() && v.size() <= 6 && std::all_of(v.begin(), v.end(), is_alnum);
 }
+bool valid_challenge(std::string_view v) {
+  return !v.empty() && v.size() <= 4096 &&
+         std::all_of(v.begin(), v.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
 
 std::optional<FieldError> validate_fields(Action action, const FieldList& fields, ClientFields& out,
-                                          bool user_from_server) {
+                                          bool user_from_server, std::string_view challenge_field) {
   out = ClientFields{};
   std::array<bool, kRules.size()> seen{};
   for (const auto& [name, value] : fields) {
     if (std::find(kServerOwned.begin(), kServerOwned.end(), name) != kServerOwned.end()) {
       return error(name, "field '" + name + "' is set by the server and must not be sent");
+    }
+    if (!challenge_field.empty() && name == challenge_field && action == Action::send_token) {
+      if (out.challenge) return error(name, "field '" + name + "' given more than once");
+      if (!valid_challenge(value)) {
+        return error(name, "invalid " + name + ": 1-4096 printable characters, no spaces");
+      }
+      out.challenge = value;
+      continue;
     }
     const FieldRule* rule = find_rule(name);
     if (rule == nullptr || (rule->verify_only && action != Action::verify_token_answer)) {

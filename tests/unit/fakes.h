@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
@@ -28,13 +29,21 @@ class FakeClock final : public pvgate::Clock {
 class FakeUpstream final : public pvgate::Upstream {
  public:
   pvgate::UpstreamResult next;
+  // Answers for the next calls, first first (a CAPTCHA check, then the
+  // forward); `next` once it is empty.
+  std::deque<pvgate::UpstreamResult> script;
   bool throw_instead = false;
   std::vector<pvgate::UpstreamCall> calls;
-  pvgate::UpstreamResult post(const pvgate::UpstreamConfig&,
+  std::vector<std::string> urls;  // each call's target
+  pvgate::UpstreamResult post(const pvgate::UpstreamConfig& config,
                               const pvgate::UpstreamCall& call) override {
     calls.push_back(call);
+    urls.push_back(config.url);
     if (throw_instead) throw std::runtime_error("boom");
-    return next;
+    if (script.empty()) return next;
+    pvgate::UpstreamResult r = std::move(script.front());
+    script.pop_front();
+    return r;
   }
   void answer(const std::string& body, long http = 200) {
     next = pvgate::UpstreamResult{};
