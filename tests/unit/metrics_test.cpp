@@ -92,7 +92,13 @@ constexpr const char* kExpected =
     "pvgate_verifications_total{event=\"verified\"} 1\n"
     "pvgate_verifications_total{event=\"wrong_answer\"} 0\n"
     "pvgate_verifications_total{event=\"unknown_reference\"} 0\n"
-    "pvgate_verifications_total{event=\"locked\"} 1\n";
+    "pvgate_verifications_total{event=\"locked\"} 1\n"
+    "# HELP pvgate_challenges_total Challenges by kind and event (issued, passed, missing, "
+    "invalid, expired, too_easy, replayed, refused, provider_error, bypassed).\n"
+    "# TYPE pvgate_challenges_total counter\n"
+    "pvgate_challenges_total{kind=\"altcha\",event=\"issued\"} 2\n"
+    "pvgate_challenges_total{kind=\"altcha\",event=\"passed\"} 1\n"
+    "pvgate_challenges_total{kind=\"recaptcha\",event=\"provider_error\"} 1\n";
 
 }  // namespace
 
@@ -125,6 +131,13 @@ TEST_CASE("metrics exposition: every family, HELP and TYPE once, in order") {
   m.verification(VerificationEvent::issued);
   m.verification(VerificationEvent::verified);
   m.verification(VerificationEvent::locked);
+  // Kinds by ChallengeKind's value (config.h): 1 altcha, 4 recaptcha; others ignored.
+  m.challenge(1, ChallengeEvent::issued);
+  m.challenge(1, ChallengeEvent::issued);
+  m.challenge(1, ChallengeEvent::passed);
+  m.challenge(4, ChallengeEvent::provider_error);
+  m.challenge(0, ChallengeEvent::passed);
+  m.challenge(5, ChallengeEvent::passed);
   CHECK(m.render() == kExpected);
 }
 
