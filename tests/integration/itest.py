@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO_DIR / "scripts"))
 
 import stack as stacklib  # noqa: E402
 
+CHALLENGE_KINDS = ("altcha", "turnstile", "hcaptcha", "recaptcha")
 ALLOWED_MEMBERS = {"status", "message", "reference", "seconds_till_resend"}
 MAX_MESSAGE_BYTES = 255
 CLIENT_TIMEOUT_S = 30
@@ -328,6 +329,11 @@ def check_envelope(r):
         problems.append("body is not a JSON object")
     else:
         extra = set(j) - ALLOWED_MEMBERS
+        if r.status == 403 and j.get("status") == 403 and "challenge" in j:
+            # A challenge refusal names the kind to solve (issue 14), and nothing else does.
+            extra.discard("challenge")
+            if j["challenge"] not in CHALLENGE_KINDS:
+                problems.append(f"challenge is {j['challenge']!r}, want one of {CHALLENGE_KINDS}")
         if extra:
             problems.append(f"body has members beyond {sorted(ALLOWED_MEMBERS)}: {sorted(extra)}")
         if not (isinstance(j.get("status"), int) and not isinstance(j.get("status"), bool)):

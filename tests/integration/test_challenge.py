@@ -315,11 +315,15 @@ def captcha_kinds(ctx):
             r = ctx.not_forwarded(lambda: send(ctx, fields(ctx, **{field: ctx.unique(bad)})))
             expect(r, 503, 500)
         after = st.siteverify_stats()
-        check(after["last_content_type"].startswith("application/x-www-form-urlencoded"),
-              f"{kind}: siteverify got {after['last_content_type']!r}")
-        check(not after["last_had_api_key"], f"{kind}: siteverify got an x-api-key header")
-        check(after["total"] - before["total"] == 5, f"{kind}: siteverify saw "
-              f"{after['total'] - before['total']} calls, want 5")
+        last = after["last"]
+        check(last["content_type"].startswith("application/x-www-form-urlencoded"),
+              f"{kind}: siteverify got {last['content_type']!r}")
+        check(not last["x_api_key"], f"{kind}: siteverify got an x-api-key header")
+        check(last["secret_ok"] and last["fields"] == ["response", "secret"],
+              f"{kind}: siteverify got fields {last['fields']} (secret ok: {last['secret_ok']});"
+              " want the secret and the token only, never the customer's address")
+        check(after["requests"] - before["requests"] == 5, f"{kind}: siteverify saw "
+              f"{after['requests'] - before['requests']} calls, want 5")
     # on_error: allow lets a provider fault through (counted as bypassed).
     use_captcha(ctx, "turnstile", on_error="allow")
     sent(ctx, fields(ctx, **{FIELD["turnstile"]: ctx.unique("garbage-")}))
