@@ -9,6 +9,7 @@
 #   /usr/sbin/pvgate
 #   /etc/pvgate/pvgate.yaml                       conffile; root:pvgate 0640 after postinst
 #   /etc/pvgate/token-key.pem                     made by postinst if missing (P-256), root:pvgate 0640
+#   /etc/pvgate/altcha.key                        made by postinst if missing (32 bytes hex), root:pvgate 0640
 #   /lib/systemd/system/pvgate.socket             socket activation (enabled by the package)
 #   /lib/systemd/system/pvgate.service
 #   /lib/systemd/system/pvgate-spawn-fcgi.service the spawn-fcgi + multiwatch alternative
@@ -158,7 +159,8 @@ set(CPACK_DEBIAN_PACKAGE_SECTION web)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # Merged with what dpkg-shlibdeps finds. adduser: postinst creates the user; openssl: postinst
-# makes the verification token's signing key (/etc/pvgate/token-key.pem) with `openssl genpkey`.
+# makes the verification token's signing key (/etc/pvgate/token-key.pem) with `openssl genpkey`
+# and the ALTCHA key (/etc/pvgate/altcha.key) with `openssl rand`.
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, openssl")
 # pvgate.socket needs neither; pvgate-spawn-fcgi.service needs both. nginx is the web server
 # the shipped snippets are for; not a Recommends, so installing pvgate never pulls in (and

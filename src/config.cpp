@@ -396,8 +396,8 @@ void read_pressure(Reader& r, const YAML::Node& parent, const std::string& path,
   r.only_keys(node, at, {"sends", "period"});
   if (!node["sends"]) r.error(node, at + ".sends", "is required");
   r.integer(node, at, "sends", out.sends, 1, kMaxRuleLimit);
-  r.duration(node, at, "period", out.period_ms, 1000, kMaxPeriodMs,
-             "1s to 30d, like 10m, 1h, 1d", true);
+  r.duration(node, at, "period", out.period_ms, 1000, kMaxPeriodMs, "1s to 30d, like 10m, 1h, 1d",
+             true);
 }
 
 void read_challenge(Reader& r, const YAML::Node& node, const std::string& path,
@@ -505,7 +505,8 @@ void read_challenge(Reader& r, const YAML::Node& node, const std::string& path,
   std::int64_t timeout_ms = c.siteverify.timeout_ms;
   r.duration(node, path, "timeout", timeout_ms, 1000, 30 * 1000, "1s to 30s, like 5s");
   c.siteverify.timeout_ms = static_cast<long>(timeout_ms);
-  c.siteverify.connect_timeout_ms = std::min(c.siteverify.connect_timeout_ms, c.siteverify.timeout_ms);
+  c.siteverify.connect_timeout_ms =
+      std::min(c.siteverify.connect_timeout_ms, c.siteverify.timeout_ms);
   c.siteverify.max_response_bytes = 16 * 1024;
   if (r.string(node, path, "on_error", text, false)) {
     if (text == "deny" || text == "allow") {
@@ -535,10 +536,10 @@ void read_merchant(Reader& r, const std::string& name, const YAML::Node& key_nod
                          });
   if (!good_name) r.error(key_node, path, "merchant names are 1-64 of A-Z a-z 0-9 - _ .");
   if (!r.is_map(node, path)) return;
-  r.only_keys(node, path,
-              {"api_key", "api_secret", "api_secret_file", "allowed_origins",
-               "allow_missing_origin", "user_id_param", "audience", "allow_stored_number",
-               "challenge"});
+  r.only_keys(
+      node, path,
+      {"api_key", "api_secret", "api_secret_file", "allowed_origins", "allow_missing_origin",
+       "user_id_param", "audience", "allow_stored_number", "challenge"});
   MerchantConfig m;
   m.name = name;
   if (r.string(node, path, "api_key", m.api_key, true, &key_node) &&

@@ -77,8 +77,8 @@ struct Exchange {
   HttpReply reply;  // final once Handler::run returned true or Handler::complete ran
 
   // Set by the owner: runs once per call (a siteverify, then the forward),
-  // on the upstream's thread, when `answer` is in. It must only hand the exchange back to the owner's
-  // threads (which then call Handler::complete); it must not write a reply.
+  // on the upstream's thread, when `answer` is in. It must only hand the exchange back to the
+  // owner's threads (which then call Handler::complete); it must not write a reply.
   std::function<void(Exchange&)> resume;
 
   // Clears every field for the next request, keeping the buffers' capacity

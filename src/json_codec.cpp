@@ -629,8 +629,7 @@ std::optional<SiteverifyReply> parse_siteverify_reply(std::string_view body, std
 std::string encode_client_reply(std::int64_t status, std::string_view message,
                                 std::optional<std::int64_t> reference,
                                 std::optional<std::int64_t> seconds_till_resend,
-                                std::string_view verification_token,
-                                std::string_view challenge) {
+                                std::string_view verification_token, std::string_view challenge) {
   // Members in byte order, as before: challenge, message, reference,
   // seconds_till_resend, status, verification_token.
   std::string out;

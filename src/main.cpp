@@ -43,6 +43,29 @@ void print_config_summary(const pvgate::Config& config) {
               << (m.allow_missing_origin ? ", or none" : "")
               << (m.user_id_param.empty() ? "" : "; user id from param " + m.user_id_param)
               << (config.verification.enabled ? "; token audience " + m.audience : "") << "\n";
+    const pvgate::ChallengeConfig& c = m.challenge;
+    if (c.kind == pvgate::ChallengeKind::none) {
+      std::cout << "    challenge: none (every valid send-token may send an SMS)\n";
+      continue;
+    }
+    const auto rule = [](const char* what, const pvgate::PressureRule& p) {
+      return p.sends == 0 ? std::string()
+                          : std::string(" ") + what + " " + std::to_string(p.sends) + "/" +
+                                pvgate::format_period(p.period_ms);
+    };
+    const std::string pressure =
+        rule("address", c.address) + rule("phone", c.phone) + rule("merchant", c.merchant);
+    std::cout << "    challenge: " << pvgate::challenge_kind_name(c.kind) << ", "
+              << (c.always ? "always" : "under pressure")
+              << "; pressure:" << (pressure.empty() ? " none" : pressure);
+    if (c.kind == pvgate::ChallengeKind::altcha) {
+      std::cout << "; difficulty " << c.difficulty << ", under pressure " << c.hard_difficulty
+                << ", expires " << pvgate::format_period(c.expires_ms);
+    } else {
+      std::cout << "; siteverify " << c.siteverify.url << ", timeout " << c.siteverify.timeout_ms
+                << " ms, on_error " << (c.allow_on_error ? "allow" : "deny");
+    }
+    std::cout << "\n";
   }
   const pvgate::VerificationConfig& v = config.verification;
   if (v.enabled) {

@@ -23,24 +23,24 @@ namespace pvgate {
 
 // Every metric pvgate exposes, declared once: X(id, name, type, help). The
 // render order is this order; `id` names the family in Metrics::render.
-#define PVGATE_METRICS(X)                                                                        \
-  X(build_info, "pvgate_build_info", "gauge", "pvgate's version.")                               \
-  X(requests, "pvgate_requests_total", "counter", "Requests by action and outcome.")             \
-  X(in_flight, "pvgate_requests_in_flight", "gauge", "Requests being handled now.")              \
-  X(throttle, "pvgate_throttle_decisions_total", "counter",                                      \
-    "Throttle decisions by rule and result (ok, over, over_dry_run).")                           \
-  X(upstream_latency, "pvgate_upstream_latency_seconds", "histogram", "Pipwave call latency.")   \
-  X(upstream_errors, "pvgate_upstream_errors_total", "counter", "Failed Pipwave calls by kind.") \
-  X(upstream_connections, "pvgate_upstream_connections_opened_total", "counter",                 \
-    "New connections (TCP + TLS) opened to Pipwave; the rest were reused.")                      \
-  X(store_errors, "pvgate_store_errors_total", "counter", "Throttle store failures by kind.")    \
-  X(reloads, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.")              \
-  X(phone_refusals, "pvgate_phone_refusals_total", "counter",                                    \
-    "Phone numbers refused before any count or call, by number type (invalid: not a number).")   \
-  X(verifications, "pvgate_verifications_total", "counter",                                      \
+#define PVGATE_METRICS(X)                                                                          \
+  X(build_info, "pvgate_build_info", "gauge", "pvgate's version.")                                 \
+  X(requests, "pvgate_requests_total", "counter", "Requests by action and outcome.")               \
+  X(in_flight, "pvgate_requests_in_flight", "gauge", "Requests being handled now.")                \
+  X(throttle, "pvgate_throttle_decisions_total", "counter",                                        \
+    "Throttle decisions by rule and result (ok, over, over_dry_run).")                             \
+  X(upstream_latency, "pvgate_upstream_latency_seconds", "histogram", "Pipwave call latency.")     \
+  X(upstream_errors, "pvgate_upstream_errors_total", "counter", "Failed Pipwave calls by kind.")   \
+  X(upstream_connections, "pvgate_upstream_connections_opened_total", "counter",                   \
+    "New connections (TCP + TLS) opened to Pipwave; the rest were reused.")                        \
+  X(store_errors, "pvgate_store_errors_total", "counter", "Throttle store failures by kind.")      \
+  X(reloads, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.")                \
+  X(phone_refusals, "pvgate_phone_refusals_total", "counter",                                      \
+    "Phone numbers refused before any count or call, by number type (invalid: not a number).")     \
+  X(verifications, "pvgate_verifications_total", "counter",                                        \
     "Verification sessions by event (issued, verified, wrong_answer, unknown_reference, locked).") \
-  X(challenges, "pvgate_challenges_total", "counter",                                      \
-    "Challenges by kind and event (issued, passed, missing, invalid, expired, too_easy, "        \
+  X(challenges, "pvgate_challenges_total", "counter",                                              \
+    "Challenges by kind and event (issued, passed, missing, invalid, expired, too_easy, "          \
     "replayed, refused, provider_error, bypassed).")
 
 enum class MetricId {
@@ -114,16 +114,16 @@ enum class VerificationEvent {
 };
 
 // What happened to a challenge, for pvgate_challenges_total's `event` label.
-#define PVGATE_CHALLENGE_EVENTS(X)                                                             \
-  X(issued)         /* an ALTCHA challenge was handed out */                                   \
-  X(passed)         /* a send-token's solution or token was accepted */                        \
-  X(missing)        /* a challenge was required and none was sent */                           \
-  X(invalid)        /* malformed, forged or wrong ALTCHA solution */                           \
-  X(expired)        /* an ALTCHA challenge past its expiresAt */                               \
-  X(too_easy)       /* solved below the difficulty now required */                             \
-  X(replayed)       /* an ALTCHA solution already used */                                      \
-  X(refused)        /* the CAPTCHA provider said no */                                         \
-  X(provider_error) /* the CAPTCHA provider could not be asked or answered nonsense */         \
+#define PVGATE_CHALLENGE_EVENTS(X)                                                     \
+  X(issued)         /* an ALTCHA challenge was handed out */                           \
+  X(passed)         /* a send-token's solution or token was accepted */                \
+  X(missing)        /* a challenge was required and none was sent */                   \
+  X(invalid)        /* malformed, forged or wrong ALTCHA solution */                   \
+  X(expired)        /* an ALTCHA challenge past its expiresAt */                       \
+  X(too_easy)       /* solved below the difficulty now required */                     \
+  X(replayed)       /* an ALTCHA solution already used */                              \
+  X(refused)        /* the CAPTCHA provider said no */                                 \
+  X(provider_error) /* the CAPTCHA provider could not be asked or answered nonsense */ \
   X(bypassed)       /* a store or provider failure let it pass (on_store_error/on_error allow) */
 
 enum class ChallengeEvent {

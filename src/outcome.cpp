@@ -214,11 +214,10 @@ HttpReply make_reply(const Result& result, const std::string& cors_origin) {
     if (!wait || *wait < 1) wait = kDefaultRetrySeconds;
     reply.headers.emplace_back("Retry-After", std::to_string(*wait));
   }
-  reply.body = encode_client_reply(result.body_status, clean_message(result.message),
-                                   result.reference, wait, result.verification_token,
-                                   result.outcome == Outcome::challenge_required
-                                       ? result.challenge
-                                       : std::string_view());
+  reply.body = encode_client_reply(
+      result.body_status, clean_message(result.message), result.reference, wait,
+      result.verification_token,
+      result.outcome == Outcome::challenge_required ? result.challenge : std::string_view());
   return reply;
 }
 

@@ -30,7 +30,7 @@ enum class Outcome {
   invalid_phone,       // not a valid number, or of a type that gets no SMS: 400 / 5001
   challenge_required,  // no valid challenge solution where one is required: 403 / 403 + challenge
   challenge_unavailable,  // the CAPTCHA provider failed and on_error is deny: 503
-  misconfigured,       // server-side problem (unknown merchant, internal error): 500
+  misconfigured,          // server-side problem (unknown merchant, internal error): 500
   // Keep misconfigured last: kOutcomeCount sizes per-outcome tables (metrics).
 };
 

@@ -102,15 +102,16 @@ StageResult store_failed(Exchange& ex, const Services& s, StoreStatus status, co
     ex.trace.detail = std::string("challenge: throttle store failed (") + what + "); refused";
     return local_result(Outcome::store_unavailable);
   }
-  ex.trace.detail = std::string("challenge: throttle store failed (") + what +
-                    "); on_store_error: allow";
+  ex.trace.detail =
+      std::string("challenge: throttle store failed (") + what + "); on_store_error: allow";
   return std::nullopt;
 }
 
 Result refuse(Exchange& ex, const Services& s, ChallengeKind kind, ChallengeEvent event,
               const char* message) {
   count(s, kind, event);
-  ex.trace.challenge = std::string(challenge_kind_name(kind)) + " " + std::string(event_name(event));
+  ex.trace.challenge =
+      std::string(challenge_kind_name(kind)) + " " + std::string(event_name(event));
   Result r = local_result(Outcome::challenge_required, message);
   r.challenge = challenge_kind_name(kind);
   return r;
@@ -184,8 +185,8 @@ StageResult challenge(Exchange& ex, const Services& s) {
   const StoreStatus status =
       s.store == nullptr
           ? StoreStatus::unavailable
-          : s.store->claim_once(check.claim_key, now, std::max<std::int64_t>(check.expires_ms - now, 1),
-                                fresh);
+          : s.store->claim_once(check.claim_key, now,
+                                std::max<std::int64_t>(check.expires_ms - now, 1), fresh);
   if (status != StoreStatus::ok) {
     if (StageResult denied = store_failed(ex, s, status, "claim")) return denied;
     count(s, c.kind, ChallengeEvent::bypassed);
@@ -272,10 +273,9 @@ std::optional<HttpReply> issue_challenge(Exchange& ex, const Services& s) {
       pressure = Pressure{true, true, true};  // unknown: the harder one
     }
   }
-  const std::string body =
-      altcha_issue({c.altcha_signature_secret, c.altcha_key_secret},
-                   pressure.harder() ? c.hard_difficulty : c.difficulty, s.clock.unix_ms(),
-                   c.expires_ms);
+  const std::string body = altcha_issue({c.altcha_signature_secret, c.altcha_key_secret},
+                                        pressure.harder() ? c.hard_difficulty : c.difficulty,
+                                        s.clock.unix_ms(), c.expires_ms);
   if (body.empty()) {
     ex.trace.detail = "altcha: no random bytes";
     return make_reply(local_result(Outcome::misconfigured), ex.trace.cors_origin);

@@ -60,8 +60,8 @@ StageResult session(Exchange& ex, const Services& s);   // verify: reference, ow
 StageResult sign(Exchange& ex, const Services& s);      // fills ex.call; always passes on
 
 // Everything before the forward, in order.
-inline constexpr Stage kLocalStages[] = {route, merchant,  origin,   method,  size, decode,
-                                         validate, phone, challenge, throttle, session, sign};
+inline constexpr Stage kLocalStages[] = {route,    merchant, origin,    method,   size,    decode,
+                                         validate, phone,    challenge, throttle, session, sign};
 
 // After the forward: Pipwave's answer (ex.answer) into the final Result.
 Result answer(Exchange& ex, const Services& s);

@@ -265,6 +265,12 @@ check "postinst made $TOKEN_KEY: an EC P-256 private key" bash -c \
   "openssl pkey -in '$TOKEN_KEY' -pubout 2>/dev/null | openssl pkey -pubin -noout -text 2>/dev/null | grep -q 'NIST CURVE: P-256'"
 check "postinst left no temporary key file" test ! -e "$TOKEN_KEY.new"
 KEY_SUM=$(sha256sum <"$TOKEN_KEY")
+# The ALTCHA challenge's HMAC key (challenge: key_file in the shipped config), made by postinst.
+ALTCHA_KEY=/etc/pvgate/altcha.key
+expect_mode "$ALTCHA_KEY" "root:pvgate 640"
+check "postinst made $ALTCHA_KEY: 64 hex digits" bash -c "grep -qxE '[0-9a-f]{64}' '$ALTCHA_KEY'"
+check "postinst left no temporary ALTCHA key file" test ! -e "$ALTCHA_KEY.new"
+ALTCHA_SUM=$(sha256sum <"$ALTCHA_KEY")
 for unit in pvgate.socket pvgate.service pvgate-spawn-fcgi.service; do
   expect_mode "$UNITDIR/$unit" "root:root 644"
 done
@@ -634,6 +640,8 @@ check "reinstall: same pvgate uid" test "$(id -u pvgate)" = "$uid_before"
 check "reinstall: the token signing key is kept, unchanged" bash -c \
   "[[ \$(sha256sum <'$TOKEN_KEY') == '$KEY_SUM' ]]"
 expect_mode "$TOKEN_KEY" "root:pvgate 640"
+check "reinstall: the ALTCHA key is kept, unchanged" bash -c \
+  "[[ \$(sha256sum <'$ALTCHA_KEY') == '$ALTCHA_SUM' ]]"
 
 # An upgrade whose default config changed too: the same package repacked as a newer version.
 NEWVER="$VERSION+pkgtest1"
@@ -674,7 +682,7 @@ else
   bad "apt-get purge pvgate"
 fi
 check "purge: package gone" bash -c "! dpkg-query -W -f='\${Status}' pvgate 2>/dev/null | grep -q installed"
-for f in /usr/sbin/pvgate "$TOKEN_KEY" /etc/pvgate /var/lib/pvgate /usr/share/pvgate /usr/share/doc/pvgate \
+for f in /usr/sbin/pvgate "$TOKEN_KEY" "$ALTCHA_KEY" /etc/pvgate /var/lib/pvgate /usr/share/pvgate /usr/share/doc/pvgate \
   /usr/share/man/man8/pvgate.8.gz "$UNITDIR/pvgate.socket" "$UNITDIR/pvgate.service" \
   "$UNITDIR/pvgate-spawn-fcgi.service" /etc/systemd/system/sockets.target.wants/pvgate.socket; do
   check "purge: $f removed" bash -c "[[ ! -e '$f' && ! -L '$f' ]]"

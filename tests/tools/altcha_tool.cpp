@@ -9,7 +9,8 @@
 //   pvgate_altcha_tool verify KEYFILE MERCHANT MIN_COUNTER PAYLOAD
 //       the result's name (ok, malformed, forged, ...) checked now; exit 0 only for ok
 //
-// KEYFILE's bytes are the key, exactly as read. Exit 1 for a refused payload or
+// KEYFILE's content is the key without its line ends, as pvgate's config reads
+// challenge.key_file. Exit 1 for a refused payload or
 // a failure (the reason on stderr), 2 for usage.
 #include <cerrno>
 #include <chrono>
@@ -63,11 +64,12 @@ std::int64_t now_ms() {
 int main(int argc, char** argv) {
   if (argc < 4) return usage("too few arguments");
   const std::string command = argv[1];
-  const auto key = read_file(argv[2]);
+  auto key = read_file(argv[2]);
   if (!key) {
     std::cerr << "pvgate_altcha_tool: cannot read " << argv[2] << "\n";
     return 1;
   }
+  while (!key->empty() && (key->back() == '\n' || key->back() == '\r')) key->pop_back();
   const pvgate::AltchaSecrets secrets = pvgate::altcha_secrets(*key, argv[3]);
 
   if (command == "secrets") {

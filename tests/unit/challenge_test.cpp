@@ -98,8 +98,9 @@ std::string solve(const std::string& challenge_json) {
     for (int s = 24; s >= 0; s -= 8) input += static_cast<char>((n >> s) & 0xff);
     const std::string key = sha256(input);
     if (key.compare(0, prefix.size(), prefix) == 0) {
-      const json payload = {{"challenge", {{"parameters", p}, {"signature", c["signature"]}}},
-                            {"solution", {{"counter", n}, {"derivedKey", to_hex(key)}, {"time", 12.5}}}};
+      const json payload = {
+          {"challenge", {{"parameters", p}, {"signature", c["signature"]}}},
+          {"solution", {{"counter", n}, {"derivedKey", to_hex(key)}, {"time", 12.5}}}};
       return base64(payload.dump());
     }
   }
@@ -110,7 +111,8 @@ std::string config_text(const std::string& dir, const std::string& challenge) {
   url: https://staging-api.pipwave.com/phone-verify
 throttle:
   store: local
-  path: )" + dir +
+  path: )" +
+         dir +
          R"(/unused
   rules:
     - name: phone-cooldown
@@ -128,13 +130,15 @@ merchants:
 
 struct ChallengeFixture {
   explicit ChallengeFixture(const std::string& challenge)
-      : key_file(write_file(dir, "altcha.key", "0123456789abcdef0123456789abcdef0123456789abcdef\n")),
+      : key_file(
+            write_file(dir, "altcha.key", "0123456789abcdef0123456789abcdef0123456789abcdef\n")),
         secret_file(write_file(dir, "captcha.secret", "provider-secret-1\n")),
         holder(load(config_text(dir.path(), substitute(challenge)))),
         handler(holder, upstream, clock, log, &store, &metrics) {}
 
   std::string substitute(std::string text) const {
-    for (const auto& [name, value] : {std::pair{"KEY_FILE", key_file}, {"SECRET_FILE", secret_file}}) {
+    for (const auto& [name, value] :
+         {std::pair{"KEY_FILE", key_file}, {"SECRET_FILE", secret_file}}) {
       const std::size_t at = text.find(name);
       if (at != std::string::npos) text.replace(at, std::string(name).size(), value);
     }
@@ -346,7 +350,8 @@ TEST_CASE("altcha: refusals of refused requests do not raise pressure", "[challe
         phone: {sends: 1, period: 1h}
 )");
   // Pipwave refuses the number: no code was sent, so no pressure.
-  f.upstream.script.push_back({UpstreamError::none, 200, R"({"status":5001,"message":"Invalid."})", "", 0});
+  f.upstream.script.push_back(
+      {UpstreamError::none, 200, R"({"status":5001,"message":"Invalid."})", "", 0});
   std::string body = "user_id=u1&contact_no_country_dialing_code=60&contact_no=123456001";
   CHECK(f.handler.handle(f.request("send-token", body)).status == 400);
   f.clock.now_ms += 61 * 1000;
@@ -368,9 +373,10 @@ TEST_CASE("challenge fields: only the merchant's kind, only on send-token", "[ch
   const HttpReply other = f.send(1, "cf-turnstile-response", "pass-1");
   CHECK(other.status == 400);
   CHECK(body_of(other)["message"] == "unknown field 'cf-turnstile-response'");
-  const HttpReply verify = f.handler.handle(f.request(
-      "verify-token-answer",
-      "user_id=u1&contact_no_country_dialing_code=60&contact_no=123456001&reference=5&answer=1&altcha=x"));
+  const HttpReply verify =
+      f.handler.handle(f.request("verify-token-answer",
+                                 "user_id=u1&contact_no_country_dialing_code=60&contact_no="
+                                 "123456001&reference=5&answer=1&altcha=x"));
   CHECK(verify.status == 400);
   CHECK(body_of(verify)["message"] == "unknown field 'altcha'");
 }
