@@ -385,12 +385,23 @@ EOF
 }
 stop_nginx() { [[ -n "$NGINX_PID" ]] && stop_pid "$NGINX_PID" QUIT 15; NGINX_PID=; }
 
-# post ROUTE JSON -> sets HTTP (status code) and BODY
-post() {
+# post ROUTE JSON -> sets HTTP (status code) and BODY. A send-token carries a solved ALTCHA
+# challenge (the shipped config requires one), fetched from the installed service and solved by
+# scripts/altcha-solve as the widget would; post_unsolved sends the body as it is.
+post_unsolved() {
   BODY=$(curl -sS -m 30 -o - -w '\n%{http_code}' -H 'Content-Type: application/json' \
     -H "Origin: $ORIGIN" -d "$2" "http://127.0.0.1:$NGINX_PORT/pvgate/$1" 2>&1)
   HTTP=${BODY##*$'\n'}
   BODY=${BODY%$'\n'*}
+}
+post() {
+  local body=$2 solution
+  if [[ $1 == send-token ]]; then
+    solution=$(curl -sS -m 30 -H "Origin: $ORIGIN" "http://127.0.0.1:$NGINX_PORT/pvgate/challenge" |
+      "$PY" "$REPO/scripts/altcha-solve")
+    body="${body%\}},\"altcha\":\"$solution\"}"
+  fi
+  post_unsolved "$1" "$body"
 }
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2" 2>/dev/null; }
 
@@ -416,6 +427,9 @@ HAVE_PYJWT=0
 # verify-token-answer with the mock's code, healthz.
 smoke() {
   local tag=$1 phone=$2 ref
+  post_unsolved send-token "{\"user_id\":\"pkg-$tag\",\"contact_no_country_dialing_code\":\"60\",\"contact_no\":\"$phone\"}"
+  check "$tag: a send-token without a solved challenge: 403, challenge altcha (the shipped config)" \
+    test "$HTTP:$(json_field "$BODY" challenge)" = "403:altcha"
   post send-token "{\"user_id\":\"pkg-$tag\",\"contact_no_country_dialing_code\":\"60\",\"contact_no\":\"$phone\"}"
   if [[ $HTTP == 200 && $(json_field "$BODY" status) == 200 ]]; then
     ok "$tag: send-token through nginx answers 200 ($BODY)"
