@@ -3,12 +3,16 @@
 // back; the owner's thread completes it and gets the reply.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <atomic>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "fakes.h"
 #include "handler.h"
+#include "temp_dir.h"
 
 using namespace pvgate;
 using nlohmann::json;
@@ -163,4 +167,63 @@ TEST_CASE_METHOD(AsyncFixture, "reset keeps the exchange reusable for the next r
   handler.complete(ex);
   CHECK(ex.reply.status == 400);
   CHECK(json::parse(ex.reply.body)["status"] == 5051);
+}
+
+TEST_CASE("a CAPTCHA check, then the forward: two calls, each completed on the owner's thread") {
+  // A turnstile merchant: the siteverify call goes out first; its answer comes back on another
+  // thread, complete() goes on with the stages after the challenge and makes the forward
+  // (false: still waiting), whose answer completes the request.
+  pvgate_test::TempDir dir;
+  const std::string secret = dir.path() + "/captcha.secret";
+  std::ofstream(secret) << "async-secret\n";
+  ::chmod(secret.c_str(), 0600);
+  const ConfigResult loaded = load_config_text(R"(upstream:
+  url: https://staging-api.pipwave.com/phone-verify
+merchants:
+  shop-a:
+    api_key: sdvdas23t3btg34bhb
+    api_secret: my_api_secret
+    challenge:
+      kind: turnstile
+      secret_file: )" + secret + R"(
+)",
+                                               "t");
+  REQUIRE(loaded.config);
+  ConfigHolder holder(loaded.config);
+  pvgate_test::DeferredUpstream upstream;
+  pvgate_test::FakeClock clock;
+  pvgate_test::CapturingLogger log;
+  Handler handler(holder, upstream, clock, log);
+  std::atomic<int> resumes{0};
+  Exchange ex;
+  ex.request.method = "POST";
+  ex.request.path = "/pvgate/send-token";
+  ex.request.content_type = "application/x-www-form-urlencoded";
+  ex.request.body =
+      "user_id=1&contact_no_country_dialing_code=60&contact_no=123456789&"
+      "cf-turnstile-response=pass-1";
+  ex.request.content_length = ex.request.body.size();
+  ex.request.remote_addr = "127.0.0.1";
+  ex.resume = [&resumes](Exchange&) { resumes.fetch_add(1); };
+  handler.begin(ex);
+  REQUIRE_FALSE(handler.run(ex));
+  REQUIRE(upstream.size() == 1);  // the siteverify call only
+  UpstreamResult passed;
+  passed.http_status = 200;
+  passed.body = R"({"success":true})";
+  upstream.answer_from_thread(0, passed);
+  CHECK(resumes.load() == 1);
+  CHECK(log.lines.empty());
+  REQUIRE_FALSE(handler.complete(ex));  // went on, and forwarded
+  REQUIRE(upstream.size() == 2);
+  UpstreamResult sent;
+  sent.http_status = 200;
+  sent.body = R"({"status":200,"message":"Token sent.","reference":77})";
+  upstream.answer_from_thread(1, sent);
+  CHECK(resumes.load() == 2);
+  REQUIRE(handler.complete(ex));
+  CHECK(ex.reply.status == 200);
+  CHECK(json::parse(ex.reply.body)["reference"] == 77);
+  REQUIRE(log.lines.size() == 1);
+  CHECK(log.lines[0].find("\"challenge\":\"turnstile passed\"") != std::string::npos);
 }
