@@ -5,6 +5,7 @@ Used by scripts/demo and by every tests/integration/test_*.py. Python 3 standard
 
     python3 scripts/stack.py start --dir /tmp/pvgate-demo [--port 8080] [--workers 2]
                                    [--throttle default] [--verification [--shop]]
+                                   [--challenge altcha [--challenge-difficulty N]]
     python3 scripts/stack.py status --dir /tmp/pvgate-demo
     python3 scripts/stack.py stop --dir /tmp/pvgate-demo
 
@@ -21,6 +22,7 @@ Everything lives in the run directory:
                         with siteverify=True: the mock CAPTCHA providers and the secret they expect
     shop.port shop.log  with shop=True: the demo shop's backend (scripts/demo_shop.py)
     pvgate.yaml         pvgate's config (0600: it holds the merchant secret)
+    altcha.key          with challenge="altcha": the merchant's ALTCHA key_file (0600, made once)
     pvgate.sock         pvgate's FastCGI socket (spawn-fcgi creates it)
     pvgate.log          pvgate's stderr (every worker's), and spawn-fcgi's messages
     pvgate.pids         with workers=N: the pids spawn-fcgi -F N forked (its -P file)
@@ -83,6 +85,17 @@ NGINX_TEMPLATE = REPO_DIR / "nginx" / "demo.conf.in"
 SHIPPED_CONFIG = REPO_DIR / "conf" / "pvgate.yaml"
 SYSTEM_FASTCGI_PARAMS = Path("/etc/nginx/fastcgi_params")
 DEMO_SITE = REPO_DIR / "nginx" / "demo-site"   # the demo page (Stack site_root=)
+# The ALTCHA widget's files the demo page loads, served under the site (URL path -> file under
+# the site root): its CSP-friendly build (dist/external: the page registers the SHA-256 worker
+# itself) from the npm package that the site's package.json pins and `npm ci` there installs.
+# Only these files are served, never node_modules as a whole.
+SITE_VENDOR_FILES = {
+    "/vendor/altcha/altcha.js": "node_modules/altcha/dist/external/altcha.js",
+    "/vendor/altcha/altcha.css": "node_modules/altcha/dist/external/altcha.css",
+    "/vendor/altcha/workers/sha.js": "node_modules/altcha/dist/workers/sha.js",
+}
+# pvgate's challenge.difficulty when the config sets none (src/config.h); Stack's default too.
+ALTCHA_DEFAULT_DIFFICULTY = 50000
 # The origins the demo page is served from (Stack allowed_origins=); {port} is nginx's port.
 DEMO_ORIGINS = ("http://127.0.0.1:{port}", "http://localhost:{port}")
 
@@ -531,8 +544,10 @@ class Stack:
     issuer and the merchant's name as audience; needs verification), siteverify (True:
     tests/mock/mock_siteverify.py, the three CAPTCHA providers, on a free loopback port with the
     test CA's server certificate, expecting the secret it writes to siteverify_secret_file; see
-    siteverify_url(kind), siteverify_stats(), siteverify_reset()). With a Redis,
-    throttle="default-redis" is the
+    siteverify_url(kind), siteverify_stats(), siteverify_reset()), challenge (None: none;
+    "altcha": the merchant's `challenge:` block of kind altcha, its key_file RUN_DIR/altcha.key
+    made once, difficulty challenge_difficulty, default pvgate's 50000; needs a throttle). With
+    a Redis, throttle="default-redis" is the
     shipped section with `store: redis` pointing at it, and a throttle body that sets
     `store: redis` without `redis:` gets `redis: <its URL>` added."""
 
@@ -544,7 +559,8 @@ class Stack:
                  throttle=None, upstream_url=None, real_ip=False, redis=False,
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
                  allow_missing_origin=None, extra_http="", max_connections=None,
-                 verification=False, listen=None, shop=False, siteverify=False):
+                 verification=False, listen=None, shop=False, siteverify=False,
+                 challenge=None, challenge_difficulty=ALTCHA_DEFAULT_DIFFICULTY):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -562,6 +578,11 @@ class Stack:
         # siteverify: the mock CAPTCHA providers (see _start_siteverify).
         self.siteverify = siteverify
         self.siteverify_port = None
+        # challenge: None, or "altcha" for the merchant's challenge block (see altcha_key()).
+        if challenge not in (None, "altcha"):
+            raise StackError(f"challenge={challenge!r}: only None or 'altcha'")
+        self.challenge = challenge
+        self.challenge_difficulty = challenge_difficulty
         self.merchant = merchant
         # Distinctive values, so a test can search responses and logs for them.
         self.api_key = api_key or "pk" + secrets.token_hex(10)
@@ -871,6 +892,13 @@ class Stack:
         else:
             lines.append(f"    api_secret: {self.api_secret}")
         lines += self._origin_lines()
+        if self.challenge == "altcha":
+            lines += [
+                "    challenge:",
+                "      kind: altcha",
+                f"      key_file: {self.altcha_key()}",
+                f"      difficulty: {self.challenge_difficulty}",
+            ]
         text = "\n".join(lines) + "\n"
         if self.extra_pvgate_config:
             text += self.extra_pvgate_config.rstrip("\n") + "\n"
@@ -888,6 +916,19 @@ class Stack:
                             "ec_paramgen_curve:P-256", "-out", str(tmp)],
                            check=True, capture_output=True)
             os.chmod(tmp, 0o600)
+            os.replace(tmp, key)
+        return key
+
+    def altcha_key(self):
+        """RUN_DIR/altcha.key: the ALTCHA key_file, 64 hex characters (secrets.token_hex(32)),
+        mode 0600, made on first use and kept, so challenges issued before a restart still
+        verify."""
+        key = self.run_dir / "altcha.key"
+        if not key.exists():
+            tmp = key.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
             os.replace(tmp, key)
         return key
 
@@ -916,23 +957,41 @@ class Stack:
 
     def _site_locations(self):
         """nginx locations serving site_root at / (index.html) and its files by name, ahead of
-        the JSON 404 of `location /`; a comment when there is no site."""
+        the JSON 404 of `location /`; a comment when there is no site. A site with a
+        package.json (the demo page's pinned ALTCHA widget) also gets SITE_VENDOR_FILES, each
+        by an exact location of its own; StackError when one is missing (npm ci not run)."""
         if not self.site_root:
             return "# (no site: stack.py site_root= / --site)"
         root = Path(self.site_root).resolve()
         if not (root / "index.html").is_file():
             raise StackError(f"site_root {root}: no index.html")
-        common = (f"root {root};\n"
-                  "            types { text/html html; text/javascript js; text/css css;\n"
-                  "                    image/svg+xml svg; image/png png; }\n"
-                  "            charset utf-8;\n"
-                  "            charset_types text/css text/javascript;\n"
-                  "            add_header Cache-Control no-cache always;\n"
-                  "            add_header X-Content-Type-Options nosniff always;\n"
-                  "            add_header Referrer-Policy same-origin always;\n"
-                  "            add_header Content-Security-Policy \"default-src 'none'; "
-                  "script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-                  "form-action 'self'; base-uri 'none'; frame-ancestors 'none'\" always;")
+        # The page's CSP: its own origin only, no inline script or style. The widget needs
+        # nothing more: it sets styles through the CSSOM (element.style, which style-src does
+        # not govern), fetches its challenge from /pvgate/ (connect-src 'self'), and its
+        # worker, /vendor/altcha/workers/sha.js, is same-origin (worker-src falls back to
+        # script-src 'self').
+        headers = ("types { text/html html; text/javascript js; text/css css;\n"
+                   "                    image/svg+xml svg; image/png png; }\n"
+                   "            charset utf-8;\n"
+                   "            charset_types text/css text/javascript;\n"
+                   "            add_header Cache-Control no-cache always;\n"
+                   "            add_header X-Content-Type-Options nosniff always;\n"
+                   "            add_header Referrer-Policy same-origin always;\n"
+                   "            add_header Content-Security-Policy \"default-src 'none'; "
+                   "script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+                   "form-action 'self'; base-uri 'none'; frame-ancestors 'none'\" always;")
+        common = f"root {root};\n            {headers}"
+        vendor = []
+        if (root / "package.json").is_file():
+            for url, rel in SITE_VENDOR_FILES.items():
+                path = root / rel
+                if not path.is_file():
+                    raise StackError(f"site_root {root}: {rel} missing; install the page's "
+                                     f"packages: npm ci --prefix {root}")
+                vendor.append(f"        location = {url} {{\n"
+                              f"            alias {path};\n"
+                              f"            {headers}\n"
+                              "        }")
         return ("# The demo page (stack.py site_root= / --site): its own files only.\n"
                 "        location = / {\n"
                 f"            {common}\n"
@@ -940,7 +999,9 @@ class Stack:
                 "        }\n"
                 "        location ~ ^/[A-Za-z0-9_-]+\\.(html|js|css|svg|png)$ {\n"
                 f"            {common}\n"
-                "        }")
+                "        }" +
+                ("\n        # The ALTCHA widget from the site's npm package (SITE_VENDOR_FILES), "
+                 "file by file.\n" + "\n".join(vendor) if vendor else ""))
 
     def _check_pvgate_config(self):
         r = subprocess.run([str(self.pvgate), "--check-config", "--config",
@@ -1464,6 +1525,12 @@ def main(argv=None):
                         "--verification)")
     s.add_argument("--allow-missing-origin", action="store_true",
                    help="the merchant's allow_missing_origin: true (curl without Origin works)")
+    s.add_argument("--challenge", choices=("altcha",), default=None,
+                   help="the merchant's challenge before any SMS (key made in --dir/altcha.key; "
+                        "needs --throttle)")
+    s.add_argument("--challenge-difficulty", type=int, default=ALTCHA_DEFAULT_DIFFICULTY,
+                   metavar="N", help="the ALTCHA challenge's difficulty (default: pvgate's, "
+                                     f"{ALTCHA_DEFAULT_DIFFICULTY})")
     for name in ("stop", "status"):
         p = sub.add_parser(name)
         p.add_argument("--dir", required=True)
@@ -1494,7 +1561,8 @@ def main(argv=None):
     st = Stack(a.dir, pvgate=a.pvgate, port=a.port, threads=a.threads, timeout_ms=a.timeout_ms,
                merchant=a.merchant, workers=a.workers,
                throttle=None if a.throttle == "none" else a.throttle,
-               verification=a.verification, shop=a.shop)
+               verification=a.verification, shop=a.shop, challenge=a.challenge,
+               challenge_difficulty=a.challenge_difficulty)
     st.site_root = a.site
     if a.allow_origin:
         st.allowed_origins = [o for x in a.allow_origin
@@ -1528,6 +1596,9 @@ def main(argv=None):
             print(f"  shop    {st.url('/shop/')}  (127.0.0.1:{st.shop_port}, pid "
                   f"{st.procs['shop'].pid}, log {st.run_dir / 'shop.log'}; keys "
                   f"{st.url('/pvgate/jwks.json')})")
+        if st.challenge:
+            print(f"  challenge {st.challenge} (difficulty {st.challenge_difficulty}, key "
+                  f"{st.altcha_key()}): GET {st.url('/pvgate/challenge')}")
         if st.allowed_origins:
             print(f"  origins {', '.join(st.origins())}"
                   f"{' (and none: curl)' if st.allow_missing_origin else ''}")

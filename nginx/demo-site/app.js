@@ -25,6 +25,16 @@
 //    signature, timestamp or action: pvgate refuses them (the secret never reaches a browser).
 //    `credentials: 'same-origin'` sends the site's cookies (for nginx's auth_request when the
 //    user id comes from the session, PVGATE_USER_ID) and nothing cross-site.
+//  * A challenge before any SMS, where the merchant sets one (pvgate.yaml: `challenge:`, here
+//    `kind: altcha`). The page embeds the ALTCHA widget (npm `altcha`, pinned by package.json in
+//    this folder and served by the same nginx under /vendor/altcha/, never from a CDN). Its
+//    CSP-friendly build bundles no worker, so this file registers the SHA-256 one. The widget
+//    fetches GET /pvgate/challenge and solves it in a Web Worker, from the moment the phone
+//    form gets focus; on Send the page takes its payload (waiting for it, or starting it, when
+//    it is not verified yet: solvedChallenge below) and sends it as the body field `altcha`.
+//    pvgate accepts a solution once, so after every send attempt, whatever the answer, the
+//    page resets the widget and the next send (a resend too) solves a new challenge.
+//    verify-token-answer needs none.
 //  * Every answer, success or not, is JSON: {status, message[, reference][, seconds_till_resend]};
 //    a verify's 200 also carries `verification_token` when pvgate signs tokens (verification:).
 //    Branch on the HTTP status first, then on the body's `status`:
@@ -36,8 +46,14 @@
 //                   that cannot receive the code: the message says which), shown under the
 //                   number; other statuses are Pipwave's verdict
 //                   (5052 wrong code, 5051 reference expired or unknown, ...), message passed on
-//      403          status 5001: the country (dialing code) is not accepted; otherwise this
-//                   page's origin is not in allowed_origins (a site misconfiguration)
+//      403          with a `challenge` member (body status 403): the send carried no valid
+//                   solution of the challenge it names ("altcha": none, expired, already used,
+//                   forged, or too easy now that pvgate sees pressure; the message says which).
+//                   Nothing was sent or counted. Solve a new one and send again: this page
+//                   does so by itself once, saying so, when the refused send carried a
+//                   solution; a second refusal is shown. Without `challenge`: status 5001 is
+//                   the country (dialing code) not accepted; otherwise this page's origin is
+//                   not in allowed_origins (a site misconfiguration)
 //      413, 415     body too large / not JSON: a bug in the frontend, not the user's fault
 //      429          too frequent: wait `seconds_till_resend` seconds (also in Retry-After)
 //                   before offering the action again; the server refused it, nothing was sent
@@ -80,6 +96,7 @@
     resendStatus: $('resend-status'),
     done: $('done'), verifiedNumber: $('verified-number'), again: $('again'),
     shopLogin: $('shop-login'), shopResult: $('shop-result'),
+    widget: $('altcha'),
   };
   const inputs = { user_id: el.userId, contact_no_country_dialing_code: el.dial,
     contact_no: el.number, answer: el.answer };
@@ -151,6 +168,61 @@
       out.textContent = `The shop did not accept the token (HTTP ${r.http || 'none'}): `
         + `${r.body.message || 'no answer'}`;
     }
+  }
+
+  // -- the challenge before any SMS (the ALTCHA widget) ---------------------------------------
+
+  // The widget's methods (verify, reset, getState) exist once /vendor/altcha/altcha.js, a module
+  // that runs before this file, has defined <altcha-widget>. Its external build solves nothing
+  // until the page names a worker for the algorithm pvgate's challenges use.
+  const WIDGET_WORKER = '/vendor/altcha/workers/sha.js';
+  if (window.$altcha && window.$altcha.algorithms) {
+    window.$altcha.algorithms.set('SHA-256', () => new Worker(WIDGET_WORKER));
+  }
+  const widgetLoaded = () => Boolean(el.widget) && typeof el.widget.verify === 'function';
+  let solved = null;   // the payload of the widget's verified challenge, until it is reset
+
+  // The widget reports each state (unverified, verifying, verified, expired, error) in a
+  // statechange event, after the state changed.
+  if (el.widget) {
+    el.widget.addEventListener('statechange', (e) => {
+      solved = e.detail.state === 'verified' ? e.detail.payload : null;
+      app.dataset.challengeState = e.detail.state;   // for tests
+    });
+  }
+
+  // The widget's next settled state: its payload when verified, else null.
+  function widgetSettles() {
+    return new Promise((resolve) => {
+      const on = (e) => {
+        if (e.detail.state === 'verifying') return;
+        el.widget.removeEventListener('statechange', on);
+        resolve(e.detail.state === 'verified' ? e.detail.payload : null);
+      };
+      el.widget.addEventListener('statechange', on);
+    });
+  }
+
+  // A solved challenge for one send: the widget's payload (the base64 the `altcha` field
+  // takes). Waits for a solve under way (started by focus, or by a click on its checkbox), or
+  // starts one. null when the widget did not load or failed (it then shows why); the page then
+  // sends without a solution and pvgate's answer decides.
+  async function solvedChallenge() {
+    if (!widgetLoaded()) return null;
+    if (solved) return solved;
+    const state = el.widget.getState();
+    if (state === 'verifying' || state === 'verified') {   // verified: its event is on its way
+      const payload = await widgetSettles();
+      if (payload) return payload;
+    }
+    const result = await el.widget.verify();
+    return result && result.payload ? result.payload : null;
+  }
+
+  // After a send attempt: the solution was used (or refused), so the next send needs a new one.
+  function resetChallenge() {
+    solved = null;
+    if (widgetLoaded()) el.widget.reset();
   }
 
   // -- calling pvgate -------------------------------------------------------------------------
@@ -226,6 +298,12 @@
         return notice('error', msg || 'The request was not accepted.');
       }
       case 403:
+        if (r.body.challenge) {
+          // Refused again after a new solution (see sendToken), or sent without one because
+          // the widget could not solve it (it shows why).
+          return notice('error', `${msg || 'The anti-robot check was not accepted.'} `
+            + 'Please try again.');
+        }
         if (status === 5001) {
           return fieldError('contact_no_country_dialing_code',
             msg || 'Phone numbers from this country are not accepted.');
@@ -360,8 +438,21 @@
   async function sendToken(fields, isResend) {
     clearErrors();
     setBusy(true);
-    const r = await callPvgate('send-token', fields);
+    let r;
+    for (let attempt = 1; ; attempt += 1) {
+      if (!solved && attempt === 1) {
+        notice('info', 'Checking this browser before we send the code…');
+      }
+      const altcha = await solvedChallenge();
+      r = await callPvgate('send-token', altcha ? { ...fields, altcha } : fields);
+      resetChallenge();   // used once, whatever the answer
+      // A refused solution (expired, used, too easy now): one more send with a new one.
+      if (!(r.http === 403 && r.body.challenge && altcha && attempt === 1)) break;
+      notice('info', `${(r.body.message || 'The check was not accepted.').trim()} `
+        + 'Solving a new check and sending again…');
+    }
     setBusy(false);
+    notice('', '');
     if (r.http !== 200) {
       showFailure(r, 'send', fields);
       return;

@@ -7,15 +7,20 @@
 // one) with the shipped throttle rules (a 60 s resend cooldown per phone), the mock Pipwave,
 // whose code is 123456, verification tokens (issuer ORIGIN/pvgate, merchant shop-a) and the
 // demo shop's backend at /shop/ (scripts/demo_shop.py), which the page logs in to and hands
-// the token to. Every check asserts on what the page shows (text, visible,
-// enabled/disabled), polling until it holds or a deadline passes; none sleeps for a fixed time.
+// the token to, and the merchant's ALTCHA challenge before any SMS (difficulty
+// $PVGATE_E2E_DIFFICULTY, default pvgate's 50000), which the page's widget solves in Chromium.
+// Every check asserts on what the page shows (text, visible, enabled/disabled), polling until it
+// holds or a deadline passes; none sleeps for a fixed time.
+//
+// It reports how long the widget took to solve (`widget solve: N ms at difficulty D (median of
+// K)`, also written to widget-solve.txt in the artifacts): a report, never a pass/fail bound.
 //
 // Screenshots go to $PVGATE_E2E_ARTIFACTS (default build/e2e-artifacts in the repository).
 // Env CHROMIUM overrides the browser binary. The last line printed is `N passed, M failed`
 // (`, K skipped` when a failed step left later steps without the state they need); the exit
 // code is 0 only when nothing failed.
 import { chromium } from 'playwright-core';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -35,6 +40,11 @@ const PAGE_RESEND_S = 2;
 const PHONE = { dial: '60', number: '123456789' };
 const E164 = `+${PHONE.dial}${PHONE.number}`;
 const AUDIENCE = 'shop-a';   // the stack's merchant, whose audience defaults to its name
+// The stack's ALTCHA difficulty: pvgate's secret counter lies in [D/2, D] (src/altcha.h).
+const DIFFICULTY = Number(process.env.PVGATE_E2E_DIFFICULTY || 50000);
+const SOLVES = 5;            // widget solves timed for the report (their median)
+// A number for the step that replays a used solution (fresh: no cooldown, no earlier send).
+const REPLAY_NUMBER = '198765431';
 
 // -- a tiny runner ---------------------------------------------------------------------------
 
@@ -100,7 +110,7 @@ const text = async (selector) => (await page.locator(selector).textContent()).tr
 const visible = (selector) => page.locator(selector).isVisible();
 const disabled = (selector) => page.locator(selector).isDisabled();
 // What the page's shop login, verify and token gave (filled by the steps that see them).
-const seen = { user: null, token: null };
+const seen = { user: null, token: null, firstAltcha: null };
 
 // base64url JSON of a JWT part.
 const jwtPart = (token, i) => JSON.parse(Buffer.from(token.split('.')[i], 'base64url').toString());
@@ -112,6 +122,16 @@ const fetchIn = (p, path, init) => p.evaluate(async ([url, opts]) => {
 }, [path, init || {}]);
 const postToken = (p, token) => fetchIn(p, '/shop/verified-phone', { method: 'POST',
   headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token }) });
+
+// The `altcha` payload (base64 JSON) decoded: {challenge: {parameters, signature}, solution}.
+const altchaOf = (payload) => JSON.parse(Buffer.from(payload, 'base64').toString());
+
+// Every send-token the pages sent: its body's `altcha` (null without one).
+const sendsSeen = [];
+
+// The widget's state as the page last heard it (its statechange events; app.js keeps it in
+// data-challenge-state for tests).
+const challengeState = () => page.locator('#app').getAttribute('data-challenge-state');
 
 // A page of `ctx` with this test's console and request watchers.
 function watch(p) {
@@ -126,6 +146,15 @@ function watch(p) {
   p.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
   p.on('request', (r) => {
     if (!r.url().startsWith(`${ORIGIN}/`)) foreignRequests.push(r.url());
+    if (r.url() === `${ORIGIN}/pvgate/send-token`) {
+      let body = null;
+      try {
+        body = JSON.parse(r.postData() || 'null');
+      } catch (e) {
+        body = null;
+      }
+      sendsSeen.push(body && typeof body.altcha === 'string' ? body.altcha : null);
+    }
   });
   return p;
 }
@@ -160,7 +189,7 @@ async function countdownBelow(seconds) {
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   for (const old of ['after-send', 'resend-refused', 'wrong-code', 'verified', 'field-errors',
-    'shop-verified', 'typed-number-sent']) {
+    'shop-verified', 'typed-number-sent', 'challenge-solved', 'challenge-solved-again']) {
     rmSync(join(ARTIFACTS, `${old}.png`), { force: true });
   }
   browser = await chromium.launch({
@@ -173,6 +202,13 @@ async function main() {
   try {
     context = await browser.newContext({ viewport: { width: 560, height: 720 },
       deviceScaleFactor: 1, locale: 'en-US' });
+    // Content-Security-Policy violations (the page's, the widget's), for the last step.
+    await context.addInitScript(() => {
+      window.cspViolations = [];
+      document.addEventListener('securitypolicyviolation', (e) => {
+        window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+      });
+    });
     page = watch(await context.newPage());
     await run();
   } finally {
@@ -210,6 +246,60 @@ async function run() {
       && me.body.verified_phones.length === 0, `/shop/me before: ${JSON.stringify(me)}`);
   });
 
+  await step("the ALTCHA widget solves pvgate's challenge (solve time reported)", async () => {
+    // The widget (from /vendor/altcha/, its own stylesheet) shows its checkbox in the form.
+    const box = page.getByLabel("I'm not a robot", { exact: true });
+    assert(await box.isVisible(), 'the widget shows its checkbox');
+    const border = await page.locator('altcha-widget .altcha-main').evaluate(
+      (e) => getComputedStyle(e).borderTopStyle);
+    assert(border === 'solid', `altcha.css applied (the widget's border: ${border})`);
+    const samples = [];
+    for (let i = 0; i < SOLVES; i += 1) {
+      await page.evaluate(() => document.getElementById('altcha').reset());
+      await until('the widget reset', challengeState, (v) => v === 'unverified');
+      // Timed in the page: from pressing its checkbox (as people do: on its label or its
+      // drawn box; the input itself lies under the drawing) to its verified event.
+      await page.evaluate(() => {
+        const w = document.getElementById('altcha');
+        window.solveTiming = null;
+        let t0 = null;
+        w.addEventListener('pointerdown', () => { t0 = performance.now(); },
+          { capture: true, once: true });
+        w.addEventListener('verified', (e) => {
+          window.solveTiming = { ms: performance.now() - t0, payload: e.detail.payload };
+        }, { once: true });
+      });
+      await page.locator('altcha-widget label').getByText("I'm not a robot", { exact: true })
+        .click();
+      const timing = await until('the widget verified',
+        () => page.evaluate(() => window.solveTiming));
+      const { challenge, solution } = altchaOf(timing.payload);
+      assert(challenge.parameters.algorithm === 'SHA-256' && challenge.signature,
+        `the widget's payload carries pvgate's challenge: ${JSON.stringify(challenge)}`);
+      // pvgate hides the counter in [D/2, D]: this was a challenge at difficulty D.
+      assert(solution.counter >= DIFFICULTY / 2 && solution.counter <= DIFFICULTY,
+        `counter ${solution.counter} outside [${DIFFICULTY / 2}, ${DIFFICULTY}]`);
+      samples.push({ ms: timing.ms, work: solution.time, counter: solution.counter });
+    }
+    assert((await text('altcha-widget label')) === 'Verified', 'the widget says Verified');
+    await shot('challenge-solved');
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const workers = await page.evaluate(() => document.getElementById('altcha')
+      .getConfiguration().workers);
+    const line = `widget solve: ${Math.round(median(samples.map((x) => x.ms)))} ms at difficulty `
+      + `${DIFFICULTY} (median of ${SOLVES})`;
+    const detail = `widget solve, each: ${samples.map((x) => Math.round(x.ms)).join(', ')} ms from `
+      + 'the click on its checkbox to its verified event (which the widget never fires before its '
+      + `minDuration, 500 ms); its ${workers} workers' search: `
+      + `${samples.map((x) => Math.round(x.work)).join(', ')} ms (median `
+      + `${Math.round(median(samples.map((x) => x.work)))}) for counters `
+      + `${samples.map((x) => x.counter).join(', ')}; Chromium ${browser.version()}, `
+      + `${DIFFICULTY * 0.75} SHA-256s expected per solve`;
+    console.log(line);
+    console.log(detail);
+    writeFileSync(join(ARTIFACTS, 'widget-solve.txt'), `${line}\n${detail}\n`);
+  });
+
   await step('400 messages shown by field', async () => {
     await page.getByLabel('Phone number', { exact: true }).fill('');
     await page.getByRole('button', { name: 'Send code' }).click();
@@ -242,8 +332,20 @@ async function run() {
 
   await step('send a token: code form and resend countdown', async () => {
     await page.getByLabel('Phone number', { exact: true }).fill(PHONE.number);
+    // Send pressed while the widget is not verified: the page has it solve first.
+    await page.evaluate(() => document.getElementById('altcha').reset());
+    await until('the widget reset', challengeState, (v) => v === 'unverified');
+    const sent = page.waitForRequest((r) => r.url().endsWith('/pvgate/send-token'));
+    const answered = page.waitForResponse((r) => r.url().endsWith('/pvgate/send-token'));
     await page.getByRole('button', { name: 'Send code' }).click();
+    seen.firstAltcha = JSON.parse((await sent).postData()).altcha;
+    assert(typeof seen.firstAltcha === 'string'
+      && Number.isInteger(altchaOf(seen.firstAltcha).solution.counter),
+      `the send carried a solution: ${seen.firstAltcha}`);
+    assert((await answered).status() === 200, 'pvgate accepted it (200)');
     await until('the code form', () => visible('#code-form'));
+    // Used once: the page reset the widget after the send.
+    await until('the widget reset after the send', challengeState, (v) => v === 'unverified');
     assert(!(await visible('#phone-form')), 'phone form hidden');
     assert((await text('#sent-to')) === `+${PHONE.dial} ${PHONE.number}`, 'number shown');
     assert((await text('#notice')) === 'Token sent.', `notice: ${await text('#notice')}`);
@@ -261,6 +363,11 @@ async function run() {
     await page.getByRole('button', { name: 'Resend code' }).click();
     const r = await answered;
     assert(r.status() === 429, `pvgate answered ${r.status()}, not 429`);
+    // The resend solved a challenge of its own (the widget sits in the hidden phone form), and
+    // pvgate's throttle, not its challenge stage, refused it.
+    const resent = JSON.parse(r.request().postData()).altcha;
+    assert(typeof resent === 'string' && resent !== seen.firstAltcha,
+      'the resend carried a new solution');
     const wait = Number(r.headers()['retry-after']);
     const msg = await until('the 429 message', () => text('#notice'), (t) => /Too many/.test(t));
     assert(/You can ask for a new code in \d+ s\./.test(msg), `429 message: ${msg}`);
@@ -385,9 +492,63 @@ async function run() {
     await shot('typed-number-sent');
   });
 
-  await step('no console errors, no request outside the page origin', async () => {
+  await step('a solution used elsewhere: 403 challenge, the page solves a new one and sends', async () => {
+    await page.getByRole('button', { name: 'Change number' }).click();
+    await until('the phone form', () => visible('#phone-form'));
+    await page.getByLabel('Country code', { exact: true }).fill(PHONE.dial);
+    await page.getByLabel('Phone number', { exact: true }).fill(REPLAY_NUMBER);
+    // Focus in the form started a solve (auto="onfocus").
+    await until('the widget verified', challengeState, (v) => v === 'verified');
+    const used = await page.locator('altcha-widget input[name="altcha"]').inputValue();
+    // Someone sends that payload first. pvgate claims it in its challenge stage; the throttle
+    // then refuses the send (the number of the step before is cooling down), so nothing is sent.
+    const first = await fetchIn(page, '/pvgate/send-token', { method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user_id: seen.user, contact_no_country_dialing_code: '60',
+        contact_no: '0198765432', altcha: used }) });
+    assert(first.status === 429, `the payload's first use: ${JSON.stringify(first)}`);
+    // What the notice says on the way, and every send-token answer.
+    await page.evaluate(() => {
+      const n = document.getElementById('notice');
+      window.noticesSeen = [];
+      new MutationObserver(() => window.noticesSeen.push(n.textContent))
+        .observe(n, { childList: true, characterData: true, subtree: true });
+    });
+    const answers = [];
+    const onResponse = (r) => {
+      if (r.url() === `${ORIGIN}/pvgate/send-token`) answers.push(r);
+    };
+    page.on('response', onResponse);
+    const before = sendsSeen.length;
+    try {
+      await page.getByRole('button', { name: 'Send code' }).click();
+      await until('the code form', () => visible('#code-form'));
+    } finally {
+      page.off('response', onResponse);
+    }
+    const sends = sendsSeen.slice(before);
+    assert(sends.length === 2 && sends[0] === used && sends[1] && sends[1] !== used,
+      `the page sent the used payload, then a new one (${sends.length} sends)`);
+    const refused = await answers[0].json();
+    assert(answers[0].status() === 403 && refused.status === 403 && refused.challenge === 'altcha'
+      && /already used/.test(refused.message), `first answer: ${JSON.stringify(refused)}`);
+    assert(answers[1].status() === 200, `second answer: ${answers[1].status()}`);
+    const notices = await page.evaluate(() => window.noticesSeen);
+    assert(notices.some((t) => /already used.*Solving a new check and sending again/.test(t)),
+      `the page told the user: ${JSON.stringify(notices)}`);
+    assert((await text('#notice')) === 'Token sent.', `notice: ${await text('#notice')}`);
+    assert((await text('#sent-to')) === `+${PHONE.dial} ${REPLAY_NUMBER}`, 'number shown');
+    await until('the widget reset after the send', challengeState, (v) => v === 'unverified');
+    await shot('challenge-solved-again');
+  });
+
+  await step('no console errors or CSP violations, no request outside the page origin', async () => {
     assert(consoleErrors.length === 0, `console errors: ${consoleErrors.join(' | ')}`);
     assert(foreignRequests.length === 0, `requests elsewhere: ${foreignRequests.join(' ')}`);
+    const csp = await page.evaluate(() => window.cspViolations);
+    assert(csp.length === 0, `CSP violations: ${csp.join(' | ')}`);
+    assert(sendsSeen.length > 0 && sendsSeen.every((a) => a !== null),
+      `every send-token carried an altcha solution (${sendsSeen.length} sends)`);
   });
 }
 

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Browser end-to-end test of the demo page: starts a private stack (scripts/stack.py) serving
-nginx/demo-site at / with the shipped throttle rules, verification tokens and the demo shop's
-backend at /shop/ (scripts/demo_shop.py), runs tests/e2e/demo.e2e.mjs against it in Debian's
-headless Chromium, and stops the stack.
+nginx/demo-site at / with the shipped throttle rules, verification tokens, the demo shop's
+backend at /shop/ (scripts/demo_shop.py) and the merchant's ALTCHA challenge at pvgate's default
+difficulty, runs tests/e2e/demo.e2e.mjs against it in Debian's headless Chromium, and stops the
+stack.
 
     python3 tests/e2e/run_e2e.py [--pvgate build/pvgate] [--keep]
 
 Needs node, /usr/bin/chromium and tests/e2e/node_modules (scripts/install-deps installs them:
-`apt-get install chromium`, `npm ci --prefix tests/e2e`). Screenshots go to
-$PVGATE_E2E_ARTIFACTS (default build/e2e-artifacts); on a failure the stack's logs are copied
-there too. Loopback only. The last line printed is `N passed, M failed`; exit 0 when none failed.
+`apt-get install chromium`, `npm ci --prefix tests/e2e`). The page's own package, the ALTCHA
+widget pinned by nginx/demo-site/package-lock.json, is installed here (`npm ci` there, which needs
+the npm registry once) when node_modules does not hold the locked version. Screenshots, and the
+widget's solve time (widget-solve.txt), go to $PVGATE_E2E_ARTIFACTS (default build/e2e-artifacts);
+on a failure the stack's logs are copied there too. Loopback only. The last line printed is
+`N passed, M failed`; exit 0 when none failed.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -27,6 +32,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 import stack  # noqa: E402
 
 NODE_TIMEOUT_S = 300
+NPM_TIMEOUT_S = 300
+# The demo page's npm package (nginx/demo-site/package.json): the ALTCHA widget.
+SITE_PACKAGE = "altcha"
 SUMMARY = re.compile(r"^\d+ passed, \d+ failed(, \d+ skipped)?$")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
@@ -43,6 +51,34 @@ def missing_tools():
     return problems
 
 
+def site_package_as_locked(site):
+    """Whether site/node_modules holds the version of SITE_PACKAGE its package-lock.json names."""
+    try:
+        lock = json.loads((site / "package-lock.json").read_text())
+        want = lock["packages"][f"node_modules/{SITE_PACKAGE}"]["version"]
+        have = json.loads((site / "node_modules" / SITE_PACKAGE / "package.json").read_text())
+        return have.get("version") == want
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def install_site_package(site):
+    """`npm ci` in the demo page's folder unless it already holds the locked widget. A problem
+    as text, or None."""
+    if site_package_as_locked(site):
+        return None
+    if not shutil.which("npm"):
+        return "npm not found: cannot install the demo page's ALTCHA widget"
+    print(f"run_e2e: npm ci --prefix {site.relative_to(REPO)} (the widget is missing or not "
+          "at the locked version)", flush=True)
+    try:
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=site, check=True,
+                       stdin=subprocess.DEVNULL, timeout=NPM_TIMEOUT_S)
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        return f"npm ci in {site} failed: {e}"
+    return None if site_package_as_locked(site) else f"npm ci did not install {SITE_PACKAGE}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pvgate", default=str(stack.DEFAULT_PVGATE), help="pvgate binary")
@@ -54,6 +90,9 @@ def main(argv=None):
     artifacts.mkdir(parents=True, exist_ok=True)
 
     problems = missing_tools()
+    if not problems:
+        problem = install_site_package(stack.DEMO_SITE)
+        problems = [problem] if problem else []
     if problems:
         for p in problems:
             print(f"run_e2e: {p}; run scripts/install-deps", file=sys.stderr)
@@ -63,7 +102,8 @@ def main(argv=None):
     run_dir = Path(tempfile.mkdtemp(prefix="pvgate-e2e-"))
     st = stack.Stack(run_dir, pvgate=a.pvgate, throttle="default",
                      site_root=stack.DEMO_SITE, allowed_origins=list(stack.DEMO_ORIGINS),
-                     allow_missing_origin=False, verification=True, shop=True)
+                     allow_missing_origin=False, verification=True, shop=True,
+                     challenge="altcha")
     rc = 1
     summary = "0 passed, 1 failed"   # printed last, after the stack is stopped
     try:
@@ -74,7 +114,8 @@ def main(argv=None):
             return 1
         url = st.url("/")
         print(f"run_e2e: stack up at {url} (run dir {run_dir})", flush=True)
-        env = dict(os.environ, PVGATE_E2E_ARTIFACTS=str(artifacts), CHROMIUM=CHROMIUM)
+        env = dict(os.environ, PVGATE_E2E_ARTIFACTS=str(artifacts), CHROMIUM=CHROMIUM,
+                   PVGATE_E2E_DIFFICULTY=str(st.challenge_difficulty))
         # node's output goes straight through but for its `N passed, M failed` line, which this
         # script prints last.
         node = subprocess.Popen(["node", str(HERE / "demo.e2e.mjs"), url], env=env,
