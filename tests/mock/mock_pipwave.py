@@ -23,17 +23,16 @@ always gets 401/403 whatever its user_id.
 import argparse
 import hashlib
 import hmac
-import json
 import math
 import os
 import re
 import socket
 import sys
 import time
-import urllib.parse
 
-from mock_server import (MockHandler, MockState, add_listen_options, check_listen_options,
-                         log_safe, serve)
+from mock_server import (BodyError, MockHandler, MockState, add_listen_options, body_text,
+                         check_listen_options, form_fields, json_value, log_safe, media_type,
+                         serve)
 
 # Limits, named so a reader sees every bound in one place.
 MAX_BODY_BYTES = 1 << 20          # larger request bodies get HTTP 413
@@ -73,10 +72,6 @@ SELF_TEST_STRING = ("action:send-tokenapi_key:sdvdas23t3btg34bhbapi_secret:my_ap
                     "timestamp:1539677150user_id:505315")
 
 
-class ParamError(Exception):
-    """The body is not a flat object of string/integer values (-> status 9001)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
 
@@ -93,38 +88,18 @@ def compute_signature(fields, api_secret):
     return hashlib.sha1(signature_string(fields, api_secret).encode("utf-8")).hexdigest()
 
 
-def _reject_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ParamError(f"duplicate field {k!r}")
-        out[k] = v
-    return out
-
-
 def parse_body(raw, content_type):
-    """Returns a dict of str -> (str | int). Raises ParamError when not a flat object."""
-    ctype = (content_type or "").split(";", 1)[0].strip().lower()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParamError("body is not UTF-8") from None
-    if ctype == "application/x-www-form-urlencoded":
-        try:
-            pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
-                                           errors="strict")
-        except (ValueError, UnicodeDecodeError):
-            raise ParamError("malformed form body") from None
-        return _reject_duplicates(pairs)
-    try:
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates)
-    except ValueError:  # ParamError from _reject_duplicates is not a ValueError: passes through
-        raise ParamError("malformed JSON") from None
+    """Returns a dict of str -> (str | int): a form, or else a JSON object. Raises BodyError
+    (-> status 9001) when the body is not such a flat object."""
+    text = body_text(raw)
+    if media_type(content_type) == "application/x-www-form-urlencoded":
+        return form_fields(text)
+    obj = json_value(text)
     if not isinstance(obj, dict):
-        raise ParamError("body is not a JSON object")
+        raise BodyError("body is not a JSON object")
     for k, v in obj.items():
         if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise ParamError(f"field {k!r} is not a string or integer")
+            raise BodyError(f"field {k!r} is not a string or integer")
     return obj
 
 
@@ -314,7 +289,7 @@ class Handler(MockHandler):
         st = self.st
         try:
             body = parse_body(raw, self.headers.get("Content-Type"))
-        except ParamError as e:
+        except BodyError as e:
             self.answer({"status": 9001, "message": f"Parameter error: {e}."})
             return
         st.record_body(body, {

@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Limits, named so a reader sees every bound in one place.
@@ -45,6 +46,54 @@ def is_loopback_host(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Request bodies, read strictly: what a mock then accepts is its own business.
+
+
+class BodyError(Exception):
+    """A request body that does not parse; str(e) says why, for a mock that shows it."""
+
+
+def _unique(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise BodyError(f"duplicate field {k!r}")
+        out[k] = v
+    return out
+
+
+def media_type(content_type):
+    """The Content-Type header's type/subtype in lower case, without parameters ("" if none)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def body_text(raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BodyError("body is not UTF-8") from None
+
+
+def form_fields(text):
+    """An application/x-www-form-urlencoded body as a dict of str -> str: every pair has an
+    '=', escapes decode to UTF-8, no name twice."""
+    try:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
+                                       errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise BodyError("malformed form body") from None
+    return _unique(pairs)
+
+
+def json_value(text):
+    """A JSON body, no name twice in one object."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique)
+    except ValueError:  # BodyError from _unique is not a ValueError: passes through
+        raise BodyError("malformed JSON") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,14 +21,13 @@ invalid-or-already-seen-response).
 """
 
 import argparse
-import json
 import re
 import sys
 import time
-import urllib.parse
 
-from mock_server import (MockHandler, MockState, add_listen_options, check_listen_options,
-                         log_safe, serve)
+from mock_server import (BodyError, MockHandler, MockState, add_listen_options, body_text,
+                         check_listen_options, form_fields, json_value, log_safe, media_type,
+                         serve)
 
 # Limits, named so a reader sees every bound in one place.
 MAX_BODY_BYTES = 64 * 1024     # larger request bodies get HTTP 413 (Turnstile: token <= 2048)
@@ -51,52 +50,28 @@ HOSTNAME = "localhost"
 SCORE_TOKEN = re.compile(r"score-([0-9]+(?:\.[0-9]+)?)")
 
 
-class BadRequest(Exception):
-    """The body is not a form (or JSON object) of unique string fields (-> bad-request)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def _unique(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise BadRequest(f"duplicate field {k!r}")
-        out[k] = v
-    return out
 
 
 def parse_body(raw, content_type, provider):
     """The request's fields as a dict of str -> str. A form for every provider; JSON too for
     Turnstile, which documents both. Another content type for hCaptcha or reCAPTCHA gives no
-    fields (they read forms only, so its secret and response are missing)."""
-    ctype = (content_type or "").split(";", 1)[0].strip().lower()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("body is not UTF-8") from None
+    fields (they read forms only, so its secret and response are missing). Raises BodyError
+    (-> bad-request) when the body is not a form (or JSON object) of unique string fields."""
+    text = body_text(raw)
+    ctype = media_type(content_type)
     if ctype == "application/x-www-form-urlencoded":
-        if text == "":
-            return {}
-        try:
-            pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
-                                           errors="strict")
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("malformed form body") from None
+        fields = form_fields(text)
         # parse_qsl leaves a '%' that starts no escape as it is: a body pvgate encoded never
         # has one.
         if re.search(r"%(?![0-9A-Fa-f]{2})", text):
-            raise BadRequest("malformed %-escape")
-        return _unique(pairs)
+            raise BodyError("malformed %-escape")
+        return fields
     if ctype == "application/json" and provider == "turnstile":
-        try:
-            obj = json.loads(text, object_pairs_hook=_unique)
-        except ValueError:  # BadRequest from _unique is not a ValueError: passes through
-            raise BadRequest("malformed JSON") from None
+        obj = json_value(text)
         if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
-            raise BadRequest("not a JSON object of strings")
+            raise BodyError("not a JSON object of strings")
         return obj
     return {}
 
@@ -232,7 +207,7 @@ class Handler(MockHandler):
     def siteverify(self, provider, raw):
         try:
             fields = parse_body(raw, self.headers.get("Content-Type"), provider)
-        except BadRequest:
+        except BodyError:
             self.answer(failure_body("bad-request"), "bad-request")
             return
         self.st.record_fields(fields)
