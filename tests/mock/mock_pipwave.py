@@ -142,7 +142,6 @@ class State(MockState):
 
     def _zero(self):
         super()._zero()
-        self.requests = 0
         self.secret_leaks = 0
         self.by_user = {}
         self.by_status = {}
@@ -192,21 +191,17 @@ class State(MockState):
         with self.lock:
             self.by_status[key] = self.by_status.get(key, 0) + 1
 
-    def snapshot(self):
-        with self.lock:
-            return {
-                "requests": self.requests,
-                "connections": self.connections,
-                "handshake_failures": self.handshake_failures,
-                "secret_leaks": self.secret_leaks,
-                "by_user": dict(self.by_user),
-                "by_status": dict(self.by_status),
-                "noncanonical": self.noncanonical,
-                "phones": [list(p) for p in self.phones],
-                "sessions": len(self.sessions),
-                "last": self.last,
-                "last_headers": self.last_headers,
-            }
+    def _stats(self):
+        return {
+            "secret_leaks": self.secret_leaks,
+            "by_user": dict(self.by_user),
+            "by_status": dict(self.by_status),
+            "noncanonical": self.noncanonical,
+            "phones": [list(p) for p in self.phones],
+            "sessions": len(self.sessions),
+            "last": self.last,
+            "last_headers": self.last_headers,
+        }
 
     def send_token(self, api_key, dial, contact, user_id):
         """Returns (reference, None) or (None, seconds_till_resend)."""

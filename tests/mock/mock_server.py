@@ -101,15 +101,17 @@ def json_value(text):
 
 
 class MockState:
-    """The part of a mock's state the server itself keeps: the one lock the handler threads
-    share, and the TLS connection counters. A mock's State adds its own counters in _zero
-    (calling this one's) and reports them all in snapshot(), which GET /__stats answers."""
+    """The part of a mock's state every mock has: the one lock the handler threads share, the
+    TLS connection counters the server keeps, and `requests`, which the mock counts (its API
+    requests). A mock's State adds its own counters in _zero (calling this one's) and its own
+    /__stats members in _stats."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self._zero()
 
     def _zero(self):
+        self.requests = 0
         self.connections = 0
         self.handshake_failures = 0
 
@@ -125,7 +127,18 @@ class MockState:
                 self.handshake_failures += 1
 
     def snapshot(self):
-        raise NotImplementedError
+        """GET /__stats: the counters every mock has, then the mock's own."""
+        with self.lock:
+            return {
+                "requests": self.requests,
+                "connections": self.connections,
+                "handshake_failures": self.handshake_failures,
+                **self._stats(),
+            }
+
+    def _stats(self):
+        """The mock's own /__stats members, in order; called with the lock held."""
+        return {}
 
 
 # ---------------------------------------------------------------------------------------------

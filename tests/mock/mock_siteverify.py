@@ -115,7 +115,6 @@ class State(MockState):
 
     def _zero(self):
         super()._zero()
-        self.requests = 0
         self.by_path = {}
         self.by_outcome = {}
         self.last = None
@@ -152,17 +151,13 @@ class State(MockState):
                 self.seen.pop(next(iter(self.seen)))
             return True
 
-    def snapshot(self):
-        with self.lock:
-            return {
-                "requests": self.requests,
-                "connections": self.connections,
-                "handshake_failures": self.handshake_failures,
-                "by_path": dict(self.by_path),
-                "by_outcome": dict(self.by_outcome),
-                "tokens_seen": len(self.seen),
-                "last": dict(self.last) if self.last else None,
-            }
+    def _stats(self):
+        return {
+            "by_path": dict(self.by_path),
+            "by_outcome": dict(self.by_outcome),
+            "tokens_seen": len(self.seen),
+            "last": dict(self.last) if self.last else None,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
