@@ -23,26 +23,20 @@ always gets 401/403 whatever its user_id.
 import argparse
 import hashlib
 import hmac
-import ipaddress
-import json
 import math
 import os
 import re
-import signal
 import socket
-import socketserver
-import ssl
 import sys
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from mock_server import (BodyError, MockHandler, MockState, add_listen_options, body_text,
+                         check_listen_options, form_fields, json_value, log_safe, media_type,
+                         serve)
 
 # Limits, named so a reader sees every bound in one place.
 MAX_BODY_BYTES = 1 << 20          # larger request bodies get HTTP 413
 MAX_CLOCK_SKEW_S = 300            # |now - timestamp| above this -> status 400
-HANDSHAKE_TIMEOUT_S = 10          # a TLS handshake that stalls longer is dropped
-IDLE_TIMEOUT_S = 120              # keep-alive connection idle this long is closed
 MAX_SESSIONS = 1_000_000          # oldest sessions are forgotten past this (benchmarks)
 MAX_PHONES_KEPT = 64              # /__stats "phones": the last numbers received
 FIRST_REFERENCE = 1001
@@ -78,10 +72,6 @@ SELF_TEST_STRING = ("action:send-tokenapi_key:sdvdas23t3btg34bhbapi_secret:my_ap
                     "timestamp:1539677150user_id:505315")
 
 
-class ParamError(Exception):
-    """The body is not a flat object of string/integer values (-> status 9001)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
 
@@ -98,42 +88,19 @@ def compute_signature(fields, api_secret):
     return hashlib.sha1(signature_string(fields, api_secret).encode("utf-8")).hexdigest()
 
 
-def _reject_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ParamError(f"duplicate field {k!r}")
-        out[k] = v
-    return out
-
-
 def parse_body(raw, content_type):
-    """Returns a dict of str -> (str | int). Raises ParamError when not a flat object."""
-    ctype = (content_type or "").split(";", 1)[0].strip().lower()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParamError("body is not UTF-8") from None
-    if ctype == "application/x-www-form-urlencoded":
-        try:
-            pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
-                                           errors="strict")
-        except (ValueError, UnicodeDecodeError):
-            raise ParamError("malformed form body") from None
-        return _reject_duplicates(pairs)
-    try:
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates)
-    except ValueError:  # ParamError from _reject_duplicates is not a ValueError: passes through
-        raise ParamError("malformed JSON") from None
+    """Returns a dict of str -> (str | int): a form, or else a JSON object. Raises BodyError
+    (-> status 9001) when the body is not such a flat object."""
+    text = body_text(raw)
+    if media_type(content_type) == "application/x-www-form-urlencoded":
+        return form_fields(text)
+    obj = json_value(text)
     if not isinstance(obj, dict):
-        raise ParamError("body is not a JSON object")
+        raise BodyError("body is not a JSON object")
     for k, v in obj.items():
         if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise ParamError(f"field {k!r} is not a string or integer")
+            raise BodyError(f"field {k!r} is not a string or integer")
     return obj
-
-
-_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
 def phone_problem(fields):
@@ -155,26 +122,11 @@ def phone_problem(fields):
     return None
 
 
-def log_safe(value, limit=64):
-    """Client-supplied text made safe for one log line."""
-    s = _PRINTABLE.sub("?", str(value))
-    return s if len(s) <= limit else s[:limit] + "..."
-
-
-def is_loopback_host(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 # ---------------------------------------------------------------------------------------------
 # Shared state
 
 
-class State:
+class State(MockState):
     """Everything mutable the handler threads share, behind one lock."""
 
     def __init__(self, merchants, code, resend_cooldown):
@@ -182,17 +134,14 @@ class State:
         self.secrets = set(merchants.values())
         self.code = code
         self.resend_cooldown = resend_cooldown
-        self.lock = threading.Lock()
         self.next_reference = FIRST_REFERENCE
         self.sessions = {}                  # reference -> (api_key, dial, contact, user_id)
         self.last_send = {}                 # (api_key, dial, contact) -> monotonic time
         self.signatures_file = None         # --signatures-file: every signature received
-        self._zero()
+        super().__init__()
 
     def _zero(self):
-        self.requests = 0
-        self.connections = 0
-        self.handshake_failures = 0
+        super()._zero()
         self.secret_leaks = 0
         self.by_user = {}
         self.by_status = {}
@@ -200,17 +149,6 @@ class State:
         self.phones = []                    # (dialing code, contact_no) received, newest last
         self.last = None
         self.last_headers = None
-
-    def reset(self):
-        with self.lock:
-            self._zero()
-
-    def count_connection(self, ok):
-        with self.lock:
-            if ok:
-                self.connections += 1
-            else:
-                self.handshake_failures += 1
 
     def count_request(self):
         with self.lock:
@@ -253,21 +191,17 @@ class State:
         with self.lock:
             self.by_status[key] = self.by_status.get(key, 0) + 1
 
-    def snapshot(self):
-        with self.lock:
-            return {
-                "requests": self.requests,
-                "connections": self.connections,
-                "handshake_failures": self.handshake_failures,
-                "secret_leaks": self.secret_leaks,
-                "by_user": dict(self.by_user),
-                "by_status": dict(self.by_status),
-                "noncanonical": self.noncanonical,
-                "phones": [list(p) for p in self.phones],
-                "sessions": len(self.sessions),
-                "last": self.last,
-                "last_headers": self.last_headers,
-            }
+    def _stats(self):
+        return {
+            "secret_leaks": self.secret_leaks,
+            "by_user": dict(self.by_user),
+            "by_status": dict(self.by_status),
+            "noncanonical": self.noncanonical,
+            "phones": [list(p) for p in self.phones],
+            "sessions": len(self.sessions),
+            "last": self.last,
+            "last_headers": self.last_headers,
+        }
 
     def send_token(self, api_key, dial, contact, user_id):
         """Returns (reference, None) or (None, seconds_till_resend)."""
@@ -297,133 +231,39 @@ class State:
 # HTTP
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; without this, Nagle plus
-    # delayed ACK adds ~40 ms to every answer.
-    disable_nagle_algorithm = True
+class Handler(MockHandler):
     server_version = "mock-pipwave/1"
-    sys_version = ""
-    timeout = IDLE_TIMEOUT_S
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    @property
-    def st(self):
-        return self.server.state
-
-    def log_message(self, fmt, *args):  # silence BaseHTTPRequestHandler's own log
-        pass
-
-    def log_error(self, fmt, *args):
-        pass
+    api_paths = ("/phone-verify",)
+    max_body_bytes = MAX_BODY_BYTES
+    not_found = {"status": 404, "message": "Not found."}
+    method_not_allowed = {"status": 405, "message": "Use POST."}
+    reset_done = {"status": 200, "message": "Counters reset."}
 
     def log_line(self, http_code, status="-", user_id="-", action="-"):
-        if self.server.quiet:
-            return
-        ms = (time.monotonic() - self._t0) * 1000 if hasattr(self, "_t0") else 0.0
-        line = (f"mock-pipwave {self.client_address[0]}:{self.client_address[1]} "
-                f"\"{log_safe(self.command, 8)} {log_safe(self.path)}\" http={http_code} "
-                f"status={log_safe(status, 16)} user={log_safe(user_id)} "
-                f"action={log_safe(action, 24)} {ms:.1f}ms\n")
-        with self.server.log_lock:
+        self.write_log_line(http_code, f"status={log_safe(status, 16)} user={log_safe(user_id)} "
+                                       f"action={log_safe(action, 24)}")
+
+    def read_chunked_body(self):
+        chunks, total = [], 0
+        while True:
+            size_line = self.rfile.readline(1024)
             try:
-                sys.stderr.write(line)
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.reject_body(400, "bad chunk size")
+                return None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY_BYTES:
+                self.reject_body(413)
+                return None
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
 
-    def handle(self):
-        try:
-            super().handle()
-        except (ConnectionError, ssl.SSLError, socket.timeout, OSError):
-            # Client went away, timed out or broke TLS: nothing worth a traceback.
-            self.close_connection = True
-
-    def send_raw(self, http_code, ctype, body, extra_headers=()):
-        self.send_response(http_code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in extra_headers:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def send_json(self, obj, http_code=200):
-        body = json.dumps(obj, separators=(",", ":")).encode("ascii")
-        self.send_raw(http_code, "application/json", body)
-
-    def read_body(self):
-        """Returns the raw body, or None after answering an HTTP-level error."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks, total = [], 0
-            while True:
-                size_line = self.rfile.readline(1024)
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    self.send_error(400, "bad chunk size")
-                    return None
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > MAX_BODY_BYTES:
-                    self.send_error(413)
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return b""  # RFC 9112 6.3: a request with neither header has no body
-        try:
-            n = int(length)
-            if n < 0:
-                raise ValueError
-        except ValueError:
-            self.send_error(400, "bad Content-Length")
-            return None
-        if n > MAX_BODY_BYTES:
-            self.send_error(413)
-            return None
-        data = self.rfile.read(n)
-        if len(data) != n:
-            self.close_connection = True
-            return None
-        return data
-
-    # -- routes ----------------------------------------------------------------------------
-
-    def do_GET(self):
-        self._t0 = time.monotonic()
-        path = self.path.split("?", 1)[0]
-        if path == "/__stats":
-            self.send_json(self.st.snapshot())
-            self.log_line(200)
-        elif path == "/phone-verify":
-            self.send_json({"status": 405, "message": "Use POST."}, 405)
-            self.log_line(405)
-        else:
-            self.send_json({"status": 404, "message": "Not found."}, 404)
-            self.log_line(404)
-
-    def do_POST(self):
-        self._t0 = time.monotonic()
-        path = self.path.split("?", 1)[0]
-        if path == "/__reset":
-            if self.read_body() is None:
-                return
-            self.st.reset()
-            self.send_json({"status": 200, "message": "Counters reset."})
-            self.log_line(200)
-            return
-        if path != "/phone-verify":
-            if self.read_body() is None:
-                return
-            self.send_json({"status": 404, "message": "Not found."}, 404)
-            self.log_line(404)
-            return
+    def post_api(self, path):
         self.st.count_request()
         raw = self.read_body()
         if raw is None:
@@ -444,7 +284,7 @@ class Handler(BaseHTTPRequestHandler):
         st = self.st
         try:
             body = parse_body(raw, self.headers.get("Content-Type"))
-        except ParamError as e:
+        except BodyError as e:
             self.answer({"status": 9001, "message": f"Parameter error: {e}."})
             return
         st.record_body(body, {
@@ -628,54 +468,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)  # raises once the client is gone
 
 
-class MockServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 1024
-
-    def __init__(self, addr, family, ctx, state, delay_s, quiet):
-        self.address_family = family
-        self.ctx = ctx
-        self.state = state
-        self.delay_s = delay_s
-        self.quiet = quiet
-        self.log_lock = threading.Lock()
-        self.stopping = threading.Event()
-        super().__init__(addr, Handler)
-
-    def server_bind(self):
-        # HTTPServer.server_bind calls getfqdn(), which can stall on DNS; loopback needs none.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = self.server_address[0]
-        self.server_port = self.server_address[1]
-
-    def finish_request(self, request, client_address):
-        # Runs in the connection's own thread, so a slow handshake never blocks accept().
-        request.settimeout(HANDSHAKE_TIMEOUT_S)
-        try:
-            tls = self.ctx.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            self.state.count_connection(False)
-            return
-        self.state.count_connection(True)
-        try:
-            self.RequestHandlerClass(tls, client_address, self)
-        except (ConnectionError, ssl.SSLError, socket.timeout, OSError):
-            pass
-        finally:
-            try:
-                tls.close()
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, ssl.SSLError, socket.timeout, OSError)):
-            return
-        super().handle_error(request, client_address)
-
-
 # ---------------------------------------------------------------------------------------------
 # CLI
 
@@ -706,12 +498,7 @@ def self_test():
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Mock Pipwave phone-verify API (HTTPS, loopback).")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="loopback address to listen on (127.0.0.0/8, ::1, localhost)")
-    p.add_argument("--port", type=int, default=0, help="port, 0 = pick a free one")
-    p.add_argument("--port-file", help="write the actual port here once listening")
-    p.add_argument("--cert", help="server certificate chain, PEM")
-    p.add_argument("--key", help="server private key, PEM")
+    add_listen_options(p)
     p.add_argument("--merchant", action="append", default=[], metavar="API_KEY:API_SECRET",
                    help="known merchant (repeatable, at least one)")
     p.add_argument("--delay-ms", type=int, default=0,
@@ -729,12 +516,7 @@ def parse_args(argv):
     a = p.parse_args(argv)
     if a.self_test:
         return a
-    if not is_loopback_host(a.host):
-        p.error(f"--host {a.host!r}: only loopback addresses (127.0.0.0/8, ::1, localhost)")
-    if not 0 <= a.port <= 65535:
-        p.error(f"--port {a.port}: must be 0..65535")
-    if not a.cert or not a.key:
-        p.error("--cert and --key are required")
+    check_listen_options(p, a)
     if not a.merchant:
         p.error("at least one --merchant API_KEY:API_SECRET is required")
     merchants = {}
@@ -758,49 +540,15 @@ def main(argv=None):
     if a.self_test:
         return self_test()
 
-    host = "127.0.0.1" if a.host == "localhost" else a.host
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
-    try:
-        ctx.load_cert_chain(a.cert, a.key)
-    except (OSError, ssl.SSLError) as e:
-        print(f"mock-pipwave: cannot load --cert/--key: {e}", file=sys.stderr)
-        return 2
+    def new_state():
+        state = State(a.merchants, a.code, a.resend_cooldown)
+        if a.signatures_file:
+            state.signatures_file = open(a.signatures_file, "a", encoding="utf-8")
+        return state
 
-    threading.stack_size(512 * 1024)  # 300+ connection threads without a big footprint
-    state = State(a.merchants, a.code, a.resend_cooldown)
-    if a.signatures_file:
-        state.signatures_file = open(a.signatures_file, "a", encoding="utf-8")
-    try:
-        srv = MockServer((host, a.port), family, ctx, state, a.delay_ms / 1000.0, a.quiet)
-    except OSError as e:
-        print(f"mock-pipwave: cannot listen on {host}:{a.port}: {e}", file=sys.stderr)
-        return 2
-    port = srv.server_address[1]
-    if a.port_file:
-        tmp = f"{a.port_file}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(f"{port}\n")
-        os.replace(tmp, a.port_file)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    if not a.quiet:
-        print(f"mock-pipwave: listening on https://{host}:{port} "
-              f"({len(a.merchants)} merchant(s), delay {a.delay_ms} ms)", file=sys.stderr,
-              flush=True)
-    try:
-        srv.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.stopping.set()
-        srv.server_close()
-    return 0
+    return serve("mock-pipwave", a, Handler, new_state,
+                 f"({len(a.merchants)} merchant(s), delay {a.delay_ms} ms)",
+                 delay_s=a.delay_ms / 1000.0)
 
 
 if __name__ == "__main__":
