@@ -10,11 +10,13 @@
 #   /etc/pvgate/pvgate.yaml                       conffile; root:pvgate 0640 after postinst
 #   /etc/pvgate/token-key.pem                     made by postinst if missing (P-256), root:pvgate 0640
 #   /etc/pvgate/altcha.key                        made by postinst if missing (32 bytes hex), root:pvgate 0640
-#   /lib/systemd/system/pvgate.socket             socket activation (enabled by the package)
+#   /lib/systemd/system/pvgate.socket             socket activation (enabled by postinst once
+#                                                 pvgate.yaml passes --check-config)
 #   /lib/systemd/system/pvgate.service
 #   /lib/systemd/system/pvgate-spawn-fcgi.service the spawn-fcgi + multiwatch alternative
 #   /usr/share/pvgate/nginx/pvgate-upstream.conf  nginx `upstream pvgate` (http block)
 #   /usr/share/pvgate/nginx/pvgate.conf           nginx locations (server block)
+#   /usr/share/pvgate/nginx/examples/two-merchants.conf  two server blocks, two merchants
 #   /usr/share/man/man8/pvgate.8.gz
 #   /usr/share/doc/pvgate/{README.md,examples/pvgate.yaml,copyright,changelog.gz}
 #
@@ -34,13 +36,36 @@ get_filename_component(PVGATE_PKG_DIR "${PVGATE_PKG_DIR}" ABSOLUTE)
 set(PVGATE_PKG_OUT ${CMAKE_BINARY_DIR}/packaging)
 file(MAKE_DIRECTORY ${PVGATE_PKG_OUT})
 
-set(PVGATE_DEB_MAINTAINER "Seed 1f77f652 maintainers <maintainers@users.noreply.r-seed-1f77f652.example>"
+# The Maintainer field, the changelog's signature and debian/copyright's Upstream-Contact.
+set(PVGATE_DEB_MAINTAINER "pvgate maintainers <maintainers@pvgate.org>"
     CACHE STRING "Maintainer field of the Debian package")
+# A build directory configured before the placeholder was replaced keeps its cached value:
+# replace that one value (and only it), so no package is built with it again.
+if(PVGATE_DEB_MAINTAINER MATCHES "@users\\.noreply\\.r-seed-[0-9a-f]+\\.example>$")
+  set(PVGATE_DEB_MAINTAINER "pvgate maintainers <maintainers@pvgate.org>"
+      CACHE STRING "Maintainer field of the Debian package" FORCE)
+endif()
+set(PVGATE_HOMEPAGE "https://pvgate.org/" CACHE STRING "Homepage field of the Debian package")
 set(PVGATE_SYSTEMD_UNITDIR "" CACHE PATH
     "Where the systemd units go (empty: /lib/systemd/system for prefix /usr, else PREFIX/lib/systemd/system)")
 
 # -- binary -------------------------------------------------------------------------------------
 install(TARGETS pvgate RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR})
+# A stripped install (cpack's CPACK_STRIP_FILES, `cmake --install --strip`) also drops the
+# .comment section (the compilers' version strings), as Debian's dh_strip does (lintian:
+# binary-has-unneeded-section).
+if(CMAKE_OBJCOPY)
+  install(CODE "
+    if(CMAKE_INSTALL_DO_STRIP)
+      execute_process(COMMAND \"${CMAKE_OBJCOPY}\" --remove-section=.comment
+                      \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_SBINDIR}/pvgate\"
+                      RESULT_VARIABLE _rc)
+      if(NOT _rc EQUAL 0)
+        message(FATAL_ERROR \"objcopy --remove-section=.comment failed\")
+      endif()
+    endif()
+  ")
+endif()
 
 # -- paths that depend on the prefix at install time --------------------------------------------
 install(CODE "
@@ -97,6 +122,8 @@ endforeach()
 # -- nginx examples -----------------------------------------------------------------------------
 install(FILES ${PROJECT_SOURCE_DIR}/nginx/pvgate.conf ${PROJECT_SOURCE_DIR}/nginx/pvgate-upstream.conf
         DESTINATION ${CMAKE_INSTALL_DATADIR}/pvgate/nginx)
+install(FILES ${PROJECT_SOURCE_DIR}/nginx/examples/two-merchants.conf
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/pvgate/nginx/examples)
 
 # -- man page and documentation (gzip -9n: reproducible, as Debian policy wants) ----------------
 find_program(PVGATE_GZIP gzip REQUIRED)
@@ -155,13 +182,16 @@ verified HTTPS, and answers the browser with a sanitized JSON object.
 The package runs it as the system user pvgate, under systemd socket
 activation (pvgate.socket) or, alternatively, spawn-fcgi and multiwatch.")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "${PVGATE_HOMEPAGE}")
 set(CPACK_DEBIAN_PACKAGE_SECTION web)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # Merged with what dpkg-shlibdeps finds. adduser: postinst creates the user; openssl: postinst
 # makes the verification token's signing key (/etc/pvgate/token-key.pem) with `openssl genpkey`
 # and the ALTCHA key (/etc/pvgate/altcha.key) with `openssl rand`.
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, openssl")
+# ca-certificates: every call to Pipwave (and to a CAPTCHA provider's siteverify) is HTTPS
+# verified against the system store, /etc/ssl/certs.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, ca-certificates, openssl")
 # pvgate.socket needs neither; pvgate-spawn-fcgi.service needs both. nginx is the web server
 # the shipped snippets are for; not a Recommends, so installing pvgate never pulls in (and
 # starts) a web server on a host that has another.

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The Debian package smoke test (CI): build pvgate_*.deb, install it with apt-get, check what
-# it installed, run the INSTALLED service the way its systemd units would (systemd is not PID 1
+# The Debian package smoke test (CI): build pvgate_*.deb, check its control fields (Depends,
+# Maintainer, Homepage) and run lintian -I --pedantic on it (any tag not overridden fails),
+# install it with apt-get, check what it installed (copyright; pvgate.socket NOT enabled while
+# the shipped config fails --check-config, and enabled by dpkg-reconfigure once it passes;
+# pvgate.service's ExecStartPre= failing on a broken config), run the INSTALLED service the way its systemd units would (systemd is not PID 1
 # here), serve a request through nginx with the installed nginx files against the mock
 # Pipwave (a verify answer carrying a verification token that PyJWT checks against the
 # installed service's jwks.json), prove a changed /etc/pvgate/pvgate.yaml and the token signing
@@ -175,7 +178,7 @@ trap 'FAIL=$((FAIL + 1)); echo "test_package: interrupted" >&3; exit 130' INT TE
 # (nginx's postinst would otherwise start the system nginx).
 declare -A TOOL_PKG=([nginx]=nginx-light [spawn-fcgi]=spawn-fcgi [multiwatch]=multiwatch
   [systemd-socket-activate]=systemd [curl]=curl [openssl]=openssl [python3]=python3
-  [cmake]=cmake [cpack]=cmake [setpriv]=util-linux)
+  [cmake]=cmake [cpack]=cmake [setpriv]=util-linux [lintian]=lintian)
 missing=()
 for tool in "${!TOOL_PKG[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("${TOOL_PKG[$tool]}")
@@ -224,18 +227,31 @@ check "control: Depends has adduser and the shared libraries (dpkg-shlibdeps)" \
   bash -c "dpkg-deb -f '$DEB' Depends | grep -q 'adduser' && dpkg-deb -f '$DEB' Depends | grep -q 'libc6 (>='"
 check "control: Depends has openssl (postinst makes the token signing key)" \
   bash -c "dpkg-deb -f '$DEB' Depends | tr ',' '\n' | grep -qx ' *openssl'"
+check "control: Depends has ca-certificates (every call to Pipwave is verified HTTPS)" \
+  bash -c "dpkg-deb -f '$DEB' Depends | tr ',' '\n' | grep -qx ' *ca-certificates'"
 check "control: conffiles lists /etc/pvgate/pvgate.yaml" \
   bash -c "dpkg-deb -I '$DEB' conffiles | grep -qx /etc/pvgate/pvgate.yaml"
-if command -v lintian >/dev/null 2>&1; then
-  lintian --no-tag-display-limit "$DEB" >"$RUN/lintian.log" 2>&1
-  if grep -qE '^[EW]: ' "$RUN/lintian.log"; then
-    bad "lintian: no errors or warnings"
-    grep -E '^[EW]: ' "$RUN/lintian.log"
-  else
-    ok "lintian: no errors or warnings"
-  fi
+MAINTAINER=$(dpkg-deb -f "$DEB" Maintainer)
+HOMEPAGE=$(dpkg-deb -f "$DEB" Homepage)
+NAME_ADDR='^[^<>@]+ [<][^<>@ ]+@[^<>@ ]+[.][a-z]+[>]$'
+PLACEHOLDER='([.](example|invalid|test|localhost)[>]$|noreply|r-seed-|^Maintainer [<]|@example[.])'
+if [[ $MAINTAINER =~ $NAME_ADDR && ! $MAINTAINER =~ $PLACEHOLDER ]]; then
+  ok "control: Maintainer is a name and an address, not a placeholder ($MAINTAINER)"
 else
-  skip "lintian not installed"
+  bad "control: Maintainer is a name and an address, not a placeholder (got '$MAINTAINER')"
+fi
+check "control: Homepage is an https URL ($HOMEPAGE)" bash -c "[[ '$HOMEPAGE' =~ ^https://[a-z0-9.-]+/ ]]"
+check "LICENSE is the Apache License 2.0 text (/usr/share/common-licenses/Apache-2.0)" \
+  cmp "$REPO/LICENSE" /usr/share/common-licenses/Apache-2.0
+# Every tag lintian shows, informational and pedantic ones included, fails the test; the
+# deliberate ones are overridden, each with its reason, in packaging/debian/lintian-overrides.
+lintian -I --pedantic --tag-display-limit 0 "$DEB" >"$RUN/lintian.log" 2>&1
+lintian_rc=$?
+if ((lintian_rc == 0)) && ! grep -qE '^[A-Z]: ' "$RUN/lintian.log"; then
+  ok "lintian -I --pedantic: no tag (overrides aside)"
+else
+  bad "lintian -I --pedantic: no tag (overrides aside) (exit $lintian_rc)"
+  grep -vx 'running with root privileges is not recommended!' "$RUN/lintian.log"
 fi
 
 # -- install ---------------------------------------------------------------------------------------
@@ -275,7 +291,7 @@ for unit in pvgate.socket pvgate.service pvgate-spawn-fcgi.service; do
   expect_mode "$UNITDIR/$unit" "root:root 644"
 done
 for f in /usr/share/pvgate/nginx/pvgate.conf /usr/share/pvgate/nginx/pvgate-upstream.conf \
-  /usr/share/doc/pvgate/README.md /usr/share/doc/pvgate/examples/pvgate.yaml \
+  /usr/share/pvgate/nginx/examples/two-merchants.conf /usr/share/doc/pvgate/README.md /usr/share/doc/pvgate/examples/pvgate.yaml \
   /usr/share/doc/pvgate/copyright /usr/share/doc/pvgate/changelog.gz; do
   expect_mode "$f" "root:root 644"
 done
@@ -284,8 +300,51 @@ check "pvgate --version is the package's version" bash -c "/usr/sbin/pvgate --ve
 check "man -w pvgate finds pvgate(8)" bash -c 'man -w 8 pvgate | grep -qx /usr/share/man/man8/pvgate.8.gz'
 check "pvgate(8) formats without groff warnings" bash -c \
   '[[ -z $(zcat /usr/share/man/man8/pvgate.8.gz | groff -man -Tutf8 -ww -z 2>&1) ]]'
-check "pvgate.socket enabled (sockets.target.wants)" \
-  test -L /etc/systemd/system/sockets.target.wants/pvgate.socket
+check "copyright: machine-readable (DEP-5), Apache-2.0 for every file, nothing left to fill in" bash -c '
+  c=/usr/share/doc/pvgate/copyright
+  head -n 1 "$c" | grep -qx "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" &&
+  grep -qx "Files: \*" "$c" && grep -qx "License: Apache-2.0" "$c" &&
+  grep -q "/usr/share/common-licenses/Apache-2.0" "$c" && ! grep -q "@[A-Z_]*@" "$c"'
+# The shipped config cannot pass --check-config before the operator's edit (the merchant's
+# secret file is theirs to write), so postinst must not enable a socket whose service can
+# only fail: it says what to configure instead, and keeps no enable record yet.
+WANTS=/etc/systemd/system/sockets.target.wants/pvgate.socket
+# deb-systemd-helper's record of the socket (it refuses to run outside maintainer scripts, so
+# the test reads its state file): present once the package enabled it, listing the link.
+DSH_STATE=/var/lib/systemd/deb-systemd-helper-enabled/pvgate.socket.dsh-also
+check "the shipped config fails --check-config as pvgate (no merchant secret yet)" fails \
+  setpriv --reuid=pvgate --regid=pvgate --init-groups -- /usr/sbin/pvgate --check-config \
+  --config /etc/pvgate/pvgate.yaml
+check "placeholder config: pvgate.socket NOT enabled (no sockets.target.wants link)" \
+  bash -c "[[ ! -e '$WANTS' && ! -L '$WANTS' ]]"
+check "placeholder config: no deb-systemd-helper record for pvgate.socket yet" test ! -e "$DSH_STATE"
+check "placeholder config: postinst said what to configure and how to enable the socket" bash -c "
+  grep -q 'is not configured yet, so pvgate.socket is' '$RUN/apt.log' && grep -q '/etc/pvgate/shop-a.secret' '$RUN/apt.log' &&
+  grep -q 'systemctl enable --now pvgate.socket' '$RUN/apt.log'"
+check "placeholder config: nothing listens on $SOCK" bash -c "[[ ! -e '$SOCK' ]]"
+# pvgate.service's ExecStartPre=, run as its User=/Group= (systemd runs it so): with the
+# placeholder config it fails, so a start can never reach ExecStart=.
+exec_start_pre_as_user() {   # exec_start_pre_as_user UNIT: every ExecStartPre= line; 0 if all pass
+  local unit=$1 line u g
+  u=$(unit_value "$unit" User)
+  g=$(unit_value "$unit" Group)
+  [[ -n $(unit_values "$unit" ExecStartPre) ]] || return 2
+  while IFS= read -r line; do
+    mapfile -d '' argv < <(split_cmd "$line")
+    setpriv --reuid="$u" --regid="$g" --init-groups -- "${argv[@]}" || return 1
+  done < <(unit_values "$unit" ExecStartPre)
+}
+check "pvgate.service: ExecStartPre= is pvgate --check-config of ExecStart='s config" bash -c "
+  [[ \$(sed -n 's/^ExecStartPre=//p' '$UNITDIR/pvgate.service') == '/usr/sbin/pvgate --check-config --config /etc/pvgate/pvgate.yaml' &&
+     \$(sed -n 's/^ExecStart=//p' '$UNITDIR/pvgate.service') == '/usr/sbin/pvgate --config /etc/pvgate/pvgate.yaml' ]]"
+out=$(exec_start_pre_as_user pvgate.service 2>&1)
+rc=$?
+if ((rc == 1)) && grep -q "shop-a.secret" <<<"$out"; then
+  ok "pvgate.service: ExecStartPre= fails on the placeholder config, naming the missing secret file"
+else
+  bad "pvgate.service: ExecStartPre= fails on the placeholder config, naming the missing secret file (rc $rc)"
+  say "$out"
+fi
 if command -v systemd-analyze >/dev/null 2>&1; then
   if out=$(systemd-analyze verify pvgate.socket pvgate.service pvgate-spawn-fcgi.service 2>&1) &&
     [[ -z "$out" ]]; then
@@ -342,6 +401,33 @@ else
 fi
 check "pvgate --check-config as nobody fails (the config is not world-readable)" fails \
   setpriv --reuid=nobody --regid=nogroup --clear-groups -- /usr/sbin/pvgate --check-config --config /etc/pvgate/pvgate.yaml
+check "pvgate.service: ExecStartPre= passes on the configured file" exec_start_pre_as_user pvgate.service
+# A broken edit (an unknown key): ExecStartPre= fails and names it, so the service would not
+# start on it. The edited file is put back byte for byte.
+cp -p /etc/pvgate/pvgate.yaml "$RUN/pvgate.yaml.good"
+printf 'no_such_key: 1\n' >>/etc/pvgate/pvgate.yaml
+out=$(exec_start_pre_as_user pvgate.service 2>&1)
+rc=$?
+if ((rc == 1)) && grep -q "no_such_key" <<<"$out"; then
+  ok "pvgate.service: ExecStartPre= fails on a broken config, naming the bad key"
+else
+  bad "pvgate.service: ExecStartPre= fails on a broken config, naming the bad key (rc $rc)"
+  say "$out"
+fi
+cp -p "$RUN/pvgate.yaml.good" /etc/pvgate/pvgate.yaml
+check "the configured file is back" bash -c "[[ \$(sha256sum </etc/pvgate/pvgate.yaml) == '$CONFIG_SUM' ]]"
+check "still not enabled before the package runs again" bash -c "[[ ! -e '$WANTS' && ! -L '$WANTS' ]]"
+# Configured now: the next package run (here dpkg-reconfigure; an upgrade does the same) sees
+# the config pass and enables the socket.
+if DEBIAN_FRONTEND=noninteractive dpkg-reconfigure pvgate >>"$RUN/apt.log" 2>&1; then
+  ok "dpkg-reconfigure pvgate"
+else
+  bad "dpkg-reconfigure pvgate"
+fi
+check "configured: pvgate.socket enabled by dpkg-reconfigure (sockets.target.wants)" \
+  bash -c "[[ \$(readlink '$WANTS') == '$UNITDIR/pvgate.socket' ]]"
+check "configured: deb-systemd-helper records it enabled (kept on upgrade)" \
+  grep -qx "$WANTS" "$DSH_STATE"
 
 # -- nginx with the installed files ----------------------------------------------------------------
 NGINX_PID=
@@ -574,6 +660,8 @@ check "socket activation: ListenStream= is $SOCK (nginx's upstream)" test "$list
 check "socket activation: the service takes the socket on fd 0 (StandardInput=socket)" \
   test "$(unit_value $U StandardInput)" = socket
 install -d -o root -g root -m "$(unit_value $S DirectoryMode)" "$(dirname "$listen")"
+check "socket activation: ExecStartPre= (check-config as $(unit_value $U User)) succeeds" \
+  exec_start_pre_as_user $U
 svc_user=$(unit_value $U User)
 svc_group=$(unit_value $U Group)
 # The unit's stdout/stderr go to the journal; here both go to the log (not into the socket).
@@ -651,6 +739,7 @@ check "reinstall: the changed /etc/pvgate/pvgate.yaml is kept" bash -c \
   "[[ \$(sha256sum </etc/pvgate/pvgate.yaml) == '$CONFIG_SUM' ]]"
 expect_mode /etc/pvgate/pvgate.yaml "root:pvgate 640"
 check "reinstall: same pvgate uid" test "$(id -u pvgate)" = "$uid_before"
+check "reinstall: pvgate.socket still enabled" test -L "$WANTS"
 check "reinstall: the token signing key is kept, unchanged" bash -c \
   "[[ \$(sha256sum <'$TOKEN_KEY') == '$KEY_SUM' ]]"
 expect_mode "$TOKEN_KEY" "root:pvgate 640"
@@ -678,6 +767,7 @@ check "upgrade: installed version is $NEWVER" bash -c \
   "[[ \$(dpkg-query -W -f='\${Version}' pvgate) == '$NEWVER' ]]"
 check "upgrade: the changed /etc/pvgate/pvgate.yaml is kept" bash -c \
   "[[ \$(sha256sum </etc/pvgate/pvgate.yaml) == '$CONFIG_SUM' ]]"
+check "upgrade: pvgate.socket still enabled" test -L "$WANTS"
 check "upgrade: the new default is beside it as pvgate.yaml.dpkg-dist" \
   grep -q "new default from the upgrade" /etc/pvgate/pvgate.yaml.dpkg-dist
 expect_mode /etc/pvgate/pvgate.yaml "root:pvgate 640"
@@ -686,6 +776,19 @@ check "upgrade: the token signing key is kept, unchanged" bash -c \
   "[[ \$(sha256sum <'$TOKEN_KEY') == '$KEY_SUM' ]]"
 check "upgrade: pvgate --check-config as pvgate still OK" \
   as_pvgate /usr/sbin/pvgate --check-config --config /etc/pvgate/pvgate.yaml
+
+# The operator disables the socket (what `systemctl disable pvgate.socket` does to it: the
+# link goes); a later package run keeps it disabled although the config passes.
+rm -f "$WANTS"
+if (cd "$RUN" && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall \
+  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+  "./$(basename "$NEWDEB")") >>"$RUN/apt.log" 2>&1; then
+  ok "reinstall after the operator disabled pvgate.socket"
+else
+  bad "reinstall after the operator disabled pvgate.socket"
+fi
+check "reinstall: the operator's disable is kept (no sockets.target.wants link)" \
+  bash -c "[[ ! -e '$WANTS' && ! -L '$WANTS' ]]"
 
 # -- 4. purge --------------------------------------------------------------------------------------
 say "== purge"
