@@ -225,9 +225,17 @@ TEST_CASE("the shipped conf/pvgate.yaml is valid and documents the default rules
   const std::string key_needle = "[/etc/pvgate/token-key.pem]";
   REQUIRE(text.find(key_needle) != std::string::npos);
   text.replace(text.find(key_needle), key_needle.size(), "[" + key_path + "]");
+  // The ALTCHA key the package makes on install: a test key in its place.
+  const std::string altcha_path = "pvgate_test_shipped_altcha.key";
+  { std::ofstream(altcha_path) << std::string(64, 'a') << "\n"; }
+  ::chmod(altcha_path.c_str(), 0600);
+  const std::string altcha_needle = "key_file: /etc/pvgate/altcha.key";
+  REQUIRE(text.find(altcha_needle) != std::string::npos);
+  text.replace(text.find(altcha_needle), altcha_needle.size(), "key_file: " + altcha_path);
   const auto r = load_config_text(text, "pvgate.yaml");
   std::remove(path.c_str());
   std::remove(key_path.c_str());
+  std::remove(altcha_path.c_str());
   INFO(all_errors(r));
   REQUIRE(r.config);
   for (const auto& w : r.warnings) CHECK(w.find("verification") == std::string::npos);
@@ -238,6 +246,18 @@ TEST_CASE("the shipped conf/pvgate.yaml is valid and documents the default rules
   CHECK(v.session_ttl_ms == 600'000);
   CHECK(v.token_ttl_ms == 600'000);
   CHECK(r.config->merchants.at("shop-a").audience == "shop-a");
+  // The challenge as documented: ALTCHA always, the default difficulty and pressure rules.
+  const ChallengeConfig& c = r.config->merchants.at("shop-a").challenge;
+  CHECK(c.kind == ChallengeKind::altcha);
+  CHECK(c.always);
+  CHECK(c.difficulty == 50000);
+  CHECK(c.hard_difficulty == 500000);
+  CHECK(c.expires_ms == 600'000);
+  CHECK(c.address.sends == 3);
+  CHECK(c.address.period_ms == 3'600'000);
+  CHECK(c.phone.sends == 2);
+  CHECK(c.merchant.sends == 60);
+  CHECK(c.merchant.period_ms == 60'000);
   const auto& t = r.config->throttle;
   CHECK(t.enabled);
   CHECK(t.on_store_error == OnStoreError::deny);
