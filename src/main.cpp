@@ -204,13 +204,14 @@ int main(int argc, char** argv) {
   Logger log;
   log.set_priority_prefix(journal);
   log.set_json(loaded.log_json);
-  if (loaded.config) log.set_level(loaded.config->log_level);
+  // Start-up warnings are written whatever log.level says, as they always were.
   for (const auto& w : loaded.warnings) log.warn(w);
   if (!loaded.errors.empty()) {
     for (const auto& e : loaded.errors) log.error(e);
     log.error(std::to_string(loaded.errors.size()) + " problem(s) in the configuration");
     return 1;
   }
+  log.set_level(loaded.config->log_level);
 
   upstream_global_init();
   {

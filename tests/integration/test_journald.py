@@ -20,7 +20,7 @@ and a broken one (errors), and stops on SIGTERM.
 - not the journal: JOURNAL_STREAM naming another file, or unset (the stack's own pvgate),
   leaves lines without a prefix, as before.
 - start-up errors: a broken file with log.format: text gives its errors as text log lines,
-  "<3>pvgate: error ...", and no READY=1.
+  "<3>pvgate: error ...", its warnings too (whatever log.level), and no READY=1.
 """
 
 import json
@@ -277,7 +277,7 @@ def not_the_journal(ctx):
 def startup_error_text(ctx):
     st = ctx.stack
     bad = st.run_dir / "bad.yaml"
-    bad.write_text(st.pvgate_config.read_text() + "log:\n  format: text\nno_such_key: 1\n")
+    bad.write_text(st.pvgate_config.read_text() + "log:\n  format: text\n  level: error\nno_such_key: 1\n")
     os.chmod(bad, 0o600)
     out = st.run_dir / "journal-bad.log"
     notify = NotifySocket(st.run_dir / "notify3.sock")
