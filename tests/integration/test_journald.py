@@ -277,7 +277,8 @@ def not_the_journal(ctx):
 def startup_error_text(ctx):
     st = ctx.stack
     bad = st.run_dir / "bad.yaml"
-    bad.write_text(st.pvgate_config.read_text() + "log:\n  format: text\n  level: error\nno_such_key: 1\n")
+    bad.write_text(st.pvgate_config.read_text() +
+                   "log:\n  format: text\n  level: error\nno_such_key: 1\n")
     os.chmod(bad, 0o600)
     out = st.run_dir / "journal-bad.log"
     notify = NotifySocket(st.run_dir / "notify3.sock")
