@@ -794,6 +794,7 @@ ConfigResult load(const YAML::Node& root, Reader& r, const std::string& source) 
   }
   result.errors = std::move(r.errors);
   result.warnings = std::move(r.warnings);
+  result.log_json = config->log_json;
   if (result.errors.empty()) result.config = std::move(config);
   return result;
 }

@@ -174,6 +174,9 @@ struct ConfigResult {
   std::shared_ptr<const Config> config;  // null when errors is not empty
   std::vector<std::string> errors;       // "file:line: key.path: problem"
   std::vector<std::string> warnings;
+  // log.format as the file asks, even when it has errors elsewhere: the
+  // service writes those errors in the format of its other lines.
+  bool log_json = true;
 };
 
 ConfigResult load_config_file(const std::string& path);

@@ -1,11 +1,13 @@
 #include "log.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <ctime>
+#include <system_error>
 
 namespace pvgate {
 namespace {
@@ -49,6 +51,41 @@ std::string_view level_name(LogLevel level) {
       return "error";
   }
   return "info";
+}
+
+int syslog_priority(LogLevel level) {
+  switch (level) {
+    case LogLevel::debug:
+      return 7;
+    case LogLevel::info:
+      return 6;
+    case LogLevel::warn:
+      return 4;
+    case LogLevel::error:
+      return 3;
+  }
+  return 6;
+}
+
+bool is_journal_stream(int fd, const char* journal_stream) {
+  if (journal_stream == nullptr) return false;
+  const std::string_view text(journal_stream);
+  const std::size_t colon = text.find(':');
+  if (colon == std::string_view::npos) return false;
+  unsigned long long dev = 0;
+  unsigned long long ino = 0;
+  const char* const first = text.data();
+  const char* const last = first + text.size();
+  const auto d = std::from_chars(first, first + colon, dev);
+  const auto i = std::from_chars(first + colon + 1, last, ino);
+  if (d.ec != std::errc() || d.ptr != first + colon || colon == 0 || i.ec != std::errc() ||
+      i.ptr != last || colon + 1 == text.size()) {
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return false;
+  return static_cast<unsigned long long>(st.st_dev) == dev &&
+         static_cast<unsigned long long>(st.st_ino) == ino;
 }
 
 std::string printable(std::string_view text) {
@@ -152,11 +189,18 @@ void Logger::log(LogLevel level, std::string_view text) {
 void Logger::emit(LogLevel level, const std::string& text) {
   constexpr std::size_t kBatchBytes = 4096;  // PIPE_BUF
   std::unique_lock<std::mutex> lock(mutex_);
-  if (!pending_.empty() && pending_.size() + text.size() + 1 > kBatchBytes) {
+  const bool prefix = prefix_.load(std::memory_order_relaxed);
+  const std::size_t size = (prefix ? 3 : 0) + text.size() + 1;  // "<N>" line "\n"
+  if (!pending_.empty() && pending_.size() + size > kBatchBytes) {
     write_out(lock);  // the batch is full: it goes first, whole
     lock.lock();
   }
   if (pending_.empty()) oldest_ = std::chrono::steady_clock::now();
+  if (prefix) {
+    // Per line, not per write: journald reads each line of a batch on its own.
+    const char tag[3] = {'<', static_cast<char>('0' + syslog_priority(level)), '>'};
+    pending_.append(tag, 3);
+  }
   pending_.append(text).push_back('\n');
   has_pending_.store(true, std::memory_order_release);
   if (!batching_.load(std::memory_order_relaxed) || busy_.load(std::memory_order_acquire) <= 1 ||

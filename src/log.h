@@ -2,6 +2,11 @@
 // (journald under systemd) or, for request lines, FastCGI's stderr stream,
 // which nginx writes to its error log (log.destination). Callers pass
 // already-masked values: no phone number in clear, no secret.
+//
+// When stderr is the journal's stream (is_journal_stream), each line on it
+// starts with its syslog priority, "<4>{...}" (sd-daemon(3)): journald takes
+// the prefix off and files the line at that priority, so `journalctl -p
+// warning` finds warnings. Lines bound for nginx's error log carry none.
 #pragma once
 
 #include <atomic>
@@ -38,6 +43,11 @@ class Logger {
   void release();
   void flush();
   void flush_stale();
+
+  // Each line written to the fd starts with "<N>" (syslog_priority). Set once,
+  // before the threads start; batching stays whole-line (each line in a batch
+  // has its own prefix).
+  void set_priority_prefix(bool on) { prefix_.store(on, std::memory_order_relaxed); }
 
   void set_level(LogLevel level) { level_.store(level, std::memory_order_relaxed); }
   void set_json(bool json) { json_.store(json, std::memory_order_relaxed); }
@@ -85,6 +95,7 @@ class Logger {
   std::chrono::steady_clock::time_point oldest_;
   std::atomic<LogLevel> level_{LogLevel::info};
   std::atomic<bool> json_{true};
+  std::atomic<bool> prefix_{false};
 };
 
 // The one formatter of log lines: a record written field by field into a
@@ -115,6 +126,15 @@ class LogLine {
 };
 
 std::string_view level_name(LogLevel level);
+
+// sd-daemon(3)'s SD_ERR (3), SD_WARNING (4), SD_INFO (6), SD_DEBUG (7).
+int syslog_priority(LogLevel level);
+
+// True when `fd` is the stream systemd names in JOURNAL_STREAM
+// ("<st_dev>:<st_ino>" in decimal): the journal reads it. Checking the fd,
+// not only that the variable is set, keeps a prefix out of a file or a pipe
+// the service's stderr was redirected to (systemd.exec(5), JOURNAL_STREAM).
+bool is_journal_stream(int fd, const char* journal_stream);
 
 // Control characters replaced by '?', so a value can never split or forge a line.
 std::string printable(std::string_view text);

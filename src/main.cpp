@@ -18,6 +18,7 @@
 #include "jws.h"
 #include "lmdb_store.h"
 #include "log.h"
+#include "notify.h"
 #include "options.h"
 #include "phone.h"
 #include "redis_store.h"
@@ -180,17 +181,37 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // Under systemd, stderr is the journal: every line then carries its
+  // priority ("<4>..."), the service's log lines and --check-config's report alike.
+  const bool journal = is_journal_stream(2, std::getenv("JOURNAL_STREAM"));
   ConfigResult loaded = load_config_file(options.config_path);
-  for (const auto& w : loaded.warnings) std::cerr << "pvgate: warning: " << w << "\n";
-  if (!loaded.errors.empty()) {
-    for (const auto& e : loaded.errors) std::cerr << "pvgate: " << e << "\n";
-    std::cerr << "pvgate: " << loaded.errors.size() << " problem(s) in the configuration\n";
-    return 1;
-  }
   if (options.check_config) {
+    // A report for a person (or for `systemctl reload`'s ExecReload): plain text.
+    const char* warning = journal ? "<4>pvgate: warning: " : "pvgate: warning: ";
+    const char* problem = journal ? "<3>pvgate: " : "pvgate: ";
+    for (const auto& w : loaded.warnings) std::cerr << warning << w << "\n";
+    if (!loaded.errors.empty()) {
+      for (const auto& e : loaded.errors) std::cerr << problem << e << "\n";
+      std::cerr << problem << loaded.errors.size() << " problem(s) in the configuration\n";
+      return 1;
+    }
     print_config_summary(*loaded.config);
     return 0;
   }
+
+  // The service: from here on every line is a log line, in the file's
+  // log.format, start-up warnings and errors included.
+  Logger log;
+  log.set_priority_prefix(journal);
+  log.set_json(loaded.log_json);
+  // Start-up warnings are written whatever log.level says, as they always were.
+  for (const auto& w : loaded.warnings) log.warn(w);
+  if (!loaded.errors.empty()) {
+    for (const auto& e : loaded.errors) log.error(e);
+    log.error(std::to_string(loaded.errors.size()) + " problem(s) in the configuration");
+    return 1;
+  }
+  log.set_level(loaded.config->log_level);
 
   upstream_global_init();
   {
@@ -199,10 +220,7 @@ int main(int argc, char** argv) {
     PhoneError ignored = PhoneError::none;
     parse_phone("60", "198765432", ignored);
   }
-  Logger log;
   log.set_batching(true);  // request lines under load go out in groups (Logger::hold)
-  log.set_level(loaded.config->log_level);
-  log.set_json(loaded.config->log_json);
   ConfigHolder config(loaded.config);
   // Outlives the server: requests waiting on Pipwave finish before it goes.
   CurlUpstream upstream(loaded.config->upstream.max_connections);
@@ -230,8 +248,18 @@ int main(int argc, char** argv) {
   log.info("pvgate " PVGATE_VERSION " serving with " + std::to_string(options.threads) +
            " threads, upstream " + loaded.config->upstream.url);
 
+  // Type=notify: systemd counts the service as started once the socket is
+  // open and the workers serve, and a reload as done once the new (or, when
+  // rejected, the old) configuration is in place.
+  const Notifier notifier = Notifier::from_environment();
+  const auto tell = [&](const std::string& state) {
+    std::string why;
+    if (!notifier.send(state, &why)) log.warn(why);
+  };
+  tell(Notifier::ready_message());
+
   const std::string config_path = options.config_path;
-  server.run_until_signal([&] {
+  const auto reload = [&] {
     ConfigResult next = load_config_file(config_path);
     for (const auto& w : next.warnings) log.warn(w);
     if (!next.errors.empty()) {
@@ -248,7 +276,13 @@ int main(int argc, char** argv) {
     config.set(next.config);
     metrics.reload(true);
     log.info("reload: configuration " + config_path + " loaded");
+  };
+  server.run_until_signal([&] {
+    tell(Notifier::reloading_message(Notifier::monotonic_usec()));
+    reload();
+    tell(Notifier::ready_message());
   });
+  tell(Notifier::stopping_message());
   if (!server.stop()) {
     log.warn("requests still in flight at the drain deadline; exiting anyway");
     log.flush();

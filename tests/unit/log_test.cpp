@@ -1,4 +1,5 @@
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -213,4 +214,110 @@ TEST_CASE("log lines from many threads all arrive whole") {
     start = end + 1;
   }
   CHECK(lines == kThreads * kLines);
+}
+
+// sd-daemon(3): SD_ERR "<3>", SD_WARNING "<4>", SD_INFO "<6>", SD_DEBUG "<7>".
+TEST_CASE("under the journal, every line starts with its syslog priority") {
+  CHECK(syslog_priority(LogLevel::error) == 3);
+  CHECK(syslog_priority(LogLevel::warn) == 4);
+  CHECK(syslog_priority(LogLevel::info) == 6);
+  CHECK(syslog_priority(LogLevel::debug) == 7);
+
+  Capture cap;
+  Logger log(cap.fds[1]);
+  log.set_level(LogLevel::debug);
+  SECTION("JSON lines, one write each") {
+    log.set_priority_prefix(true);
+    log.debug("d");
+    log.info("i");
+    log.warn("w");
+    log.error("e");
+    const auto w = cap.writes();
+    REQUIRE(w.size() == 4);
+    const char* want[] = {"<7>", "<6>", "<4>", "<3>"};
+    for (std::size_t k = 0; k < 4; ++k) {
+      REQUIRE(w[k].size() > 4);
+      CHECK(w[k].substr(0, 3) == want[k]);
+      CHECK(w[k].back() == '\n');
+      // What follows the prefix is the unchanged JSON line.
+      const auto doc = nlohmann::json::parse(w[k].substr(3, w[k].size() - 4));
+      CHECK(doc["msg"] == std::string(1, "diwe"[k]));
+    }
+  }
+  SECTION("text lines") {
+    log.set_priority_prefix(true);
+    log.set_json(false);
+    log.warn("careful");
+    CHECK(joined(cap.writes()) == "<4>pvgate: warn careful\n");
+  }
+  SECTION("without it, lines are as before") {
+    log.warn("plain");
+    const std::string all = joined(cap.writes());
+    CHECK(all.rfind("{\"ts\":", 0) == 0);
+  }
+  SECTION("a batch: each line its own prefix, batches within PIPE_BUF") {
+    log.set_priority_prefix(true);
+    log.set_batching(true);
+    log.hold();
+    log.hold();
+    for (int i = 0; i < 150; ++i) {
+      LogLine(log, i % 3 == 0 ? LogLevel::debug : LogLevel::info)
+          .number("i", i)
+          .text("pad", std::string(50, 'x'))
+          .write(log);
+    }
+    log.error("boom");  // goes out at once, with the queued lines before it
+    log.release();
+    log.release();
+    const auto w = cap.writes();
+    CHECK(w.size() > 1);
+    std::vector<std::string> lines;
+    for (const auto& batch : w) {
+      CHECK(batch.size() <= 4096);
+      REQUIRE(batch.back() == '\n');
+      std::size_t start = 0;
+      while (start < batch.size()) {
+        const std::size_t end = batch.find('\n', start);
+        lines.push_back(batch.substr(start, end - start));
+        start = end + 1;
+      }
+    }
+    REQUIRE(lines.size() == 151);
+    for (int i = 0; i < 150; ++i) {
+      const std::string& line = lines[static_cast<std::size_t>(i)];
+      CHECK(line.substr(0, 3) == (i % 3 == 0 ? "<7>" : "<6>"));
+      CHECK(nlohmann::json::parse(line.substr(3))["i"] == i);
+    }
+    CHECK(lines.back().substr(0, 3) == "<3>");
+  }
+  SECTION("lines for nginx's error log (a caller's string) never carry it") {
+    log.set_priority_prefix(true);
+    std::string out;
+    LogLine(log, LogLevel::warn, out).message("to nginx");
+    CHECK(out.rfind("{\"ts\":", 0) == 0);
+  }
+}
+
+TEST_CASE("is_journal_stream: the fd's own device and inode, as systemd writes them") {
+  Capture cap;
+  struct stat st {};
+  REQUIRE(::fstat(cap.fds[1], &st) == 0);
+  const std::string mine = std::to_string(static_cast<unsigned long long>(st.st_dev)) + ":" +
+                           std::to_string(static_cast<unsigned long long>(st.st_ino));
+  CHECK(is_journal_stream(cap.fds[1], mine.c_str()));
+  CHECK_FALSE(is_journal_stream(cap.fds[1], nullptr));
+  CHECK_FALSE(is_journal_stream(cap.fds[1], ""));
+  CHECK_FALSE(is_journal_stream(-1, mine.c_str()));
+  // The other end of the pair is another inode: stderr redirected elsewhere
+  // after systemd set the variable.
+  CHECK_FALSE(is_journal_stream(cap.fds[0], mine.c_str()));
+  const std::string dev = std::to_string(static_cast<unsigned long long>(st.st_dev));
+  const std::string ino = std::to_string(static_cast<unsigned long long>(st.st_ino));
+  for (const std::string& bad :
+       {dev + ":" + std::to_string(static_cast<unsigned long long>(st.st_ino) + 1), ":" + ino,
+        dev + ":", dev, dev + ":" + ino + "x", dev + ":" + ino + ":1", " " + mine, dev + ":-" + ino,
+        std::string("a:b")}) {
+    INFO(bad);
+    CHECK_FALSE(is_journal_stream(cap.fds[1], bad.c_str()));
+  }
 }
