@@ -15,7 +15,9 @@ histogram), a verify-token-answer, and an invalid number. Then one scrape of /pv
 - every label a dashboard query or an alert rule groups by is a label of a metric it reads (or
   one Prometheus adds, or item 2's `merchant`);
 - every dashboard query, with its Grafana variables replaced, parses as PromQL (promtool check
-  rules on a file of them).
+  rules on a file of them);
+- the outcome lists the 4xx and 5xx ratios select are exactly the outcomes src/outcome.cpp
+  answers with 4xx and 5xx, so a new outcome is not left out of both.
 promtool is Debian's `prometheus` package (scripts/install-deps); without it this test fails.
 """
 
@@ -322,6 +324,32 @@ def datasource(ctx):
           f"every datasource uid is the variable, none hard-coded: {sorted(uids)}")
 
 
+def outcome_statuses():
+    """{outcome: HTTP status} from src/outcome.cpp's http_status(), the one table of them."""
+    src = (REPO / "src" / "outcome.cpp").read_text()
+    body = re.search(r"int http_status\(Outcome outcome\) \{(.*?)\n\}", src, re.S)
+    check(body is not None, "http_status() not found in src/outcome.cpp")
+    table = dict((o, int(c)) for o, c in
+                 re.findall(r"case Outcome::(\w+):\s*return (\d+);", body.group(1)))
+    check(len(table) >= 15, f"only {len(table)} outcomes read from http_status()")
+    return table
+
+
+def outcome_sets(ctx):
+    table = outcome_statuses()
+    want4 = {o for o, c in table.items() if 400 <= c < 500}
+    want5 = {o for o, c in table.items() if c >= 500}
+    regexes = [(w, m) for w, e in dashboard_queries() + alert_exprs()[0]
+               for m in re.findall(r'outcome=~"([^"]*)"', e)]
+    got = {frozenset(m.split("|")) for _, m in regexes}
+    check(frozenset(want4) in got, f"no query selects exactly the 4xx outcomes {sorted(want4)}")
+    check(frozenset(want5) in got, f"no query selects exactly the 5xx outcomes {sorted(want5)}")
+    bad = [f"{w}: {m}" for w, m in regexes
+           if set(m.split("|")) not in (want4, want5)]
+    check(not bad, "an outcome list is neither every 4xx nor every 5xx outcome of "
+          "src/outcome.cpp:\n      " + "\n      ".join(bad))
+
+
 CASES = [
     ("traffic: 403 challenge required, a solved send, a verify, an invalid number", setup),
     ("promtool check metrics accepts the scrape", promtool_check_metrics),
@@ -330,6 +358,7 @@ CASES = [
     ("the dashboard and the rules group by labels their metrics have", grouping_labels_exist),
     ("every dashboard query parses as PromQL", dashboard_promql),
     ("the datasource is a template variable", datasource),
+    ("the 4xx and 5xx outcome lists match src/outcome.cpp", outcome_sets),
 ]
 
 if __name__ == "__main__":
