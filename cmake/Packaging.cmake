@@ -124,6 +124,12 @@ install(FILES ${PROJECT_SOURCE_DIR}/nginx/pvgate.conf ${PROJECT_SOURCE_DIR}/ngin
         DESTINATION ${CMAKE_INSTALL_DATADIR}/pvgate/nginx)
 install(FILES ${PROJECT_SOURCE_DIR}/nginx/examples/two-merchants.conf
         DESTINATION ${CMAKE_INSTALL_DATADIR}/pvgate/nginx/examples)
+# Monitoring (README, Monitoring): alert rules and a dashboard for the operator's Prometheus and
+# Grafana to load; nothing on this host reads them.
+install(FILES ${PVGATE_PKG_DIR}/prometheus/pvgate-alerts.yml
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/pvgate/prometheus)
+install(FILES ${PVGATE_PKG_DIR}/grafana/pvgate-dashboard.json
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/pvgate/grafana)
 
 # -- man page and documentation (gzip -9n: reproducible, as Debian policy wants) ----------------
 find_program(PVGATE_GZIP gzip REQUIRED)
