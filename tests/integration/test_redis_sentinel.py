@@ -17,7 +17,9 @@ until the sentinel has promoted the replica, then a fresh phone passes once and 
 and the count replicated before it still refuses its phone. The old primary comes back empty
 as a replica of the new one, and the same failover is done again with `on_store_error: allow`
 (reloaded in between): every request forwarded (200) while there is no primary, throttling
-back afterwards. The password is in neither pvgate's log nor the check-config output.
+back afterwards. Last, a hand-over with both nodes up (SENTINEL FAILOVER): the old primary,
+demoted to a replica, refuses pvgate's writes (READONLY) and pvgate moves to the new one. The
+password is in neither pvgate's log nor the check-config output.
 """
 
 import collections
@@ -157,21 +159,31 @@ def log_text(ctx):
 # -- the failover ---------------------------------------------------------------------------
 
 
-def failover(ctx, mode, dead, survivor):
-    """Kills `dead` (the primary) and sends fresh phones until throttling is back on
-    `survivor`. Returns (seconds from the kill to throttling back, answers during the
-    failover, worst latency)."""
+def failover(ctx, mode, dead, survivor, label=None, manual=False):
+    """Kills `dead` (the primary), or with `manual` has the sentinel hand its role to
+    `survivor` (SENTINEL FAILOVER: `dead` stays up, demoted to a replica, so pvgate's pooled
+    connections to it get READONLY), and sends fresh phones until throttling is back on
+    `survivor`."""
+    label = label or mode
     sentinel = SENTINEL[0]
     check(sentinel.master_port() == dead.port, "the sentinel does not name the primary")
     f0 = fields(ctx)
     sent_ok(ctx, f0)
     # The count of f0 reaches the replica (asynchronous replication: wait for it, bounded),
     # so it must survive the failover.
-    wait_until(lambda: keys_on(survivor, f"pvgate:{mode}:*"), f"the {mode} count on the replica",
+    wait_until(lambda: keys_on(survivor, f"pvgate:{label}:*"), f"the {mode} count on the replica",
                timeout=SETUP_TIMEOUT_S)
     pids = ctx.stack.worker_pids()
     t_kill = time.monotonic()
-    dead.kill()
+    if manual:
+        # Asynchronous: wait (bounded) for the hand-over to finish before sending, so the
+        # first sends meet pooled connections to a node that is now a replica.
+        sentinel.command("SENTINEL", "FAILOVER", MASTER)
+        wait_until(lambda: sentinel.master_port() == survivor.port and dead.role() == "slave"
+                   and survivor.role() == "master", "the hand-over", timeout=SETUP_TIMEOUT_S)
+        t_kill = time.monotonic()
+    else:
+        dead.kill()
     seen = collections.Counter()
     worst = 0.0
     forwarded_during = 0
@@ -210,27 +222,33 @@ def failover(ctx, mode, dead, survivor):
     took = back_at - t_kill
     check(survivor.role() == "master", f"{mode}: the replica was not promoted")
     check(sentinel.master_port() == survivor.port, "the sentinel does not name the new primary")
-    if mode == "deny":
+    if manual:
+        wait_until(lambda: dead.role() == "slave", "the old primary demoted",
+                   timeout=SETUP_TIMEOUT_S)
+    if mode == "deny" and not manual:
         check(seen[503] > 0, f"deny: no 503 during the failover ({dict(seen)})")
         wait_until(lambda: "on_store_error: deny" in log_text(ctx), "the deny in the log")
-    else:
+    elif mode == "allow":
         check(seen[503] == 0, f"allow: a 503 during the failover ({dict(seen)})")
         check(forwarded_during + seen[200] > 2, f"allow: too few answers ({dict(seen)})")
         wait_until(lambda: "on_store_error: allow" in log_text(ctx), "the allow in the log")
+    # (A manual failover may be over before any request meets it: no 503 is required then;
+    # the loop above has checked that each answer was a 200, 429 or a deny's 503.)
     # Every worker's breaker has had its retry period: each must now throttle on the new
     # primary (not a synchronisation sleep: an open breaker cannot be hurried).
     time.sleep(BREAKER_RETRY_S + 0.1)
     refused(ctx, f0)            # the replicated count survived
-    after_keys = set(keys_on(survivor, f"pvgate:{mode}:*"))
+    after_keys = set(keys_on(survivor, f"pvgate:{label}:*"))
     for _ in range(4):
         f = fields(ctx)
         sent_ok(ctx, f)
         refused(ctx, f)
-    new_keys = set(keys_on(survivor, f"pvgate:{mode}:*")) - after_keys
+    new_keys = set(keys_on(survivor, f"pvgate:{label}:*")) - after_keys
     check(len(new_keys) == 4, f"{len(new_keys)} new counts on the new primary, want 4")
     check(ctx.stack.worker_pids() == pids, "pvgate workers changed: no restart allowed")
-    observed[mode] = (took, dict(seen), worst)
-    print(f"#    {mode}: primary :{dead.port} SIGKILLed; throttling on :{survivor.port} again "
+    observed[label] = (took, dict(seen), worst)
+    how = "handed over by SENTINEL FAILOVER" if manual else "SIGKILLed"
+    print(f"#    {label}: primary :{dead.port} {how}; throttling on :{survivor.port} again "
           f"after {took:.2f} s (answers meanwhile {dict(seen)}, worst latency "
           f"{worst * 1000:.0f} ms); 4 new counts on the new primary, the replicated one refuses")
 
@@ -272,16 +290,20 @@ def failover_deny(ctx):
     failover(ctx, "deny", PRIMARY, REPLICA)
 
 
-def old_primary_rejoins(ctx):
-    """The SIGKILLed primary comes back (empty: nothing persisted) as a replica of the new
-    one; the sentinel must see it healthy before the next failover."""
-    PRIMARY.of = REPLICA
-    PRIMARY.restart()
-    wait_until(lambda: replica_synced(PRIMARY), "the old primary synced as a replica",
+def rejoins(node, primary):
+    """The SIGKILLed `node` comes back (empty: nothing persisted) as a replica of `primary`;
+    the sentinel must see it healthy before the next failover."""
+    node.of = primary
+    node.restart()
+    wait_until(lambda: replica_synced(node), "the old primary synced as a replica",
                timeout=SETUP_TIMEOUT_S)
-    wait_until(lambda: PRIMARY.port in SENTINEL[0].replicas_ok(),
+    wait_until(lambda: node.port in SENTINEL[0].replicas_ok(),
                "the sentinel sees the old primary as a healthy replica", timeout=SETUP_TIMEOUT_S)
-    check(PRIMARY.role() == "slave", "the old primary is not a replica")
+    check(node.role() == "slave", "the old primary is not a replica")
+
+
+def old_primary_rejoins(ctx):
+    rejoins(PRIMARY, REPLICA)
 
 
 def failover_allow(ctx):
@@ -289,11 +311,19 @@ def failover_allow(ctx):
     failover(ctx, "allow", REPLICA, PRIMARY)
 
 
+def manual_failover(ctx):
+    rejoins(REPLICA, PRIMARY)
+    ctx.stack.reload_pvgate(throttle=throttle_yaml(URL, "deny", "manual"))
+    failover(ctx, "deny", PRIMARY, REPLICA, label="manual", manual=True)
+
+
 def no_password_in_log(ctx):
     check(PASSWORD not in log_text(ctx), "the password is in pvgate's log")
     for name, (took, seen, worst) in observed.items():
-        print(f"#    {name}: throttling back {took:.2f} s after SIGKILL of the primary "
-              f"(down-after {DOWN_AFTER_MS} ms), worst latency {worst * 1000:.0f} ms, {seen}")
+        after = "the hand-over" if name == "manual" else \
+            f"SIGKILL of the primary (down-after {DOWN_AFTER_MS} ms)"
+        print(f"#    {name}: throttling back {took:.2f} s after {after}, worst latency "
+              f"{worst * 1000:.0f} ms, {seen}")
 
 
 CASES = [
@@ -306,6 +336,8 @@ CASES = [
     ("the old primary rejoins (empty) as a replica of the new one", old_primary_rejoins),
     ("new primary SIGKILLed, allow (reloaded): forwarded, then throttling on the other node",
      failover_allow),
+    ("SENTINEL FAILOVER (old primary up, demoted: READONLY), deny: throttling on the other "
+     "node", manual_failover),
     ("the password is not in pvgate's log; failover timings", no_password_in_log),
 ]
 
