@@ -17,16 +17,19 @@ until the sentinel has promoted the replica, then a fresh phone passes once and 
 and the count replicated before it still refuses its phone. The old primary comes back empty
 as a replica of the new one, and the same failover is done again with `on_store_error: allow`
 (reloaded in between): every request forwarded (200) while there is no primary, throttling
-back afterwards. Last, a hand-over with both nodes up (SENTINEL FAILOVER): the old primary,
-demoted to a replica, refuses pvgate's writes (READONLY) and pvgate moves to the new one. The
-password is in neither pvgate's log nor the check-config output.
+back afterwards. Then a hand-over with both nodes up (SENTINEL FAILOVER: the sentinel closes
+the demoted node's clients; pvgate's reconnect finds ROLE slave there and asks again). Last, a
+demotion by hand that leaves pvgate's connections open (the real sentinel stopped, a stand-in
+naming the nodes): pvgate's writes meet READONLY, and it asks again and moves. The password is in neither pvgate's log nor the check-config output.
 """
 
 import collections
 import http.client
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,6 +103,46 @@ class Sentinel(stacklib.RedisServer):
         return out
 
 
+class FakeSentinel:
+    """A stand-in sentinel on a free loopback port that answers every command with the address
+    in `port` (get-master-addr-by-name's reply) and counts the questions: it names a node the
+    test has demoted by hand, which a real sentinel would set right at once."""
+
+    def __init__(self, port):
+        self.port = port
+        self.asked = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.address = self.sock.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    if not conn.recv(4096):
+                        continue
+                    self.asked += 1
+                    port = str(self.port).encode()
+                    conn.sendall(b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port))
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
 def replica_synced(replica):
     info = replica.command("INFO", "replication")
     return "master_link_status:up" in info
@@ -161,8 +204,8 @@ def log_text(ctx):
 
 def failover(ctx, mode, dead, survivor, label=None, manual=False):
     """Kills `dead` (the primary), or with `manual` has the sentinel hand its role to
-    `survivor` (SENTINEL FAILOVER: `dead` stays up, demoted to a replica, so pvgate's pooled
-    connections to it get READONLY), and sends fresh phones until throttling is back on
+    `survivor` (SENTINEL FAILOVER: `dead` stays up, demoted to a replica; the sentinel closes
+    its clients, so pvgate reconnects to it and its ROLE check refuses it), and sends fresh phones until throttling is back on
     `survivor`."""
     label = label or mode
     sentinel = SENTINEL[0]
@@ -317,6 +360,63 @@ def manual_failover(ctx):
     failover(ctx, "deny", PRIMARY, REPLICA, label="manual", manual=True)
 
 
+def demoted_readonly(ctx):
+    """A primary demoted while pvgate's connections to it stay open (REPLICAOF sent by hand:
+    unlike a sentinel, nothing kills the clients), so pvgate's writes meet READONLY. The real
+    sentinel is stopped first (it would undo this); a stand-in names the nodes. pvgate must drop
+    the demoted node and ask the (stand-in) sentinel again."""
+    old, new = REPLICA, PRIMARY          # after the hand-over, REPLICA is the primary
+    check(old.role() == "master" and new.role() == "slave", "unexpected roles before the case")
+    SENTINEL[0].stop()
+    fake = FakeSentinel(old.port)
+    try:
+        url = f"redis-sentinel://{USER}:{PASSWORD}@127.0.0.1:{fake.address}/{MASTER}"
+        ctx.stack.stop_pvgate()
+        ctx.stack.write_pvgate_config(throttle=throttle_yaml(url, "deny", "readonly"))
+        ctx.stack.start_pvgate()
+        for _ in range(2 * WORKERS):     # every worker pooled on `old`
+            f = fields(ctx)
+            sent_ok(ctx, f)
+            refused(ctx, f)
+        check(keys_on(old, "pvgate:readonly:*"), "no count on the primary the stand-in names")
+        asked = fake.asked
+        new.command("REPLICAOF", "NO", "ONE")
+        old.command("REPLICAOF", "127.0.0.1", str(new.port))
+        fake.port = new.port
+        t0 = time.monotonic()
+        seen = collections.Counter()
+        while True:
+            check(time.monotonic() - t0 < FAILOVER_BOUND_S,
+                  f"still not throttling on the new primary ({dict(seen)})")
+            f = fields(ctx)
+            r1 = send(ctx, f)
+            seen[r1.status] += 1
+            if r1.status == 200:
+                r2 = send(ctx, f)
+                seen[r2.status] += 1
+                if r2.status == 429:
+                    break
+            else:
+                expect(r1, 503, 500)
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        time.sleep(BREAKER_RETRY_S + 0.1)
+        before = set(keys_on(new, "pvgate:readonly:*"))
+        for _ in range(4):
+            f = fields(ctx)
+            sent_ok(ctx, f)
+            refused(ctx, f)
+        added = set(keys_on(new, "pvgate:readonly:*")) - before
+        check(len(added) == 4, f"{len(added)} new counts on the new primary, want 4")
+        check(fake.asked > asked, "the sentinel was not asked again after the demotion")
+        check(seen[503] > 0, f"no 503 while the pool was on the demoted node ({dict(seen)})")
+        print(f"#    demoted by hand (READONLY): throttling on :{new.port} again after "
+              f"{took:.2f} s ({dict(seen)}); the stand-in sentinel asked "
+              f"{fake.asked - asked} more time(s)")
+    finally:
+        fake.stop()
+
+
 def no_password_in_log(ctx):
     check(PASSWORD not in log_text(ctx), "the password is in pvgate's log")
     for name, (took, seen, worst) in observed.items():
@@ -336,8 +436,10 @@ CASES = [
     ("the old primary rejoins (empty) as a replica of the new one", old_primary_rejoins),
     ("new primary SIGKILLed, allow (reloaded): forwarded, then throttling on the other node",
      failover_allow),
-    ("SENTINEL FAILOVER (old primary up, demoted: READONLY), deny: throttling on the other "
-     "node", manual_failover),
+    ("SENTINEL FAILOVER (old primary up, demoted, its clients closed), deny: throttling on "
+     "the other node", manual_failover),
+    ("a primary demoted under pvgate's open connections (READONLY): pvgate asks again, moves",
+     demoted_readonly),
     ("the password is not in pvgate's log; failover timings", no_password_in_log),
 ]
 
