@@ -20,7 +20,8 @@ as a replica of the new one, and the same failover is done again with `on_store_
 back afterwards. Then a hand-over with both nodes up (SENTINEL FAILOVER: the sentinel closes
 the demoted node's clients; pvgate's reconnect finds ROLE slave there and asks again). Last, a
 demotion by hand that leaves pvgate's connections open (the real sentinel stopped, a stand-in
-naming the nodes): pvgate's writes meet READONLY, and it asks again and moves. The password is in neither pvgate's log nor the check-config output.
+naming the nodes): pvgate's writes meet READONLY, and it asks again and moves. The password
+is in neither pvgate's log nor the check-config output.
 """
 
 import collections
@@ -205,8 +206,8 @@ def log_text(ctx):
 def failover(ctx, mode, dead, survivor, label=None, manual=False):
     """Kills `dead` (the primary), or with `manual` has the sentinel hand its role to
     `survivor` (SENTINEL FAILOVER: `dead` stays up, demoted to a replica; the sentinel closes
-    its clients, so pvgate reconnects to it and its ROLE check refuses it), and sends fresh phones until throttling is back on
-    `survivor`."""
+    its clients, so pvgate reconnects to it and its ROLE check refuses it), and sends fresh
+    phones until throttling is back on `survivor`."""
     label = label or mode
     sentinel = SENTINEL[0]
     check(sentinel.master_port() == dead.port, "the sentinel does not name the primary")
