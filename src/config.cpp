@@ -333,7 +333,9 @@ void read_throttle(Reader& r, const YAML::Node& node, ThrottleConfig& t) {
     std::string problem;
     if (!parse_redis_url(t.redis_url, parsed, problem)) {
       r.error(node["redis"], "throttle.redis",
-              problem + " (redis://[:password@]host[:port][/db] or unix:///path[?db=N])");
+              problem +
+                  " (redis://[:password@]host[:port][/db], unix:///path[?db=N] or "
+                  "redis-sentinel://[:password@]host:port[,host:port...]/master_name[?db=N])");
     }
   }
   r.integer(node, path, "redis_timeout_ms", t.redis_timeout_ms, 10, 5000);

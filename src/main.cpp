@@ -93,7 +93,14 @@ void print_config_summary(const pvgate::Config& config) {
   if (t.store == pvgate::StoreKind::local) {
     std::cout << "  throttle store: local " << t.path << " (at most " << t.max_size_mb << " MiB)";
   } else {
-    std::cout << "  throttle store: redis (timeout " << t.redis_timeout_ms << " ms)";
+    // The URL as parsed, the password replaced by *** (the config has been
+    // validated, so it parses).
+    pvgate::ParsedRedisUrl url;
+    std::string problem;
+    const std::string shown =
+        pvgate::parse_redis_url(t.redis_url, url, problem) ? pvgate::redacted_redis_url(url) : "?";
+    std::cout << "  throttle store: redis " << shown << " (timeout " << t.redis_timeout_ms
+              << " ms)";
   }
   std::cout << ", on_store_error: "
             << (t.on_store_error == pvgate::OnStoreError::deny ? "deny" : "allow") << "\n";

@@ -298,7 +298,133 @@ bool parse_unix(const std::string& rest, ParsedRedisUrl& out, std::string& error
   return true;
 }
 
+bool valid_master_name(const std::string& name) {
+  if (name.empty() || name.size() > kMaxRedisMasterNameBytes) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '.' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// One sentinel's `host[:port]` (an IPv6 host in brackets), through parse_url().
+bool parse_sentinel_address(const std::string& text, RedisAddress& out, std::string& error) {
+  Url url;
+  std::string problem;
+  if (!parse_url("redis://" + text, url, problem)) {
+    error = "sentinel address: " + problem;
+    return false;
+  }
+  if (url.has_userinfo || url.has_query || url.has_fragment ||
+      (!url.path.empty() && url.path != "/")) {
+    error = "sentinel address: unexpected text after the host (expected host[:port])";
+    return false;
+  }
+  if (!url.ipv6 && (url.host.size() > kMaxRedisHostBytes || !valid_host_name(url.host))) {
+    error =
+        "sentinel address: host must be a DNS name or an IP address (letters, digits, '-', '.', "
+        "'_'; at most " +
+        std::to_string(kMaxRedisHostBytes) + " bytes)";
+    return false;
+  }
+  out.host = url.host;
+  out.port = url.port != 0 ? url.port : kDefaultSentinelPort;
+  return true;
+}
+
+// After the credentials (split off at the last '@', as in parse_tcp):
+// `host[:port],host[:port].../master_name[?db=N]`.
+bool parse_sentinel(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
+  out.kind = ParsedRedisUrl::Kind::sentinel;
+  std::string hostpart = rest;
+  const std::size_t at = rest.rfind('@');
+  if (at != std::string::npos) {
+    if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
+    hostpart = rest.substr(at + 1);
+  }
+  const std::size_t slash = hostpart.find('/');
+  if (slash == std::string::npos) {
+    error = "the master name is missing (redis-sentinel://host:port/MASTER_NAME)";
+    return false;
+  }
+  const std::string hosts = hostpart.substr(0, slash);
+  std::string name = hostpart.substr(slash + 1);
+  std::string query;
+  bool has_query = false;
+  if (const std::size_t q = name.find('?'); q != std::string::npos) {
+    query = name.substr(q + 1);
+    has_query = true;
+    name.resize(q);
+  }
+  if (hosts.empty()) {
+    error = "no sentinel address (redis-sentinel://host:port[,host:port...]/MASTER_NAME)";
+    return false;
+  }
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = hosts.find(',', start);
+    const std::string one = hosts.substr(start, comma - start);
+    if (one.empty()) {
+      error = "empty sentinel address in the list (host:port[,host:port...])";
+      return false;
+    }
+    if (out.sentinels.size() == kMaxRedisSentinels) {
+      error = "more than " + std::to_string(kMaxRedisSentinels) + " sentinel addresses";
+      return false;
+    }
+    RedisAddress address;
+    if (!parse_sentinel_address(one, address, error)) return false;
+    out.sentinels.push_back(std::move(address));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (!valid_master_name(name)) {
+    error = "the master name (after the sentinel addresses) must be 1.." +
+            std::to_string(kMaxRedisMasterNameBytes) + " letters, digits, '-', '_' or '.'";
+    return false;
+  }
+  out.master_name = name;
+  if (has_query) {
+    if (query.compare(0, 3, "db=") != 0 || query.find('&') != std::string::npos) {
+      error = "the only query parameter allowed is ?db=N";
+      return false;
+    }
+    if (!parse_bounded(query.substr(3), 0, kMaxRedisDb, out.db)) {
+      error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string format_address(const RedisAddress& address) {
+  const bool ipv6 = address.host.find(':') != std::string::npos;
+  return (ipv6 ? "[" + address.host + "]" : address.host) + ":" + std::to_string(address.port);
+}
+
 }  // namespace
+
+std::string redacted_redis_url(const ParsedRedisUrl& url) {
+  std::string credentials;
+  if (!url.password.empty()) credentials = url.user + ":***@";
+  switch (url.kind) {
+    case ParsedRedisUrl::Kind::tcp:
+      return "redis://" + credentials + format_address({url.host, url.port}) + "/" +
+             std::to_string(url.db);
+    case ParsedRedisUrl::Kind::unix_socket:
+      return "unix://" + credentials + url.path + "?db=" + std::to_string(url.db);
+    case ParsedRedisUrl::Kind::sentinel: {
+      std::string out = "redis-sentinel://" + credentials;
+      for (std::size_t i = 0; i < url.sentinels.size(); ++i) {
+        if (i != 0) out += ',';
+        out += format_address(url.sentinels[i]);
+      }
+      return out + "/" + url.master_name + "?db=" + std::to_string(url.db);
+    }
+  }
+  return {};
+}
 
 bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& error) {
   out = ParsedRedisUrl{};
@@ -324,10 +450,12 @@ bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& e
     ok = parse_tcp(url.substr(8), parsed, error);
   } else if (scheme == "unix://") {
     ok = parse_unix(url.substr(7), parsed, error);
+  } else if (scheme == "redis-sentinel://") {
+    ok = parse_sentinel(url.substr(17), parsed, error);
   } else if (scheme == "rediss://") {
     error = "TLS (rediss://) is not supported; use redis:// on a trusted network or unix://";
   } else {
-    error = "must start with redis:// or unix://";
+    error = "must start with redis://, unix:// or redis-sentinel://";
   }
   if (!ok) return false;
   out = std::move(parsed);
@@ -447,6 +575,11 @@ std::string RedisStore::last_error() const {
   return last_error_;
 }
 
+std::string RedisStore::primary() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return primary_.host.empty() ? std::string() : format_address(primary_);
+}
+
 void RedisStore::trip(const std::string& why, bool during_connect, std::uint64_t generation) {
   std::vector<std::unique_ptr<Connection>> dropped;
   {
@@ -464,6 +597,10 @@ void RedisStore::trip(const std::string& why, bool during_connect, std::uint64_t
     breaker_open_ = true;
     retry_at_ = clock_.steady() + options_.retry_after;
     ++generation_;
+    // With sentinels, any outage may be a failover: the probe that ends it
+    // asks them where the primary is now. The breaker spaces the probes, so
+    // the sentinels are asked at most once per retry_after.
+    rediscover_ = true;
     dropped.swap(idle_);
   }
   // `dropped` closes its sockets here, outside the lock.
@@ -501,11 +638,104 @@ std::unique_ptr<RedisStore::Connection> RedisStore::acquire() {
   return connect(generation);
 }
 
-std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t generation) {
+bool RedisStore::discover(RedisAddress& out, std::string& why) {
   const timeval connect_tv = to_timeval(options_.connect_timeout);
-  redisContext* ctx = url_.kind == ParsedRedisUrl::Kind::tcp
-                          ? redisConnectWithTimeout(url_.host.c_str(), url_.port, connect_tv)
-                          : redisConnectUnixWithTimeout(url_.path.c_str(), connect_tv);
+  for (const RedisAddress& sentinel : url_.sentinels) {
+    const std::string name = "sentinel " + format_address(sentinel) + ": ";
+    redisContext* ctx = redisConnectWithTimeout(sentinel.host.c_str(), sentinel.port, connect_tv);
+    if (ctx == nullptr) {
+      why = name + "out of memory";
+      continue;
+    }
+    Connection conn(ctx, 0);
+    if (ctx->err != 0) {
+      why = name + conn.error();
+      continue;
+    }
+    if (redisSetTimeout(ctx, to_timeval(options_.command_timeout)) != REDIS_OK) {
+      why = name + "cannot set the command timeout";
+      continue;
+    }
+    Reply reply = conn.command({"SENTINEL", "get-master-addr-by-name", url_.master_name});
+    if (!reply) {
+      why = name + conn.error();
+      continue;
+    }
+    if (is_error(reply)) {
+      why = name + reply_text(reply);
+      continue;
+    }
+    // [ip, port], or nil when this sentinel monitors no master by that name.
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING) {
+      why = name + "knows no master named " + url_.master_name;
+      continue;
+    }
+    std::int64_t port = 0;
+    const std::string host(reply->element[0]->str, reply->element[0]->len);
+    if (host.empty() || host.size() > kMaxRedisHostBytes ||
+        !parse_bounded(std::string(reply->element[1]->str, reply->element[1]->len), 1, 65535,
+                       port)) {
+      why = name + "answered a malformed master address";
+      continue;
+    }
+    out.host = host;
+    out.port = static_cast<int>(port);
+    return true;
+  }
+  return false;
+}
+
+bool RedisStore::demoted_reply(const std::string& text) const {
+  // READONLY: a write reached a replica. MASTERDOWN: a replica that lost its
+  // primary and serves no stale data. Either way the pool is on a node that
+  // is no longer (or not yet) the primary.
+  return url_.kind == ParsedRedisUrl::Kind::sentinel &&
+         (text.compare(0, 8, "READONLY") == 0 || text.compare(0, 10, "MASTERDOWN") == 0);
+}
+
+void RedisStore::note_demoted(const Connection& conn, const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.demoted;
+  }
+  trip(why, false, conn.generation());
+}
+
+std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t generation) {
+  RedisAddress target{url_.host, url_.port};
+  if (url_.kind == ParsedRedisUrl::Kind::sentinel) {
+    bool ask = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ask = rediscover_ || primary_.host.empty();
+      // Only this caller asks; the others (the pool growing meanwhile) use
+      // the address known so far. A failure trips, which asks again.
+      rediscover_ = false;
+      target = primary_;
+      if (ask) ++stats_.discoveries;
+    }
+    if (ask) {
+      std::string why;
+      if (!discover(target, why)) {
+        trip(why, true, generation);
+        return nullptr;
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (target.host != primary_.host || target.port != primary_.port) {
+        if (!primary_.host.empty()) ++stats_.primary_changes;
+        primary_ = target;
+      }
+    } else if (target.host.empty()) {
+      trip("sentinel: the primary is not known yet", true, generation);
+      return nullptr;
+    }
+  }
+  const timeval connect_tv = to_timeval(options_.connect_timeout);
+  redisContext* ctx = url_.kind == ParsedRedisUrl::Kind::unix_socket
+                          ? redisConnectUnixWithTimeout(url_.path.c_str(), connect_tv)
+                          : redisConnectWithTimeout(target.host.c_str(), target.port, connect_tv);
   if (ctx == nullptr) {
     trip("connect: out of memory", true, generation);
     return nullptr;
@@ -542,6 +772,38 @@ std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t genera
     }
     if (is_error(reply)) {
       trip("SELECT: " + reply_text(reply), true, generation);
+      return nullptr;
+    }
+  }
+  if (url_.kind == ParsedRedisUrl::Kind::sentinel) {
+    // The sentinels' answer may be stale (a failover under way, or a
+    // demoted node they have not reconfigured yet): trust the node only
+    // when it says it is a master. ROLE first; INFO replication when an ACL
+    // refuses ROLE.
+    Reply reply = conn->command({"ROLE"});
+    if (!reply) {
+      trip("ROLE: " + conn->error(), true, generation);
+      return nullptr;
+    }
+    bool master = false;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+        reply->element[0]->type == REDIS_REPLY_STRING) {
+      master = std::string(reply->element[0]->str, reply->element[0]->len) == "master";
+    } else if (is_error(reply)) {
+      Reply info = conn->command({"INFO", "replication"});
+      if (!info) {
+        trip("INFO: " + conn->error(), true, generation);
+        return nullptr;
+      }
+      master = info->type == REDIS_REPLY_STRING &&
+               std::string(info->str, info->len).find("role:master") != std::string::npos;
+    }
+    if (!master) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++stats_.demoted;
+      }
+      trip("sentinel: " + format_address(target) + " is not a master (yet)", true, generation);
       return nullptr;
     }
   }
@@ -611,6 +873,10 @@ StoreStatus RedisStore::run_command_once(const std::vector<std::string>& argv, R
   Reply reply = conn->command(argv);
   if (!reply) return io_failure(*conn, argv[0] + ": ", stale);
   if (is_error(reply)) {
+    if (demoted_reply(reply_text(reply))) {
+      note_demoted(*conn, argv[0] + ": " + reply_text(reply));
+      return StoreStatus::unavailable;
+    }
     note_error_reply(argv[0] + ": " + reply_text(reply));
     release(std::move(conn));
     return StoreStatus::unavailable;
@@ -675,6 +941,10 @@ StoreStatus RedisStore::run_script_once(Script script, const std::vector<std::st
   }
   if (!reply) return fail_io("EVALSHA: ");
   if (is_error(reply)) {
+    if (demoted_reply(reply_text(reply))) {
+      note_demoted(*conn, "EVALSHA: " + reply_text(reply));
+      return StoreStatus::unavailable;
+    }
     note_error_reply("EVALSHA: " + reply_text(reply));
     release(std::move(conn));
     return StoreStatus::unavailable;

@@ -10,6 +10,16 @@
 // has a connect and a command timeout; on an I/O error the store opens a
 // circuit breaker and answers `unavailable` without touching the network until
 // `retry_after` has passed, then lets one caller probe. It recovers by itself.
+//
+// High availability (redis-sentinel://): the store asks the sentinels for the
+// primary's address, checks with ROLE that the node there is a master, and
+// connects the pool to it. When the primary stops answering, or answers with
+// an error that says it was demoted (READONLY, a ROLE other than master), the
+// breaker opens as for any outage and the next probe (at most one per
+// `retry_after`) asks the sentinels again, so the pool follows a failover by
+// itself. Replication is asynchronous and WAIT is not used: counts, sessions
+// and claims written to the old primary and not yet replicated are lost with
+// it (the README says what that means).
 #pragma once
 
 #include <atomic>
@@ -29,9 +39,17 @@ inline constexpr std::size_t kMaxRedisUrlBytes = 4096;
 inline constexpr std::size_t kMaxRedisHostBytes = 253;        // a DNS name's limit
 inline constexpr std::size_t kMaxRedisSocketPathBytes = 107;  // sizeof(sockaddr_un::sun_path) - 1
 inline constexpr std::int64_t kMaxRedisDb = 2147483647;
+inline constexpr std::size_t kMaxRedisSentinels = 16;  // addresses in one sentinel URL
+inline constexpr std::size_t kMaxRedisMasterNameBytes = 128;
+inline constexpr int kDefaultSentinelPort = 26379;
+
+struct RedisAddress {
+  std::string host;  // a name, an IPv4 address or an IPv6 address (without brackets)
+  int port = 0;
+};
 
 struct ParsedRedisUrl {
-  enum class Kind { tcp, unix_socket };
+  enum class Kind { tcp, unix_socket, sentinel };
   Kind kind = Kind::tcp;
   std::string host;      // tcp: a name, an IPv4 address or an IPv6 address (without brackets)
   int port = 6379;       // tcp
@@ -39,14 +57,26 @@ struct ParsedRedisUrl {
   std::string user;      // "" = none (AUTH <password>); else AUTH <user> <password> (Redis 6 ACL)
   std::string password;  // "" = no AUTH
   std::int64_t db = 0;   // SELECT db when not 0
+  // sentinel: the sentinels, asked in this order, and the name they know the
+  // primary by. user/password/db apply to the data nodes (primary and
+  // replicas); the sentinels are reached without AUTH.
+  std::vector<RedisAddress> sentinels;
+  std::string master_name;
 };
 
 // Accepts `redis://[[user]:password@]host[:port][/db]` (port 6379 and db 0 by
 // default; an IPv6 host in brackets; user and password may be %-encoded) and
-// `unix://[[user]:password@]/path/to/redis.sock[?db=N]`. On failure returns
+// `unix://[[user]:password@]/path/to/redis.sock[?db=N]` and
+// `redis-sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[?db=N]`
+// (sentinel port 26379 by default; at most kMaxRedisSentinels addresses; the
+// master name is letters, digits, '-', '_', '.'). On failure returns
 // false with `error` saying what is wrong; the error never quotes the URL, so
 // a password in it can never leak into a log.
 bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& error);
+
+// The parsed URL written back without its password, for --check-config and
+// logs: "redis://127.0.0.1:6379/0", "redis-sentinel://:***@h:26379,g:26379/main?db=0".
+std::string redacted_redis_url(const ParsedRedisUrl& url);
 
 struct RedisStoreOptions {
   std::string url;
@@ -65,6 +95,9 @@ class RedisStore final : public ThrottleStore {
     std::uint64_t io_errors = 0;         // a command on an established connection failed
     std::uint64_t error_replies = 0;     // Redis answered with an error (other than NOSCRIPT)
     std::uint64_t short_circuited = 0;   // calls answered `unavailable` by the open breaker
+    std::uint64_t discoveries = 0;       // sentinel: times the sentinels were asked
+    std::uint64_t primary_changes = 0;   // sentinel: the primary's address changed (a failover)
+    std::uint64_t demoted = 0;           // sentinel: READONLY, or ROLE not master, from the primary
   };
 
   // Returns nullptr and an error (naming the option, never quoting the URL)
@@ -101,6 +134,9 @@ class RedisStore final : public ThrottleStore {
   Stats stats() const;
   // The last failure, for the log: a hiredis or Redis error text (no secret).
   std::string last_error() const;
+  // sentinel: the primary the pool connects to ("host:port"), "" before the
+  // first discovery. Other forms: "".
+  std::string primary() const;
 
  private:
   class Connection;  // RAII owner of one redisContext*; defined in redis_store.cpp
@@ -135,8 +171,17 @@ class RedisStore final : public ThrottleStore {
   // Returns a connection that got an answer from Redis to the pool and
   // closes the breaker, unless a trip() happened since it was opened.
   void release(std::unique_ptr<Connection> conn);
-  // Connects, sets the command timeout, AUTH, SELECT; trips on failure.
+  // Connects, sets the command timeout, AUTH, SELECT (and with sentinels:
+  // finds the primary first when asked to, and checks its ROLE); trips on
+  // failure.
   std::unique_ptr<Connection> connect(std::uint64_t generation);
+  // Asks each sentinel in turn for the primary's address (connect and command
+  // timeout each); true with `out` from the first one that names it.
+  bool discover(RedisAddress& out, std::string& why);
+  // The Redis error reply `text` says the node is no longer the primary
+  // (sentinel mode): the pool is dropped and the sentinels are asked again.
+  bool demoted_reply(const std::string& text) const;
+  void note_demoted(const Connection& conn, const std::string& why);
   // Opens the breaker and drops every idle connection (they share the fate of
   // the one that failed: a dead Redis would cost each of them a timeout).
   // Only a failure of a current-generation connection trips.
@@ -164,6 +209,10 @@ class RedisStore final : public ThrottleStore {
   std::string script_sha_[static_cast<int>(Script::kCount)];
   Stats stats_;
   std::string last_error_;
+  // sentinel: where the pool connects, and whether the next connect asks the
+  // sentinels first (at the start, and after any trip).
+  RedisAddress primary_;
+  bool rediscover_ = true;
 };
 
 }  // namespace pvgate

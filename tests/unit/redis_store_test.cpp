@@ -206,6 +206,136 @@ TEST_CASE("redis url: rejected forms, and the password never appears in the erro
   }
 }
 
+TEST_CASE("redis url: sentinel forms", "[redis][url][sentinel]") {
+  struct Good {
+    std::string url;
+    std::vector<std::string> sentinels;  // "host:port" as redacted_redis_url writes them
+    std::string master;
+    std::string user;
+    std::string password;
+    std::int64_t db;
+    std::string shown;  // redacted_redis_url
+  };
+  const std::vector<Good> cases{
+      {"redis-sentinel://127.0.0.1:26379/mymaster",
+       {"127.0.0.1:26379"},
+       "mymaster",
+       "",
+       "",
+       0,
+       "redis-sentinel://127.0.0.1:26379/mymaster?db=0"},
+      {"redis-sentinel://:s3cret@a:1,b:2,c/main-1.x_y?db=3",
+       {"a:1", "b:2", "c:26379"},
+       "main-1.x_y",
+       "",
+       "s3cret",
+       3,
+       "redis-sentinel://:***@a:1,b:2,c:26379/main-1.x_y?db=3"},
+      {"REDIS-SENTINEL://u:p%40ss@[::1]:5000,10.0.0.2:26380/m",
+       {"[::1]:5000", "10.0.0.2:26380"},
+       "m",
+       "u",
+       "p@ss",
+       0,
+       "redis-sentinel://u:***@[::1]:5000,10.0.0.2:26380/m?db=0"},
+      {"redis-sentinel://:p@ss/w@h:1/m?db=2147483647",
+       {"h:1"},
+       "m",
+       "",
+       "p@ss/w",
+       2147483647,
+       "redis-sentinel://:***@h:1/m?db=2147483647"},
+      {"redis-sentinel://h:1/" + std::string(kMaxRedisMasterNameBytes, 'm'),
+       {"h:1"},
+       std::string(kMaxRedisMasterNameBytes, 'm'),
+       "",
+       "",
+       0,
+       "redis-sentinel://h:1/" + std::string(kMaxRedisMasterNameBytes, 'm') + "?db=0"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.url);
+    ParsedRedisUrl parsed;
+    std::string error;
+    REQUIRE(parse_redis_url(c.url, parsed, error));
+    CHECK(error.empty());
+    CHECK(parsed.kind == ParsedRedisUrl::Kind::sentinel);
+    std::vector<std::string> sentinels;
+    for (const auto& s : parsed.sentinels) {
+      sentinels.push_back((s.host.find(':') != std::string::npos ? "[" + s.host + "]" : s.host) +
+                          ":" + std::to_string(s.port));
+    }
+    CHECK(sentinels == c.sentinels);
+    CHECK(parsed.master_name == c.master);
+    CHECK(parsed.user == c.user);
+    CHECK(parsed.password == c.password);
+    CHECK(parsed.db == c.db);
+    CHECK(redacted_redis_url(parsed) == c.shown);
+  }
+  // The most addresses one URL may list, and one more.
+  std::string hosts = "h:1";
+  for (std::size_t i = 1; i < kMaxRedisSentinels; ++i) hosts += ",h:1";
+  ParsedRedisUrl parsed;
+  std::string error;
+  CHECK(parse_redis_url("redis-sentinel://" + hosts + "/m", parsed, error));
+  CHECK(parsed.sentinels.size() == kMaxRedisSentinels);
+  CHECK_FALSE(parse_redis_url("redis-sentinel://" + hosts + ",h:1/m", parsed, error));
+  CHECK(error == "more than " + std::to_string(kMaxRedisSentinels) + " sentinel addresses");
+  // The other forms, redacted.
+  REQUIRE(parse_redis_url("redis://:s3cret@h:7/2", parsed, error));
+  CHECK(redacted_redis_url(parsed) == "redis://:***@h:7/2");
+  REQUIRE(parse_redis_url("unix:///tmp/r.sock", parsed, error));
+  CHECK(redacted_redis_url(parsed) == "unix:///tmp/r.sock?db=0");
+}
+
+TEST_CASE("redis url: bad sentinel forms name the problem, never the password",
+          "[redis][url][sentinel]") {
+  struct Bad {
+    std::string url;
+    std::string error_has;
+  };
+  const std::vector<Bad> cases{
+      {"redis-sentinel://:s3cret@h:1", "master name is missing"},
+      {"redis-sentinel://:s3cret@/m", "no sentinel address"},
+      {"redis-sentinel://:s3cret@h:1/", "master name"},
+      {"redis-sentinel://:s3cret@h:1,/m", "empty sentinel address"},
+      {"redis-sentinel://:s3cret@,h:1/m", "empty sentinel address"},
+      {"redis-sentinel://:s3cret@h:0/m", "port must be a number in 1..65535"},
+      {"redis-sentinel://:s3cret@h:65536/m", "port must be a number in 1..65535"},
+      {"redis-sentinel://:s3cret@h:/m", "port is empty"},
+      {"redis-sentinel://:s3cret@h:x/m", "sentinel address"},
+      {"redis-sentinel://:s3cret@h h:1/m", "sentinel address"},
+      {"redis-sentinel://:s3cret@[::1/m", "sentinel address"},
+      {"redis-sentinel://:s3cret@h:1/m/x", "master name"},
+      {"redis-sentinel://:s3cret@h:1/m x", "master name"},
+      {"redis-sentinel://:s3cret@h:1/m%41", "master name"},
+      {"redis-sentinel://:s3cret@h:1/" + std::string(kMaxRedisMasterNameBytes + 1, 'm'),
+       "master name"},
+      {"redis-sentinel://:s3cret@h:1/m?db=x", "db must be a number"},
+      {"redis-sentinel://:s3cret@h:1/m?db=2147483648", "db must be a number"},
+      {"redis-sentinel://:s3cret@h:1/m?db=1&x=2", "only query parameter"},
+      {"redis-sentinel://:s3cret@h:1/m?password=s3cret", "only query parameter"},
+      {"redis-sentinel://s3cret@h:1/m", "credentials need a ':'"},
+      {"redis-sentinel://u:@h:1/m", "password is empty"},
+      {"redis-sentinel://:s3cr%zzet@h:1/m", "bad %-escape"},
+      {"redis-sentinel:/h:1/m", "must start with"},
+      {"rediss-sentinel://h:1/m", "must start with"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.url);
+    ParsedRedisUrl parsed;
+    std::string error;
+    CHECK_FALSE(parse_redis_url(c.url, parsed, error));
+    CHECK(error.find(c.error_has) != std::string::npos);
+    CHECK(error.find("s3cr") == std::string::npos);
+    RedisStoreOptions options;
+    options.url = c.url;
+    std::string create_error;
+    CHECK(RedisStore::create(options, create_error) == nullptr);
+    CHECK(create_error.find("s3cr") == std::string::npos);
+  }
+}
+
 TEST_CASE("redis store: invalid options are refused at creation", "[redis]") {
   RedisStoreOptions options;
   options.url = "redis://127.0.0.1";
