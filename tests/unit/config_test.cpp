@@ -517,18 +517,29 @@ TEST_CASE("restart_only_changes: one message per restart-only key, none for the 
   next.throttle.max_size_mb = 128;
   next.upstream.max_connections = 16;
   const auto changes = restart_only_changes(old, next);
-  REQUIRE(changes.size() == 3);
+  // The metrics file lives in the store's directory unless metrics.file says otherwise.
+  REQUIRE(changes.size() == 4);
   CHECK(changes[0].rfind("throttle.path takes effect only on restart", 0) == 0);
   CHECK(changes[1].rfind("throttle.max_size_mb takes effect only on restart", 0) == 0);
   CHECK(changes[2].rfind("upstream.max_connections takes effect only on restart", 0) == 0);
+  CHECK(changes[3].rfind("metrics.file takes effect only on restart", 0) == 0);
+  CHECK(metrics_file_path(old) == "/tmp/a/metrics");
+  CHECK(metrics_file_path(next) == "/tmp/b/metrics");
+  next.metrics_file = "/run/pvgate/metrics";
+  CHECK(metrics_file_path(next) == "/run/pvgate/metrics");
+  next.throttle.store = StoreKind::redis;
+  next.metrics_file.clear();
+  CHECK(metrics_file_path(next).empty());
   CHECK(changes[0].find("/tmp/") == std::string::npos);  // the key, never its value
 
   next = old;
   next.throttle.store = StoreKind::redis;
   next.throttle.redis_url = "redis://:hunter2@10.0.0.1:6379/0";
   next.throttle.redis_timeout_ms = 250;
-  REQUIRE(restart_only_changes(old, next).size() == 1);
+  // The local store's directory held the metrics file too.
+  REQUIRE(restart_only_changes(old, next).size() == 2);
   CHECK(restart_only_changes(old, next)[0].rfind("throttle.store takes effect", 0) == 0);
+  CHECK(restart_only_changes(old, next)[1].rfind("metrics.file takes effect", 0) == 0);
 
   Config redis = next;
   next.throttle.redis_url = "redis://:s3cret@10.0.0.2:6379/0";
@@ -543,7 +554,7 @@ TEST_CASE("restart_only_changes: one message per restart-only key, none for the 
   next = old;
   next.throttle.enabled = false;
   next.throttle.path = "/tmp/c";
-  REQUIRE(restart_only_changes(old, next).size() == 1);
+  REQUIRE(restart_only_changes(old, next).size() == 2);  // and metrics.file, as above
   CHECK(restart_only_changes(old, next)[0].rfind("throttle: section removed takes effect", 0) == 0);
   CHECK(restart_only_changes(next, old)[0].rfind("throttle: section added takes effect", 0) == 0);
 }
