@@ -235,21 +235,21 @@ Metrics::~Metrics() {
 
 void Metrics::claim_process_slot() {
   const std::int64_t pid = ::getpid();
-  const std::uint64_t ticks = proc_start_ticks(pid);
+  const std::uint64_t me = owner_word(pid, proc_start_ticks(pid));
   for (int pass = 0; pass < 2 && slot_ < 0; ++pass) {
     for (int i = 0; i < kProcessSlots; ++i) {
       ProcessSlot& p = cells_->procs[i];
-      std::int64_t owner = p.owner.load(std::memory_order_acquire);
+      std::uint64_t owner = p.owner.load(std::memory_order_acquire);
       // First pass: free slots; second: slots of processes that are gone.
-      if (owner != 0 &&
-          (pass == 0 || proc_probe(owner, p.start_ticks.load(std::memory_order_relaxed)))) {
+      if (owner != 0 && (pass == 0 || proc_probe(owner_pid(owner), owner_ticks(owner)))) {
         continue;
       }
-      if (!p.owner.compare_exchange_strong(owner, pid, std::memory_order_acq_rel)) continue;
+      if (!p.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel)) continue;
+      // A dead owner's values are stale; a live process's slot only ever has
+      // that process writing its gauges.
       p.in_flight.store(0, std::memory_order_relaxed);
       p.upstream_in_flight.store(0, std::memory_order_relaxed);
       p.upstream_max.store(0, std::memory_order_relaxed);
-      p.start_ticks.store(ticks, std::memory_order_release);
       slot_ = i;
       break;
     }
@@ -373,9 +373,9 @@ std::string Metrics::render(const ScrapeExtras& extras) const {
     double start = 0;
   } live;
   for (const ProcessSlot& p : c.procs) {
-    const std::int64_t owner = p.owner.load(std::memory_order_acquire);
+    const std::uint64_t owner = p.owner.load(std::memory_order_acquire);
     if (owner == 0) continue;
-    const auto stats = probe_(owner, p.start_ticks.load(std::memory_order_acquire));
+    const auto stats = probe_(owner_pid(owner), owner_ticks(owner));
     if (!stats) continue;
     ++live.workers;
     live.in_flight += std::max<std::int64_t>(0, p.in_flight.load(std::memory_order_relaxed));

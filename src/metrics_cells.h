@@ -42,16 +42,29 @@ struct NameSlot {
   std::array<std::atomic<std::uint64_t>, kNameWords> words;
 };
 
-// One process's gauges. `owner` (the pid) is claimed by CAS; a slot whose
-// owner is gone (or whose pid now names another process: start_ticks) is
-// ignored at render time and may be claimed again.
+// One process's gauges. `owner` is the process, pid and start time in one
+// word (owner_word), claimed by CAS in one step, so no reader ever sees a new
+// pid with an old start time. A slot whose owner is gone (or whose pid now
+// names another process) is ignored at render time and may be claimed again.
 struct ProcessSlot {
-  std::atomic<std::int64_t> owner;
-  std::atomic<std::uint64_t> start_ticks;
+  std::atomic<std::uint64_t> owner;  // 0: free
   std::atomic<std::int64_t> in_flight;
   std::atomic<std::int64_t> upstream_in_flight;
   std::atomic<std::int64_t> upstream_max;
 };
+
+// pid_max is at most 2^22 on Linux; start times in clock ticks since boot fit
+// the other 42 bits for longer than any uptime.
+inline constexpr int kPidBits = 22;
+constexpr std::uint64_t owner_word(std::int64_t pid, std::uint64_t start_ticks) {
+  return (start_ticks << kPidBits) | static_cast<std::uint64_t>(pid);
+}
+constexpr std::int64_t owner_pid(std::uint64_t owner) {
+  return static_cast<std::int64_t>(owner & ((std::uint64_t{1} << kPidBits) - 1));
+}
+constexpr std::uint64_t owner_ticks(std::uint64_t owner) {
+  return owner >> kPidBits;
+}
 
 struct MetricsHeader {
   std::atomic<std::uint64_t> magic;  // stored last when the file is made
