@@ -455,6 +455,24 @@ TEST_CASE("origins are normalised; wildcards and non-URLs are errors; none is a 
   CHECK(has_error(r, "merchants.m.user_id_param"));
 }
 
+TEST_CASE("metrics.file: an absolute path; default beside the local store, else none") {
+  auto r = load_config_text(kGood, "t.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_file.empty());
+  CHECK(metrics_file_path(*r.config).empty());  // no throttle store: each process alone
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: /run/pvgate/metrics\n", "t.yaml");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  CHECK(metrics_file_path(*r.config) == "/run/pvgate/metrics");
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: run/metrics\n", "t.yaml");
+  CHECK(has_error(r, "t.yaml:"));
+  CHECK(has_error(r, "metrics.file: must be an absolute path"));
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: \"\"\n", "t.yaml");
+  CHECK(has_error(r, "metrics.file: must be an absolute path"));
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: [a]\n", "t.yaml");
+  CHECK(has_error(r, "metrics.file: must be a string"));
+}
+
 TEST_CASE("metrics.allow: loopback by default, CIDR ranges, errors with file:line:key") {
   auto r = load_config_text(kGood, "t.yaml");
   REQUIRE(r.config);
