@@ -75,8 +75,13 @@ std::string_view event_name(ChallengeEvent event) {
   return name_at(kChallengeEventNames, static_cast<std::size_t>(event));
 }
 
-void init_header(MetricsCells& cells) {
-  MetricsHeader& h = cells.header;
+namespace {
+
+template <class Table>
+constexpr std::uint32_t table_size = static_cast<std::uint32_t>(std::tuple_size_v<Table>);
+
+// This build's header (magic last).
+void fill_header(MetricsHeader& h) {
   h.version.store(kMetricsLayoutVersion, std::memory_order_relaxed);
   h.header_bytes.store(sizeof(MetricsHeader), std::memory_order_relaxed);
   h.total_bytes.store(sizeof(MetricsCells), std::memory_order_relaxed);
@@ -84,24 +89,28 @@ void init_header(MetricsCells& cells) {
   h.rule_slots.store(kRuleSlots, std::memory_order_relaxed);
   h.process_slots.store(kProcessSlots, std::memory_order_relaxed);
   h.outcomes.store(kOutcomeCount, std::memory_order_relaxed);
-  h.upstream_faults.store(static_cast<std::uint32_t>(UpstreamFault::kCount),
-                          std::memory_order_relaxed);
-  h.store_faults.store(static_cast<std::uint32_t>(StoreFault::kCount), std::memory_order_relaxed);
-  h.verification_events.store(static_cast<std::uint32_t>(VerificationEvent::kCount),
+  h.upstream_faults.store(table_size<decltype(MetricsCells::faults)>, std::memory_order_relaxed);
+  h.store_faults.store(table_size<decltype(MetricsCells::store_faults)>, std::memory_order_relaxed);
+  h.verification_events.store(table_size<decltype(MetricsCells::verifications)>,
                               std::memory_order_relaxed);
-  h.challenge_events.store(static_cast<std::uint32_t>(ChallengeEvent::kCount),
+  h.challenge_events.store(table_size<decltype(MetricsCells::challenges)::value_type>,
                            std::memory_order_relaxed);
-  h.phone_types.store(static_cast<std::uint32_t>(cells.phone_refusals.size()),
+  h.phone_types.store(table_size<decltype(MetricsCells::phone_refusals)>,
                       std::memory_order_relaxed);
-  h.buckets.store(static_cast<std::uint32_t>(cells.latency_buckets.size()),
-                  std::memory_order_relaxed);
+  h.buckets.store(table_size<decltype(MetricsCells::latency_buckets)>, std::memory_order_relaxed);
   h.magic.store(kMetricsMagic, std::memory_order_release);
 }
 
+}  // namespace
+
+void init_header(MetricsCells& cells) {
+  fill_header(cells.header);
+}
+
 bool header_matches(const MetricsCells& cells) {
-  MetricsCells expected{};
-  init_header(expected);
-  const MetricsHeader &h = cells.header, &e = expected.header;
+  MetricsHeader expected{};
+  fill_header(expected);
+  const MetricsHeader &h = cells.header, &e = expected;
   const auto same = [](const auto& a, const auto& b) {
     return a.load(std::memory_order_acquire) == b.load(std::memory_order_relaxed);
   };

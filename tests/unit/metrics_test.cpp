@@ -411,6 +411,23 @@ TEST_CASE("metrics file: another layout is replaced, with a note") {
   REQUIRE(m != nullptr);
   CHECK(note.empty());
   CHECK(value_of(m->render(), kShopAOk) == 1);
+  m.reset();
+
+  // The right size, another layout version (the u32 after the u64 magic): replaced too.
+  {
+    std::FILE* f = std::fopen(path.c_str(), "r+");
+    REQUIRE(f != nullptr);
+    REQUIRE(std::fseek(f, 8, SEEK_SET) == 0);
+    const std::uint32_t other_version = 99;
+    REQUIRE(std::fwrite(&other_version, sizeof other_version, 1, f) == 1);
+    std::fclose(f);
+  }
+  note.clear();
+  m = open_metrics_file(path, note, error);
+  REQUIRE(m != nullptr);
+  CHECK(note.find("has another layout") != std::string::npos);
+  CHECK(value_of(m->render(), kShopAOk) == -1);  // a fresh file: not even the name is known
+  CHECK(value_of(m->render(), "pvgate_upstream_latency_seconds_count") == 0);
 
   // Unwritable place: a clear error naming the key and the path.
   auto bad = open_metrics_file("/proc/pvgate-no/metrics", note, error);
