@@ -189,6 +189,7 @@ std::unique_ptr<pvgate::Metrics> open_metrics(const pvgate::Config& config, pvga
       log.error(error);
       return nullptr;
     }
+    log.info("metrics: host-wide, counted with every worker in " + metrics->source());
   }
   metrics->set_warn([&log](const std::string& text) { log.warn(text); });
   metrics->set_upstream_max(config.upstream.max_connections);

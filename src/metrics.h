@@ -183,13 +183,14 @@ class Metrics {
  public:
   // Private memory: this process's counts only.
   Metrics();
-  // `cells` maps `bytes` bytes laid out as MetricsCells; `release` unmaps.
+  // `cells`: a mapping of the metrics file (open_metrics_file); `release`
+  // unmaps it; `source` is the file's path.
   Metrics(MetricsCells* cells, std::function<void()> release, std::string source);
   ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  // Where the counts live ("" for private memory), for the start-up line.
+  // Where the counts live ("" for private memory), for the start-up lines.
   const std::string& source() const { return source_; }
   // A table overflow (more merchants or rules than slots) is reported once
   // per process through `warn`, if set (before serving).
