@@ -177,7 +177,15 @@ def send_batch(ctx, ok=6, bad=4, unknown=3, healthz=2, jwks=1):
     sent["jwks"] += jwks
 
 
+def all_counted(ctx):
+    """Waits until every worker has mapped the file: a worker takes requests only after that
+    (server.start comes after), but the stack is ready once one of them answers."""
+    itest.wait_until(lambda: parse(scrape(ctx)).get("pvgate_workers") == WORKERS,
+                     f"all {WORKERS} workers counted in pvgate_workers")
+
+
 def up_front(ctx):
+    all_counted(ctx)
     got = parse(scrape(ctx))
     # 19 outcomes x (shop-a: 2 actions, (none): 3, (other): 2), all present from the start.
     series = [k for k in got if k.startswith("pvgate_requests_total{")]
@@ -243,10 +251,7 @@ def gauges_and_restart(ctx):
             sent["healthz"] += 1
         return status == 200
     itest.wait_until(answers, "fresh workers answer")
-    # A worker takes requests only once it has mapped the file (server.start comes after), so
-    # the count of live slots reaches 4 as the last of them finishes starting.
-    itest.wait_until(lambda: parse(scrape(ctx)).get("pvgate_workers") == WORKERS,
-                     "all 4 fresh workers counted in pvgate_workers")
+    all_counted(ctx)
     check_rounds(ctx)  # in flight 0 again, counters where they were
     got = parse(scrape(ctx))
     check(got["process_start_time_seconds"] >= before - 1,
