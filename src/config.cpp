@@ -676,7 +676,11 @@ void read_phone(Reader& r, const YAML::Node& node, PhoneConfig& phone) {
 
 void read_metrics(Reader& r, const YAML::Node& node, Config& config) {
   if (!r.is_map(node, "metrics")) return;
-  r.only_keys(node, "metrics", {"allow"});
+  r.only_keys(node, "metrics", {"allow", "file"});
+  if (r.string(node, "metrics", "file", config.metrics_file, false) &&
+      (config.metrics_file.empty() || config.metrics_file[0] != '/')) {
+    r.error(node["file"], "metrics.file", "must be an absolute path");
+  }
   const YAML::Node allow = node["allow"];
   if (!allow) return;  // keep the default
   config.metrics_allow.clear();
@@ -921,7 +925,18 @@ std::vector<std::string> restart_only_changes(const Config& old, const Config& n
   if (old.upstream.max_connections != next.upstream.max_connections) {
     restart("upstream.max_connections", "the limit set at start stays");
   }
+  if (metrics_file_path(old) != metrics_file_path(next)) {
+    restart("metrics.file", "the file mapped at start keeps counting");
+  }
   return out;
+}
+
+std::string metrics_file_path(const Config& config) {
+  if (!config.metrics_file.empty()) return config.metrics_file;
+  if (config.throttle.enabled && config.throttle.store == StoreKind::local) {
+    return config.throttle.path + "/metrics";
+  }
+  return "";
 }
 
 const MerchantConfig* Config::find_merchant(const std::string& name, bool given) const {

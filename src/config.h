@@ -165,6 +165,9 @@ struct Config {
   // metrics.allow: client addresses (REMOTE_ADDR) the metrics route answers;
   // default 127.0.0.0/8 and ::1/128. Empty: it answers nobody.
   std::vector<CidrRange> metrics_allow = loopback_ranges();
+  // metrics.file: the file every worker maps for host-wide metrics (absolute
+  // path); empty: the local throttle store's directory, see metrics_file_path.
+  std::string metrics_file;
 
   // The merchant for a request: by name when given, else the only one.
   const MerchantConfig* find_merchant(const std::string& name, bool given) const;
@@ -180,6 +183,10 @@ struct ConfigResult {
 };
 
 ConfigResult load_config_file(const std::string& path);
+
+// Where the metrics file is: metrics.file, else "metrics" in the local
+// throttle store's directory, else "" (no file: each process counts alone).
+std::string metrics_file_path(const Config& config);
 ConfigResult load_config_text(const std::string& text, const std::string& source_name);
 
 std::string_view key_part_name(KeyPart part);

@@ -56,9 +56,8 @@ bool Handler::run(Exchange& ex) {
   if (!ex.config) begin(ex);
   if (auto ops = operations(ex, services_)) {
     ex.reply = std::move(*ops);
-    if (services_.metrics != nullptr)
-      services_.metrics->request(std::nullopt,
-                                 ex.reply.status == 200 ? Outcome::ok : Outcome::not_found);
+    // Not an API request: counted by route alone.
+    if (services_.metrics != nullptr) services_.metrics->operation(last_segment(ex.request.path));
     return true;
   }
   if (services_.metrics != nullptr) services_.metrics->in_flight(1);
@@ -94,6 +93,7 @@ bool Handler::advance(Exchange& ex, std::size_t first) {
   }
   const UpstreamConfig& target =
       siteverify ? ex.merchant->challenge.siteverify : ex.config->upstream;
+  if (services_.metrics != nullptr) services_.metrics->upstream_in_flight(1);
   try {
     UpstreamCall call = std::move(ex.call);
     ex.call = UpstreamCall{};
@@ -103,9 +103,11 @@ bool Handler::advance(Exchange& ex, std::size_t first) {
     });
   } catch (const std::exception& e) {
     // The upstream failed before it took the call (it never calls back then).
+    if (services_.metrics != nullptr) services_.metrics->upstream_in_flight(-1);
     finish(ex, internal_error(ex.trace.detail, e.what()));
     return true;
   } catch (...) {
+    if (services_.metrics != nullptr) services_.metrics->upstream_in_flight(-1);
     finish(ex, internal_error(ex.trace.detail, nullptr));
     return true;
   }
@@ -113,6 +115,7 @@ bool Handler::advance(Exchange& ex, std::size_t first) {
 }
 
 bool Handler::complete(Exchange& ex) {
+  if (services_.metrics != nullptr) services_.metrics->upstream_in_flight(-1);
   Result result;
   try {
     if (ex.waiting == Waiting::siteverify) {
@@ -158,7 +161,8 @@ void Handler::finish(Exchange& ex, const Result& result) {
   const HttpReply& reply = ex.reply;
   if (services_.metrics != nullptr) {
     services_.metrics->in_flight(-1);
-    services_.metrics->request(ex.action, result.outcome);
+    services_.metrics->request(ex.merchant != nullptr ? std::string_view(ex.merchant->name) : "",
+                               ex.action, result.outcome);
   }
 
   const LogLevel level = reply.status >= 500 ? LogLevel::warn : LogLevel::info;

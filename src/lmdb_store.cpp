@@ -949,6 +949,24 @@ StoreStatus LmdbStore::ping() {
   return txn.begin_rc() == 0 ? StoreStatus::ok : StoreStatus::unavailable;
 }
 
+// Used: the pages holding the data now (the main tree's branch, leaf and
+// overflow pages, plus the two meta pages), which is what must fit; pages
+// freed by deletes are reused, so the file's high-water mark would overstate
+// it. Max: the map size (throttle.max_size_mb), the bound past which a write
+// fails as full.
+ThrottleStore::Usage LmdbStore::usage() {
+  Usage u;
+  MDB_envinfo info{};
+  if (mdb_env_info(env_->env, &info) == 0) u.max_bytes = info.me_mapsize;
+  Txn txn(env_->env, MDB_RDONLY);
+  MDB_stat stat{};
+  if (txn.begin_rc() == 0 && mdb_stat(txn.get(), env_->dbi, &stat) == 0) {
+    u.used_bytes = (stat.ms_branch_pages + stat.ms_leaf_pages + stat.ms_overflow_pages + 2) *
+                   static_cast<std::uint64_t>(stat.ms_psize);
+  }
+  return u;
+}
+
 std::size_t LmdbStore::sweep_all(std::int64_t now_ms) {
   Txn txn(env_->env, 0);
   if (txn.begin_rc() != 0) return 0;

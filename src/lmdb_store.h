@@ -41,6 +41,7 @@ class LmdbStore final : public ThrottleStore {
   StoreStatus claim_once(const std::string& key, std::int64_t now_ms, std::int64_t ttl_ms,
                          bool& fresh) override;
   StoreStatus ping() override;
+  Usage usage() override;
 
   // Deletes every entry expired at `now_ms`; returns how many (tests, and the
   // retry when the map is full).

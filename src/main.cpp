@@ -18,6 +18,7 @@
 #include "jws.h"
 #include "lmdb_store.h"
 #include "log.h"
+#include "metrics_file.h"
 #include "notify.h"
 #include "options.h"
 #include "phone.h"
@@ -160,6 +161,44 @@ std::unique_ptr<pvgate::ThrottleStore> open_store(const pvgate::ThrottleConfig& 
 
 }  // namespace
 
+namespace {
+
+// Every merchant's and rule's label set exists from the start (zeros).
+void declare_labels(pvgate::Metrics& metrics, const pvgate::Config& config) {
+  std::vector<std::string> merchants, rules;
+  for (const auto& [name, merchant] : config.merchants) merchants.push_back(name);
+  for (const auto& rule : config.throttle.rules) rules.push_back(rule.name);
+  metrics.declare_merchants(merchants);
+  metrics.declare_rules(rules);
+}
+
+// Host-wide metrics in metrics_file_path(config) when there is one; else
+// this process's own, said once at start.
+std::unique_ptr<pvgate::Metrics> open_metrics(const pvgate::Config& config, pvgate::Logger& log) {
+  using namespace pvgate;
+  std::unique_ptr<Metrics> metrics;
+  const std::string path = metrics_file_path(config);
+  if (path.empty()) {
+    log.warn("metrics: no metrics.file and no local throttle store: each worker counts alone");
+    metrics = std::make_unique<Metrics>();
+  } else {
+    std::string note, error;
+    metrics = open_metrics_file(path, note, error);
+    if (!note.empty()) log.warn(note);
+    if (!metrics) {
+      log.error(error);
+      return nullptr;
+    }
+    log.info("metrics: host-wide, counted with every worker in " + metrics->source());
+  }
+  metrics->set_warn([&log](const std::string& text) { log.warn(text); });
+  metrics->set_upstream_max(config.upstream.max_connections);
+  declare_labels(*metrics, config);
+  return metrics;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace pvgate;
   // First of all: a SIGTERM from a supervisor during start-up must wait for
@@ -237,7 +276,9 @@ int main(int argc, char** argv) {
     log.error(error);
     return 1;
   }
-  Metrics metrics;
+  std::unique_ptr<Metrics> metrics_owner = open_metrics(*loaded.config, log);
+  if (!metrics_owner) return 1;
+  Metrics& metrics = *metrics_owner;
   Handler handler(config, upstream, clock, log, store.get(), &metrics);
 
   ServerOptions server_options;
@@ -281,6 +322,7 @@ int main(int argc, char** argv) {
     log.set_level(next.config->log_level);
     log.set_json(next.config->log_json);
     config.set(next.config);
+    declare_labels(metrics, *next.config);
     metrics.reload(true);
     log.info("reload: configuration " + config_path + " loaded");
   };

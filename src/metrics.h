@@ -7,12 +7,10 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <map>
-#include <mutex>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "outcome.h"
@@ -25,15 +23,23 @@ namespace pvgate {
 // render order is this order; `id` names the family in Metrics::render.
 #define PVGATE_METRICS(X)                                                                          \
   X(build_info, "pvgate_build_info", "gauge", "pvgate's version.")                                 \
-  X(requests, "pvgate_requests_total", "counter", "Requests by action and outcome.")               \
+  X(requests, "pvgate_requests_total", "counter", "API requests by merchant, action and outcome.") \
   X(in_flight, "pvgate_requests_in_flight", "gauge", "Requests being handled now.")                \
+  X(operations, "pvgate_operations_requests_total", "counter",                                     \
+    "Operations requests (healthz, metrics, jwks.json, challenge) by route.")                      \
   X(throttle, "pvgate_throttle_decisions_total", "counter",                                        \
     "Throttle decisions by rule and result (ok, over, over_dry_run).")                             \
   X(upstream_latency, "pvgate_upstream_latency_seconds", "histogram", "Pipwave call latency.")     \
   X(upstream_errors, "pvgate_upstream_errors_total", "counter", "Failed Pipwave calls by kind.")   \
   X(upstream_connections, "pvgate_upstream_connections_opened_total", "counter",                   \
     "New connections (TCP + TLS) opened to Pipwave; the rest were reused.")                        \
+  X(upstream_in_flight, "pvgate_upstream_in_flight", "gauge",                                      \
+    "Upstream calls (Pipwave, CAPTCHA checks) in flight now.")                                     \
+  X(upstream_max, "pvgate_upstream_max_connections", "gauge",                                      \
+    "Upstream calls allowed in flight at once (upstream.max_connections per worker, summed).")     \
   X(store_errors, "pvgate_store_errors_total", "counter", "Throttle store failures by kind.")      \
+  X(store_used, "pvgate_store_used_bytes", "gauge", "Throttle store space in use.")                \
+  X(store_max, "pvgate_store_max_bytes", "gauge", "Throttle store size bound.")                    \
   X(reloads, "pvgate_config_reloads_total", "counter", "SIGHUP reloads by result.")                \
   X(phone_refusals, "pvgate_phone_refusals_total", "counter",                                      \
     "Phone numbers refused before any count or call, by number type (invalid: not a number).")     \
@@ -41,7 +47,15 @@ namespace pvgate {
     "Verification sessions by event (issued, verified, wrong_answer, unknown_reference, locked).") \
   X(challenges, "pvgate_challenges_total", "counter",                                              \
     "Challenges by kind and event (issued, passed, missing, invalid, expired, too_easy, "          \
-    "replayed, refused, provider_error, bypassed).")
+    "replayed, refused, provider_error, bypassed).")                                               \
+  X(workers, "pvgate_workers", "gauge", "Live pvgate processes sharing these metrics.")            \
+  X(process_start, "process_start_time_seconds", "gauge",                                          \
+    "Start time of the oldest live pvgate process, seconds since the epoch.")                      \
+  X(process_rss, "process_resident_memory_bytes", "gauge",                                         \
+    "Resident memory of the live pvgate processes, summed.")                                       \
+  X(process_fds, "process_open_fds", "gauge",                                                      \
+    "Open file descriptors of the live pvgate processes, summed.")                                 \
+  X(process_threads, "process_threads", "gauge", "Threads of the live pvgate processes, summed.")
 
 enum class MetricId {
 #define PVGATE_METRIC_ID(id, name, type, help) id,
@@ -139,13 +153,63 @@ std::string_view fault_name(StoreFault fault);
 std::string_view event_name(VerificationEvent event);
 std::string_view event_name(ChallengeEvent event);
 
+// What one process reports about itself, for the process_* families.
+struct ProcessStats {
+  double start_time_seconds = 0;  // since the epoch
+  std::uint64_t resident_bytes = 0;
+  std::uint64_t open_fds = 0;
+  std::uint64_t threads = 0;
+};
+// Reads a process's stats (/proc/PID/...), or nullopt when that process is
+// gone or is not the one started at `start_ticks` (a reused pid); 0 matches any.
+using ProcessProbe = std::optional<ProcessStats> (*)(std::int64_t pid, std::uint64_t start_ticks);
+std::optional<ProcessStats> proc_probe(std::int64_t pid, std::uint64_t start_ticks);
+// This process's start time in clock ticks since boot (/proc/self/stat field 22).
+std::uint64_t proc_start_ticks(std::int64_t pid);
+
+// Values read at scrape time from elsewhere (the throttle store).
+struct ScrapeExtras {
+  std::optional<std::uint64_t> store_used_bytes;
+  std::optional<std::uint64_t> store_max_bytes;  // unknown (unset) for a store without a bound
+};
+
+struct MetricsCells;  // metrics_cells.h: the layout, in a file or in private memory
+
+// The counters live in MetricsCells: in private memory (Metrics()), or in a
+// file every worker on the host maps (open_metrics_file, metrics_file.h), so
+// a scrape of any worker shows the host's totals. Counters only ever grow;
+// gauges are per-process slots summed over live processes at render time.
 class Metrics {
  public:
+  // Private memory: this process's counts only.
   Metrics();
+  // `cells`: a mapping of the metrics file (open_metrics_file); `release`
+  // unmaps it; `source` is the file's path.
+  Metrics(MetricsCells* cells, std::function<void()> release, std::string source);
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
 
-  // No action: an unknown route, healthz or metrics.
-  void request(std::optional<Action> action, Outcome outcome);
-  // One request's throttle decisions, counted under one lock.
+  // Where the counts live ("" for private memory), for the start-up lines.
+  const std::string& source() const { return source_; }
+  // A table overflow (more merchants or rules than slots) is reported once
+  // per process through `warn`, if set (before serving).
+  void set_warn(std::function<void(const std::string&)> warn) { warn_ = std::move(warn); }
+  // Tests: a fake for /proc.
+  void set_process_probe(ProcessProbe probe) { probe_ = probe; }
+
+  // Label sets up front: every merchant and rule rendered from the start.
+  void declare_merchants(const std::vector<std::string>& names);
+  void declare_rules(const std::vector<std::string>& names);
+  // This process's upstream.max_connections (summed over live processes).
+  void set_upstream_max(long max_connections);
+
+  // An API request: `merchant` empty when none was found (label "(none)");
+  // no action: an unknown route.
+  void request(std::string_view merchant, std::optional<Action> action, Outcome outcome);
+  // An operations request: `route` one of healthz, metrics, jwks.json, challenge.
+  void operation(std::string_view route);
+  // One request's throttle decisions.
   struct ThrottleCount {
     const std::string* rule;
     std::string_view result;  // ok | over | over_dry_run
@@ -157,59 +221,32 @@ class Metrics {
   void store_error(StoreFault kind);
   void reload(bool ok);
   // A number refused by the phone stage: its type, or none for an invalid one.
-  void phone_refused(std::optional<PhoneType> type) {
-    const auto i = type ? static_cast<std::size_t>(*type) + 1 : 0;
-    if (i < phone_refusals_.size()) phone_refusals_[i].fetch_add(1, std::memory_order_relaxed);
-  }
-  void verification(VerificationEvent event) {
-    verifications_[static_cast<int>(event)].fetch_add(1, std::memory_order_relaxed);
-  }
+  void phone_refused(std::optional<PhoneType> type);
+  void verification(VerificationEvent event);
   // `kind`: ChallengeKind's value (config.h), 1 (altcha) .. 4 (recaptcha).
-  void challenge(int kind, ChallengeEvent event) {
-    if (kind < 1 || kind > static_cast<int>(challenges_.size())) return;
-    challenges_[kind - 1][static_cast<int>(event)].fetch_add(1, std::memory_order_relaxed);
-  }
-  void in_flight(int delta) { in_flight_.fetch_add(delta, std::memory_order_relaxed); }
+  void challenge(int kind, ChallengeEvent event);
+  void in_flight(int delta);
+  void upstream_in_flight(int delta);
 
   // The Prometheus text exposition format (version 0.0.4).
-  std::string render() const;
+  std::string render(const ScrapeExtras& extras = {}) const;
 
   static constexpr std::array<double, 12> kLatencyBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                              0.5,   1,    2.5,   5,    10,  30};
 
  private:
-  static constexpr int kOutcomes = kOutcomeCount;
-  std::array<std::array<std::atomic<std::uint64_t>, kOutcomes>, 3> requests_{};
-  std::array<std::atomic<std::uint64_t>, kLatencyBuckets.size() + 1> latency_buckets_{};
-  std::atomic<std::uint64_t> latency_count_{0};
-  std::atomic<std::uint64_t> latency_sum_micros_{0};
-  std::array<std::atomic<std::uint64_t>, static_cast<int>(UpstreamFault::kCount)> faults_{};
-  std::atomic<std::uint64_t> connections_opened_{0};
-  std::array<std::atomic<std::uint64_t>, static_cast<int>(StoreFault::kCount)> store_faults_{};
-  std::array<std::atomic<std::uint64_t>, static_cast<int>(VerificationEvent::kCount)>
-      verifications_{};
-  // [0]: invalid; [1 + PhoneType]: refused for its type.
-  std::array<std::atomic<std::uint64_t>, static_cast<int>(PhoneType::unknown) + 2>
-      phone_refusals_{};
-  std::array<std::array<std::atomic<std::uint64_t>, static_cast<int>(ChallengeEvent::kCount)>, 4>
-      challenges_{};
-  std::atomic<std::uint64_t> reloads_ok_{0};
-  std::atomic<std::uint64_t> reloads_rejected_{0};
-  std::atomic<std::int64_t> in_flight_{0};
+  // Claims this process's gauge slot (reclaiming a dead process's).
+  void claim_process_slot();
+  void overflowed(const char* table, std::string_view name);
 
-  // (rule, result) in any mix of std::string and std::string_view, so a count
-  // is found without building a key.
-  struct RuleResultLess {
-    using is_transparent = void;
-    template <class A, class B>
-    bool operator()(const A& a, const B& b) const {
-      const std::string_view a1 = a.first, b1 = b.first;
-      if (a1 != b1) return a1 < b1;
-      return std::string_view(a.second) < std::string_view(b.second);
-    }
-  };
-  mutable std::mutex throttle_mutex_;
-  std::map<std::pair<std::string, std::string>, std::uint64_t, RuleResultLess> throttle_;
+  MetricsCells* cells_;
+  std::function<void()> release_;
+  std::string source_;
+  int slot_ = -1;  // this process's slot in cells_->procs, -1 when all are taken
+  ProcessProbe probe_ = proc_probe;
+  std::function<void(const std::string&)> warn_;
+  std::atomic<bool> merchant_overflow_logged_{false};
+  std::atomic<bool> rule_overflow_logged_{false};
 };
 
 }  // namespace pvgate

@@ -5,6 +5,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <optional>
 #include <random>
 #include <utility>
 
@@ -1110,6 +1112,34 @@ StoreStatus RedisStore::ping() {
   }
   release(std::move(conn));
   return StoreStatus::ok;
+}
+
+// Redis's own INFO memory: used_memory is the whole server's (other keys
+// included, and shared by every host), maxmemory its bound; maxmemory 0 means
+// no bound, so the max stays unknown rather than a made-up number.
+ThrottleStore::Usage RedisStore::usage() {
+  Usage u;
+  std::unique_ptr<Connection> conn = acquire();
+  if (!conn) return u;
+  Reply reply = conn->command({"INFO", "memory"});
+  if (!reply) {
+    trip("INFO: " + conn->error(), false, conn->generation());
+    return u;
+  }
+  if (reply->type == REDIS_REPLY_STRING) {
+    const std::string text(reply->str, reply->len);
+    const auto field = [&text](const char* key) -> std::optional<std::uint64_t> {
+      const std::string want = std::string("\n") + key + ":";
+      const std::size_t at = ("\n" + text).find(want);
+      if (at == std::string::npos) return std::nullopt;
+      return std::strtoull(text.c_str() + at + want.size() - 1, nullptr, 10);
+    };
+    u.used_bytes = field("used_memory");
+    const auto max = field("maxmemory");
+    if (max && *max > 0) u.max_bytes = max;
+  }
+  release(std::move(conn));
+  return u;
 }
 
 }  // namespace pvgate

@@ -130,6 +130,7 @@ class RedisStore final : public ThrottleStore {
   StoreStatus claim_once(const std::string& key, std::int64_t now_ms, std::int64_t ttl_ms,
                          bool& fresh) override;
   StoreStatus ping() override;
+  Usage usage() override;
 
   Stats stats() const;
   // The last failure, for the log: a hiredis or Redis error text (no secret).

@@ -84,7 +84,13 @@ std::optional<HttpReply> operations(Exchange& ex, const Services& s) {
     r.body = ex.config->verification.jwks;
     return r;
   }
-  return plain(200, "text/plain; version=0.0.4; charset=utf-8", s.metrics->render());
+  ScrapeExtras extras;
+  if (s.store != nullptr) {
+    const ThrottleStore::Usage usage = s.store->usage();
+    extras.store_used_bytes = usage.used_bytes;
+    extras.store_max_bytes = usage.max_bytes;
+  }
+  return plain(200, "text/plain; version=0.0.4; charset=utf-8", s.metrics->render(extras));
 }
 
 StageResult route(Exchange& ex, const Services&) {

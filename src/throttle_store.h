@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -174,6 +175,14 @@ class ThrottleStore {
 
   // Cheap liveness check for health reporting.
   virtual StoreStatus ping() = 0;
+
+  // Space in use against the store's bound, for the metrics route; a field
+  // the store cannot tell honestly stays unset.
+  struct Usage {
+    std::optional<std::uint64_t> used_bytes;
+    std::optional<std::uint64_t> max_bytes;
+  };
+  virtual Usage usage() { return {}; }
 };
 
 }  // namespace pvgate

@@ -455,6 +455,24 @@ TEST_CASE("origins are normalised; wildcards and non-URLs are errors; none is a 
   CHECK(has_error(r, "merchants.m.user_id_param"));
 }
 
+TEST_CASE("metrics.file: an absolute path; default beside the local store, else none") {
+  auto r = load_config_text(kGood, "t.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->metrics_file.empty());
+  CHECK(metrics_file_path(*r.config).empty());  // no throttle store: each process alone
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: /run/pvgate/metrics\n", "t.yaml");
+  INFO(all_errors(r));
+  REQUIRE(r.config);
+  CHECK(metrics_file_path(*r.config) == "/run/pvgate/metrics");
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: run/metrics\n", "t.yaml");
+  CHECK(has_error(r, "t.yaml:"));
+  CHECK(has_error(r, "metrics.file: must be an absolute path"));
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: \"\"\n", "t.yaml");
+  CHECK(has_error(r, "metrics.file: must be an absolute path"));
+  r = load_config_text(std::string(kGood) + "metrics:\n  file: [a]\n", "t.yaml");
+  CHECK(has_error(r, "metrics.file: must be a string"));
+}
+
 TEST_CASE("metrics.allow: loopback by default, CIDR ranges, errors with file:line:key") {
   auto r = load_config_text(kGood, "t.yaml");
   REQUIRE(r.config);
@@ -517,18 +535,29 @@ TEST_CASE("restart_only_changes: one message per restart-only key, none for the 
   next.throttle.max_size_mb = 128;
   next.upstream.max_connections = 16;
   const auto changes = restart_only_changes(old, next);
-  REQUIRE(changes.size() == 3);
+  // The metrics file lives in the store's directory unless metrics.file says otherwise.
+  REQUIRE(changes.size() == 4);
   CHECK(changes[0].rfind("throttle.path takes effect only on restart", 0) == 0);
   CHECK(changes[1].rfind("throttle.max_size_mb takes effect only on restart", 0) == 0);
   CHECK(changes[2].rfind("upstream.max_connections takes effect only on restart", 0) == 0);
+  CHECK(changes[3].rfind("metrics.file takes effect only on restart", 0) == 0);
+  CHECK(metrics_file_path(old) == "/tmp/a/metrics");
+  CHECK(metrics_file_path(next) == "/tmp/b/metrics");
+  next.metrics_file = "/run/pvgate/metrics";
+  CHECK(metrics_file_path(next) == "/run/pvgate/metrics");
+  next.throttle.store = StoreKind::redis;
+  next.metrics_file.clear();
+  CHECK(metrics_file_path(next).empty());
   CHECK(changes[0].find("/tmp/") == std::string::npos);  // the key, never its value
 
   next = old;
   next.throttle.store = StoreKind::redis;
   next.throttle.redis_url = "redis://:hunter2@10.0.0.1:6379/0";
   next.throttle.redis_timeout_ms = 250;
-  REQUIRE(restart_only_changes(old, next).size() == 1);
+  // The local store's directory held the metrics file too.
+  REQUIRE(restart_only_changes(old, next).size() == 2);
   CHECK(restart_only_changes(old, next)[0].rfind("throttle.store takes effect", 0) == 0);
+  CHECK(restart_only_changes(old, next)[1].rfind("metrics.file takes effect", 0) == 0);
 
   Config redis = next;
   next.throttle.redis_url = "redis://:s3cret@10.0.0.2:6379/0";
@@ -543,7 +572,7 @@ TEST_CASE("restart_only_changes: one message per restart-only key, none for the 
   next = old;
   next.throttle.enabled = false;
   next.throttle.path = "/tmp/c";
-  REQUIRE(restart_only_changes(old, next).size() == 1);
+  REQUIRE(restart_only_changes(old, next).size() == 2);  // and metrics.file, as above
   CHECK(restart_only_changes(old, next)[0].rfind("throttle: section removed takes effect", 0) == 0);
   CHECK(restart_only_changes(next, old)[0].rfind("throttle: section added takes effect", 0) == 0);
 }

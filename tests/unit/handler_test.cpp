@@ -489,12 +489,14 @@ TEST_CASE_METHOD(MetricsFixture, "metrics count requests, throttle decisions and
   CHECK(reply.status == 200);
   CHECK(reply.content_type.rfind("text/plain; version=0.0.4", 0) == 0);
   const std::string& text = reply.body;
-  CHECK(text.find("pvgate_requests_total{action=\"send-token\",outcome=\"ok\"} 1\n") !=
-        std::string::npos);
-  CHECK(text.find("pvgate_requests_total{action=\"send-token\",outcome=\"too_frequent\"} 1\n") !=
-        std::string::npos);
-  CHECK(text.find("pvgate_requests_total{action=\"send-token\",outcome=\"invalid_input\"} 1\n") !=
-        std::string::npos);
+  CHECK(
+      text.find(
+          "pvgate_requests_total{merchant=\"shop-a\",action=\"send-token\",outcome=\"ok\"} 1\n") !=
+      std::string::npos);
+  CHECK(text.find("pvgate_requests_total{merchant=\"shop-a\",action=\"send-token\",outcome=\"too_"
+                  "frequent\"} 1\n") != std::string::npos);
+  CHECK(text.find("pvgate_requests_total{merchant=\"shop-a\",action=\"send-token\",outcome="
+                  "\"invalid_input\"} 1\n") != std::string::npos);
   CHECK(text.find("pvgate_throttle_decisions_total{rule=\"phone-cooldown\",result=\"ok\"} 1\n") !=
         std::string::npos);
   CHECK(text.find("pvgate_throttle_decisions_total{rule=\"phone-cooldown\",result=\"over\"} 1\n") !=
@@ -502,6 +504,14 @@ TEST_CASE_METHOD(MetricsFixture, "metrics count requests, throttle decisions and
   CHECK(text.find("pvgate_upstream_latency_seconds_count 1\n") != std::string::npos);
   CHECK(text.find("pvgate_upstream_latency_seconds_bucket{le=\"+Inf\"} 1\n") != std::string::npos);
   CHECK(text.find("pvgate_requests_in_flight 0\n") != std::string::npos);
+  CHECK(text.find("pvgate_upstream_in_flight 0\n") != std::string::npos);
+  // Operations requests have their own counter, not the API requests'.
+  REQUIRE(get("healthz").status == 200);
+  const std::string again = get("metrics").body;
+  CHECK(again.find("pvgate_operations_requests_total{route=\"metrics\"} 1\n") != std::string::npos);
+  CHECK(again.find("pvgate_operations_requests_total{route=\"healthz\"} 1\n") != std::string::npos);
+  CHECK(again.find("pvgate_requests_total{merchant=\"(none)\",action=\"none\",outcome=\"ok\"} "
+                   "0\n") != std::string::npos);
   // No phone number, user id or IP in any label.
   CHECK(text.find("123456789") == std::string::npos);
   CHECK(text.find("505315") == std::string::npos);

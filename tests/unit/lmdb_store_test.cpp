@@ -87,6 +87,29 @@ TEST_CASE("lmdb: counts survive closing and reopening the store") {
   CHECK_FALSE(d.allowed);
 }
 
+TEST_CASE("lmdb: usage is the pages holding data, against the map size (metrics)") {
+  pvgate_test::TempDir dir;
+  const LmdbStoreOptions options{dir.path() + "/t", 4 << 20, 8};
+  LmdbStore store(options);
+  const ThrottleStore::Usage empty = store.usage();
+  REQUIRE(empty.used_bytes);
+  REQUIRE(empty.max_bytes);
+  CHECK(*empty.max_bytes == 4u << 20);
+  CHECK(*empty.used_bytes > 0);
+  ThrottleDecision d;
+  for (int i = 0; i < 2000; ++i) {
+    REQUIRE(store.check_and_commit({hit("key-" + std::to_string(i), 5, 60'000)}, kT0, d) ==
+            StoreStatus::ok);
+  }
+  const ThrottleStore::Usage full = store.usage();
+  REQUIRE(full.used_bytes);
+  CHECK(*full.used_bytes > *empty.used_bytes + 2000 * 16);  // at least the keys' bytes
+  CHECK(*full.used_bytes < *full.max_bytes);
+  // Expired entries swept: the pages are free again (reused, so not counted).
+  store.sweep_all(kT0 + 120'000);
+  CHECK(*store.usage().used_bytes < *full.used_bytes);
+}
+
 TEST_CASE("lmdb: worker processes share one set of counts") {
   pvgate_test::TempDir dir;
   const LmdbStoreOptions options{dir.path() + "/t", 4 << 20, 8};

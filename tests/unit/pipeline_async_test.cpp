@@ -98,7 +98,8 @@ TEST_CASE_METHOD(AsyncFixture, "a completion on another thread after run returne
   CHECK(out.size() == 3);
   REQUIRE(log.lines.size() == 1);
   CHECK(log.lines[0].find("\"outcome\":\"ok\"") != std::string::npos);
-  CHECK(metrics.render().find(R"(pvgate_requests_total{action="send-token",outcome="ok"} 1)") !=
+  CHECK(metrics.render().find(
+            R"(pvgate_requests_total{merchant="shop-a",action="send-token",outcome="ok"} 1)") !=
         std::string::npos);
 }
 

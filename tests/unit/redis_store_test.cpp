@@ -373,6 +373,21 @@ TEST_CASE("redis store: refused while SIGPIPE would kill the process", "[redis]"
 
 // ---- data in Redis -----------------------------------------------------------
 
+TEST_CASE("redis store: usage is the server's used_memory; its max only with maxmemory",
+          "[redis]") {
+  auto store = pvgate_test::make_redis_store(pvgate_test::redis_test_options());
+  REQUIRE(redis({"CONFIG", "SET", "maxmemory", "0"}) == "+OK");
+  ThrottleStore::Usage u = store->usage();
+  REQUIRE(u.used_bytes);
+  CHECK(*u.used_bytes > 0);
+  CHECK_FALSE(u.max_bytes);  // no bound: unknown, not a made-up number
+  REQUIRE(redis({"CONFIG", "SET", "maxmemory", "1073741824"}) == "+OK");
+  u = store->usage();
+  REQUIRE(u.max_bytes);
+  CHECK(*u.max_bytes == 1073741824u);
+  CHECK(redis({"CONFIG", "SET", "maxmemory", "0"}) == "+OK");
+}
+
 TEST_CASE("redis store: keys carry an expiry and vanish on their own", "[redis]") {
   auto options = pvgate_test::redis_test_options();
   options.key_prefix = "t-prefix:";

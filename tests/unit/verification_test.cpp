@@ -240,8 +240,18 @@ TEST_CASE_METHOD(VerifyFixture, "the key set is served with the signing key, cac
   CHECK(set["keys"][0]["use"] == "sig");
   CHECK(set["keys"][0]["alg"] == "ES256");
   CHECK_FALSE(set["keys"][0].contains("d"));
-  // Operations requests are not API requests.
-  CHECK(metrics.render().find("action=\"send-token\"") == std::string::npos);
+  // Operations requests are not API requests: counted by route, no request series above 0.
+  const std::string text = metrics.render();
+  CHECK(text.find("pvgate_operations_requests_total{route=\"jwks.json\"} 1\n") !=
+        std::string::npos);
+  std::size_t series = 0;
+  for (std::size_t at = text.find("\npvgate_requests_total{"); at != std::string::npos;
+       at = text.find("\npvgate_requests_total{", at + 1)) {
+    ++series;
+    const std::size_t end = text.find('\n', at + 1);
+    CHECK(text.substr(end - 2, 2) == " 0");
+  }
+  CHECK(series > 0);
 }
 
 TEST_CASE("verification config: errors name the key, warnings say what is missing") {
