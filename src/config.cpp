@@ -484,9 +484,7 @@ void read_challenge(Reader& r, const YAML::Node& node, const std::string& path,
     return;
   }
   if (c.kind == ChallengeKind::none) return;
-  const CaptchaKind captcha = c.kind == ChallengeKind::turnstile  ? CaptchaKind::turnstile
-                              : c.kind == ChallengeKind::hcaptcha ? CaptchaKind::hcaptcha
-                                                                  : CaptchaKind::recaptcha;
+  const CaptchaKind captcha = captcha_of(c.kind);
   std::string file;
   if (r.string(node, path, "secret_file", file, true) &&
       read_secret_file(r, node, path, "secret_file", file, c.secret) &&

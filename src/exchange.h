@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config.h"
 #include "fields.h"
@@ -63,6 +64,9 @@ struct Exchange {
   // The number as libphonenumber reads it (phone stage); none for a send to
   // the user's stored number.
   std::optional<PhoneNumber> phone;
+  // The challenge's pressure rules as store hits (stage_challenge.cpp): read
+  // before the forward, counted once a code was sent.
+  std::vector<ThrottleHit> pressure_hits;
   ThrottleVerdict verdict;
   std::string signature;
   // Verification sessions (stage_session.cpp): the store key of this

@@ -35,6 +35,7 @@ void Exchange::reset() {
   fields.clear();
   client = ClientFields{};
   phone.reset();
+  pressure_hits.clear();
   verdict = ThrottleVerdict{};
   signature.clear();
   session_key.clear();

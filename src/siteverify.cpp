@@ -105,6 +105,12 @@ std::optional<CaptchaKind> captcha_kind_from_name(std::string_view name) {
   return std::nullopt;
 }
 
+CaptchaKind captcha_of(ChallengeKind kind) {
+  return kind == ChallengeKind::turnstile  ? CaptchaKind::turnstile
+         : kind == ChallengeKind::hcaptcha ? CaptchaKind::hcaptcha
+                                           : CaptchaKind::recaptcha;
+}
+
 std::string_view captcha_field(CaptchaKind kind) {
   return info(kind).field;
 }

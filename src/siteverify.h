@@ -34,6 +34,9 @@ std::optional<CaptchaKind> captcha_kind_from_name(std::string_view name);
 // The body field the provider's widget submits the token in:
 // cf-turnstile-response, h-captcha-response, g-recaptcha-response.
 std::string_view captcha_field(CaptchaKind kind);
+// The provider of a CAPTCHA challenge kind (config.h); `kind` is turnstile,
+// hcaptcha or recaptcha.
+CaptchaKind captcha_of(ChallengeKind kind);
 
 // The provider's documented siteverify endpoint:
 //   turnstile  https://challenges.cloudflare.com/turnstile/v0/siteverify

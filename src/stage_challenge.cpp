@@ -19,13 +19,6 @@ namespace pvgate {
 
 namespace {
 
-// The kind's CAPTCHA provider (kind must not be none or altcha).
-CaptchaKind captcha_of(ChallengeKind kind) {
-  return kind == ChallengeKind::turnstile  ? CaptchaKind::turnstile
-         : kind == ChallengeKind::hcaptcha ? CaptchaKind::hcaptcha
-                                           : CaptchaKind::recaptcha;
-}
-
 void count(const Services& s, ChallengeKind kind, ChallengeEvent event) {
   if (s.metrics != nullptr) s.metrics->challenge(static_cast<int>(kind), event);
 }
@@ -66,13 +59,12 @@ void pressure_hits(const Exchange& ex, const ChallengeConfig& c, bool with_phone
   add(c.merchant, "~challenge-merchant", {KeyPart::merchant}, &Pressure::merchant);
 }
 
-// Reads the pressure rules without counting. Without a store (a reload
-// added a challenge that needs one: the store opens only at start) every
-// rule reads as reached.
+// Reads the pressure rules without counting, leaving their hits in `hits`.
+// Without a store (a reload added a challenge that needs one: the store
+// opens only at start) every rule reads as reached.
 StoreStatus read_pressure(const Exchange& ex, const Services& s, const ChallengeConfig& c,
-                          bool with_phone, Pressure& out) {
+                          bool with_phone, std::vector<ThrottleHit>& hits, Pressure& out) {
   out = Pressure{};
-  thread_local std::vector<ThrottleHit> hits;
   thread_local std::vector<bool Pressure::*> which;
   hits.clear();
   which.clear();
@@ -141,7 +133,8 @@ StageResult challenge(Exchange& ex, const Services& s) {
   if (c.kind == ChallengeKind::none || *ex.action != Action::send_token) return std::nullopt;
   Pressure pressure;
   if (watches_pressure(c)) {
-    const StoreStatus status = read_pressure(ex, s, c, true, pressure);
+    // The hits are kept: a code sent counts under them (count_challenge_pressure).
+    const StoreStatus status = read_pressure(ex, s, c, true, ex.pressure_hits, pressure);
     if (status != StoreStatus::ok) {
       if (StageResult denied = store_failed(ex, s, status, "pressure")) return denied;
       pressure = Pressure{true, true, true};  // unknown: assume the worst
@@ -152,9 +145,7 @@ StageResult challenge(Exchange& ex, const Services& s) {
 
   if (c.kind != ChallengeKind::altcha) {
     // The provider decides; its answer comes back in challenge_checked().
-    ex.call.api_key.clear();
-    ex.call.content_type = "application/x-www-form-urlencoded";
-    ex.call.body = siteverify_body(c.secret, *ex.client.challenge);
+    ex.call = siteverify_call(c.secret, *ex.client.challenge);
     ex.waiting = Waiting::siteverify;
     ex.trace.challenge = std::string(challenge_kind_name(c.kind)) + " asked";
     return std::nullopt;
@@ -236,16 +227,11 @@ void count_challenge_pressure(Exchange& ex, const Services& s, const Result& res
       ex.merchant == nullptr || s.store == nullptr) {
     return;
   }
-  const ChallengeConfig& c = ex.merchant->challenge;
-  if (c.kind == ChallengeKind::none || !watches_pressure(c)) return;
-  thread_local std::vector<ThrottleHit> hits;
-  thread_local std::vector<bool Pressure::*> which;
-  hits.clear();
-  which.clear();
-  pressure_hits(ex, c, true, hits, which);
+  // The hits the challenge stage read (none when it watches no pressure).
+  if (ex.pressure_hits.empty()) return;
   thread_local ThrottleDecision decision;
   // The hits never enforce: this only records the send.
-  count_store_status(s, s.store->check_and_commit(hits, s.clock.unix_ms(), decision));
+  count_store_status(s, s.store->check_and_commit(ex.pressure_hits, s.clock.unix_ms(), decision));
 }
 
 std::optional<HttpReply> issue_challenge(Exchange& ex, const Services& s) {
@@ -267,7 +253,8 @@ std::optional<HttpReply> issue_challenge(Exchange& ex, const Services& s) {
   }
   Pressure pressure;
   if (c.hard_difficulty > c.difficulty) {
-    const StoreStatus status = read_pressure(ex, s, c, false, pressure);
+    thread_local std::vector<ThrottleHit> hits;
+    const StoreStatus status = read_pressure(ex, s, c, false, hits, pressure);
     if (status != StoreStatus::ok) {
       count_store_status(s, status);
       pressure = Pressure{true, true, true};  // unknown: the harder one

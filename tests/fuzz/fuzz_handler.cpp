@@ -178,10 +178,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // scrapes, key-set fetches and ALTCHA challenges, fetched far more often
   // than codes are sent) are not logged.
   const std::string_view route = pvgate::last_segment(request.path);
-  const std::size_t expected_lines = route == "healthz" || route == "metrics" ||
-                                             route == "jwks.json" || route == "challenge"
-                                         ? 0
-                                         : 1;
+  const std::size_t expected_lines =
+      route == "healthz" || route == "metrics" || route == "jwks.json" || route == "challenge" ? 0
+                                                                                               : 1;
   FUZZ_CHECK(log.lines.size() == expected_lines, std::to_string(log.lines.size()));
   return 0;
 }
