@@ -220,9 +220,14 @@
   }
 
   // After a send attempt: the solution was used (or refused), so the next send needs a new one.
-  function resetChallenge() {
+  // A solve that focus started meanwhile is let finish first: the widget ignores a reset that
+  // lands while a solve waits out its minDuration, and would show "verified" after it.
+  async function resetChallenge() {
     solved = null;
-    if (widgetLoaded()) el.widget.reset();
+    if (!widgetLoaded()) return;
+    if (el.widget.getState() === 'verifying') await widgetSettles();
+    solved = null;
+    el.widget.reset();
   }
 
   // -- calling pvgate -------------------------------------------------------------------------
@@ -445,7 +450,7 @@
       }
       const altcha = await solvedChallenge();
       r = await callPvgate('send-token', altcha ? { ...fields, altcha } : fields);
-      resetChallenge();   // used once, whatever the answer
+      await resetChallenge();   // used once, whatever the answer
       // A refused solution (expired, used, too easy now): one more send with a new one.
       if (!(r.http === 403 && r.body.challenge && altcha && attempt === 1)) break;
       notice('info', `${(r.body.message || 'The check was not accepted.').trim()} `
