@@ -12,6 +12,7 @@
 
 #include "fcgi_protocol.h"
 #include "listen_address.h"
+#include "options.h"
 
 namespace pvgate {
 namespace {
@@ -143,6 +144,7 @@ FcgiServer::FcgiServer(ServerOptions options, Handler& handler, const ConfigHold
       handler_(handler),
       config_(config),
       log_(log),
+      gate_(options_.running > 0 ? options_.running : default_threads()),
       chunks_(new std::atomic<Connection*>[kMaxConnections / kSlotsPerChunk]) {
   for (std::uint32_t i = 0; i < kMaxConnections / kSlotsPerChunk; ++i) chunks_[i] = nullptr;
 }
@@ -206,8 +208,8 @@ bool FcgiServer::listen(std::string& error) {
     std::uint32_t events;
     std::uint32_t which;
   } own[] = {
-      // Level-triggered and not EPOLLEXCLUSIVE: see the header.
-      {listen_fd_, EPOLLIN, kListenTag},
+      // One-shot, re-armed by the worker that took it (accept_one): see the header.
+      {listen_fd_, EPOLLIN | EPOLLONESHOT, kListenTag},
       // Level-triggered and never read: once written, every worker sees it.
       {stop_fd_, EPOLLIN, kStopTag},
       // Edge-triggered: each completion wakes one worker (take_completion).
@@ -248,6 +250,7 @@ bool FcgiServer::stop() {
   }
   const bool drained = open_.load() == 0;
   signal_eventfd(stop_fd_);  // every idle worker returns
+  gate_.stop();              // and every spare
   const auto exit_deadline = std::max(deadline, Steady::now() + std::chrono::milliseconds(200));
   while (running_.load() > 0 && Steady::now() < exit_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -318,8 +321,10 @@ Connection* FcgiServer::new_slot() {
 }
 
 void FcgiServer::worker() {
+  RunGate::current() = &gate_;
+  gate_.arrive();
   epoll_event event{};
-  while (true) {
+  while (gate_.admit()) {
     // One event at a time: a worker takes work only when it is idle.
     const int n = ::epoll_wait(epoll_fd_, &event, 1, -1);
     if (n < 0) {
@@ -349,6 +354,7 @@ void FcgiServer::worker() {
     }
     drive(conn);
   }
+  gate_.depart();
   running_.fetch_sub(1);
 }
 
@@ -357,6 +363,16 @@ void FcgiServer::accept_one() {
   do {
     fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  const int accept_errno = errno;
+  // The next connection is another idle worker's: re-arm at once. (After
+  // stop() removed the listening socket this fails with ENOENT, as it should.)
+  if (!stopping_.load()) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.u64 = tag(kSpecial, kListenTag);
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+  }
+  errno = accept_errno;
   if (fd < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
       log_.warn(std::string("accept: ") + std::strerror(errno));

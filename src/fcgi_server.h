@@ -29,9 +29,20 @@
 // the socket does not take waits in the connection's buffer with EPOLLOUT
 // armed. Only an idle worker accepts, so a busy process leaves new
 // connections in the shared listen backlog for its spawn-fcgi -F siblings
-// (and a crash of it cannot lose them). Not EPOLLEXCLUSIVE on the listening
-// socket: with -F N every process gets a chance at a new connection (the
-// losers' accept says EAGAIN), so a burst spreads over the processes.
+// (and a crash of it cannot lose them). The listening socket is EPOLLONESHOT
+// in each process's set: one worker of a process is woken for it and re-arms
+// it right after its accept4, so the next connection can go to another idle
+// worker. (Level-triggered, each event re-queued itself and woke the next
+// sleeper, which usually found EAGAIN: with 64 threads and nginx opening a
+// connection for every client beyond its `keepalive`, a chain of useless
+// wake-ups per connection.) Not EPOLLEXCLUSIVE: that spreads one socket over
+// several epoll sets; with -F N every process still gets a chance at a new
+// connection, so a burst spreads over the processes.
+//
+// At most max(8, 2 x cores) workers run at once (run_gate.h); more
+// --threads wait as spares and run only while others wait on Redis. Without
+// it, each of 64 threads idle in epoll_wait was woken for an event a running
+// worker was about to take: a context switch per request (issue 16).
 //
 // Each connection is in exactly one state, and only its owner touches it:
 //   armed     in epoll waiting to be readable (idle between requests, or
@@ -72,6 +83,7 @@
 #include "fcgi_protocol.h"
 #include "handler.h"
 #include "log.h"
+#include "run_gate.h"
 
 namespace pvgate {
 
@@ -81,6 +93,9 @@ struct ServerOptions {
   std::string socket;  // "" = fd 0; else a --socket value (listen_address.h)
   int socket_mode = 0660;
   int threads = 16;
+  // Workers that may run at once (run_gate.h); 0: default_threads(), what
+  // --threads defaults to, so more threads only add room for Redis waits.
+  int running = 0;
   std::chrono::milliseconds drain_deadline{15000};  // how long SIGTERM waits for requests in flight
 };
 
@@ -156,6 +171,7 @@ class FcgiServer {
   int completion_fd_ = -1;  // eventfd, edge-triggered: a completion is queued
   std::atomic<bool> stopping_{false};
   std::atomic<int> running_{0};
+  RunGate gate_;
   std::atomic<std::size_t> open_{0};
   std::atomic<std::size_t> served_{0};
 

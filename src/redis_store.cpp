@@ -10,6 +10,7 @@
 #include <random>
 #include <utility>
 
+#include "run_gate.h"
 #include "text.h"
 #include "url.h"
 
@@ -500,6 +501,7 @@ class RedisStore::Connection {
       argv.push_back(a.data());
       lens.push_back(a.size());
     }
+    const BlockingSection waiting_on_redis;
     void* raw = redisCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), lens.data());
     return Reply(static_cast<redisReply*>(raw));
   }
@@ -641,6 +643,7 @@ std::unique_ptr<RedisStore::Connection> RedisStore::acquire() {
 }
 
 bool RedisStore::discover(RedisAddress& out, std::string& why) {
+  const BlockingSection asking_sentinels;
   const timeval connect_tv = to_timeval(options_.connect_timeout);
   for (const RedisAddress& sentinel : url_.sentinels) {
     const std::string name = "sentinel " + format_address(sentinel) + ": ";
@@ -735,6 +738,7 @@ std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t genera
     }
   }
   const timeval connect_tv = to_timeval(options_.connect_timeout);
+  const BlockingSection connecting;
   redisContext* ctx = url_.kind == ParsedRedisUrl::Kind::unix_socket
                           ? redisConnectUnixWithTimeout(url_.path.c_str(), connect_tv)
                           : redisConnectWithTimeout(target.host.c_str(), target.port, connect_tv);
