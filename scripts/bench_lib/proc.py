@@ -73,3 +73,22 @@ def run_delay_seconds(pid):
     except OSError:
         pass
     return total / 1e9
+
+
+def context_switches(pid):
+    """Context switches of the process's threads so far (voluntary + involuntary, summed over
+    its live threads): a worker put to sleep and woken again costs two."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches:",
+                                            "nonvoluntary_ctxt_switches:")):
+                            total += int(line.split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        pass
+    return total
