@@ -487,9 +487,8 @@ CurlUpstream::CurlUpstream(long max_connections, Http2 http2)
   // needs one each; h2 needs fewer, and the cache only holds what was opened).
   curl_multi_setopt(l.multi, CURLMOPT_MAXCONNECTS, static_cast<long>(l.max_connections));
   // h2: streams share connections, up to kMaxStreamsPerConnection each, then
-  // another connection opens. No CURLMOPT_MAX_HOST_CONNECTIONS: it would queue
-  // calls to an HTTP/1.1 server instead of connecting, and max_connections
-  // bounds calls in flight already.
+  // another connection opens. max_connections bounds calls in flight, not
+  // connections, whatever the protocol.
   curl_multi_setopt(l.multi, CURLMOPT_PIPELINING, l.http2 ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING);
   curl_multi_setopt(l.multi, CURLMOPT_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
   if (l.http2) {
