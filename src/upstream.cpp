@@ -1,6 +1,7 @@
 #include "upstream.h"
 
 #include <curl/curl.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -169,9 +170,10 @@ class HeaderCache {
   std::vector<SharedHeaders> lists_;
 };
 
-// Sets up `t` for one call, with `headers` from the cache.
-void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call,
-             SharedHeaders headers) {
+// Sets up `t` for one call, with `headers` from the cache. `http2`: the
+// client's Http2::automatic.
+void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call, SharedHeaders headers,
+             bool http2) {
   CURL* e = t.easy;
   t.response.clear();
   t.cap = config.max_response_bytes;
@@ -193,6 +195,14 @@ void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call,
   t.headers = std::move(headers);
 
   curl_easy_setopt(e, CURLOPT_URL, config.url.c_str());
+  // h2 is offered through ALPN, so only over https; a call waits to share a
+  // connection being set up (CURLOPT_PIPEWAIT). A plain http:// (loopback)
+  // URL speaks HTTP/1.1, and must not wait: without ALPN, libcurl 7.88 would
+  // only learn that from the first answer, holding every other call till then.
+  const bool h2 = http2 && ::strncasecmp(config.url.c_str(), "https:", 6) == 0;
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                   static_cast<long>(h2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1));
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT, h2 ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, config.loopback ? "http,https" : "https");
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, config.connect_timeout_ms);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, config.timeout_ms);
@@ -204,9 +214,7 @@ void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call,
 }
 
 // The options no call or configuration changes, set once per handle.
-// `http2`: ask for h2 through ALPN on https (HTTP/1.1 on http), and wait to
-// share a connection being set up instead of opening one per call.
-void set_fixed_options(Transfer& t, bool http2) {
+void set_fixed_options(Transfer& t) {
   CURL* e = t.easy;
   if (e == nullptr) return;
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https");
@@ -215,9 +223,6 @@ void set_fixed_options(Transfer& t, bool http2) {
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-                   static_cast<long>(http2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1));
-  curl_easy_setopt(e, CURLOPT_PIPEWAIT, http2 ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_USERAGENT, "pvgate/" PVGATE_VERSION);
   curl_easy_setopt(e, CURLOPT_POST, 1L);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -542,7 +547,7 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
     } else if (l.owned.size() < l.max_connections) {
       l.owned.push_back(std::make_unique<Transfer>());
       t = l.owned.back().get();
-      set_fixed_options(*t, l.http2);
+      set_fixed_options(*t);
     }
     if (t != nullptr) ++l.in_flight;
   }
@@ -561,7 +566,7 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
     l.release(t, failure(UpstreamError::transport, why));
     return;
   }
-  prepare(*t, config, std::move(call), std::move(headers));
+  prepare(*t, config, std::move(call), std::move(headers), l.http2);
   {
     std::lock_guard<std::mutex> lock(l.mutex);
     l.incoming.push_back(t);
