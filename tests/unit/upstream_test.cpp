@@ -367,3 +367,29 @@ TEST_CASE("upstream: http2 auto or off, every call to a silent server ends by it
     }
   }
 }
+
+TEST_CASE(
+    "upstream: with http2 auto, calls that waited for a refused connection are not delivered") {
+  upstream_global_init();
+  // A port nobody listens on: bound, then closed.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(fd >= 0);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  UpstreamConfig config;
+  config.url = "https://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/phone-verify";
+  config.loopback = true;
+  // Over https, the calls of a burst wait (CURLOPT_PIPEWAIT) for the first
+  // one's connection; when it is refused, each fails as never sent (the quota
+  // refund rule), as with one connection per call.
+  constexpr int kCalls = 20;
+  CurlUpstream upstream(kCalls, Http2::automatic);
+  for (const UpstreamResult& r : post_all(upstream, config, kCalls)) {
+    CHECK(r.error == UpstreamError::not_delivered);
+  }
+}
