@@ -32,7 +32,7 @@ struct UpstreamConfig {
   long timeout_ms = 10000;                     // 100 .. 120000, whole call
   std::size_t max_response_bytes = 64 * 1024;  // 1 KiB .. 16 MiB
   long max_connections = 256;                  // calls in flight at once, 1 .. 4096
-  Http2 http2 = Http2::automatic;              // restart only, like max_connections
+  Http2 http2 = Http2::automatic;              // upstream: only, siteverify too; restart only
   bool loopback = false;                       // host is 127.0.0.0/8, ::1 or localhost
 };
 
