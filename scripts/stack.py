@@ -525,7 +525,8 @@ class Stack:
     add merchants, since `merchants:` is the last block), extra_locations (nginx text inserted
     in the server block; @SOCKET@ is replaced by the socket path), mock_args (more
     mock_pipwave.py options), mock_cert (certs/NAME.pem|.key the mock serves), ca_file
-    (pvgate's ca_file; default certs/ca.pem), upstream_host (default 127.0.0.1),
+    (pvgate's ca_file; default certs/ca.pem), upstream_host (default 127.0.0.1), http2
+    (upstream.http2: None writes none, pvgate's default auto; "auto" or "off"),
     nginx_keepalive, nginx_workers, pvgate_args (more pvgate options),
     workers (None: `spawn-fcgi -n`, one pvgate that is the stack's child; N: `spawn-fcgi -F N`,
     N pvgate processes on one socket), throttle (None: no throttle: section; "default": the
@@ -560,7 +561,8 @@ class Stack:
                  pvgate_wrapper=(), supervisor=None, site_root=None, allowed_origins=None,
                  allow_missing_origin=None, extra_http="", max_connections=None,
                  verification=False, listen=None, shop=False, siteverify=False,
-                 challenge=None, challenge_difficulty=ALTCHA_DEFAULT_DIFFICULTY):
+                 challenge=None, challenge_difficulty=ALTCHA_DEFAULT_DIFFICULTY,
+                 http2=None):
         self.run_dir = Path(run_dir).resolve()
         self.pvgate = Path(pvgate or DEFAULT_PVGATE).resolve()
         self.requested_port = port
@@ -569,6 +571,7 @@ class Stack:
         self.timeout_ms = timeout_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.max_connections = max_connections  # upstream.max_connections (None: pvgate's)
+        self.http2 = http2                      # upstream.http2 (None: pvgate's)
         # verification: False, or True for a verification: section signing with a P-256 key
         # made once in RUN_DIR/token-key.pem (issuer http://127.0.0.1:PORT/pvgate).
         self.verification = verification
@@ -869,6 +872,8 @@ class Stack:
         ]
         if self.max_connections is not None:
             lines.append(f"  max_connections: {self.max_connections}")
+        if self.http2 is not None:
+            lines.append(f"  http2: {self.http2}")
         throttle = self._throttle_text()
         if throttle:
             lines.append(throttle.rstrip("\n"))

@@ -195,7 +195,7 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
   if (!r.is_map(node, path)) return;
   r.only_keys(node, path,
               {"url", "ca_file", "connect_timeout_ms", "timeout_ms", "max_response_bytes",
-               "max_connections"});
+               "max_connections", "http2"});
   if (r.string(node, path, "url", up.url, true)) {
     const std::string problem = check_upstream_url(up.url, up.loopback);
     if (!problem.empty()) r.error(node["url"], "upstream.url", problem);
@@ -205,6 +205,14 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
   r.integer(node, path, "timeout_ms", up.timeout_ms, 100, 120000);
   r.integer(node, path, "max_response_bytes", up.max_response_bytes, 1024, 16 * 1024 * 1024);
   r.integer(node, path, "max_connections", up.max_connections, 1, 4096);
+  std::string http2;
+  if (r.string(node, path, "http2", http2, false)) {
+    if (http2 == "auto" || http2 == "off") {
+      up.http2 = http2 == "auto" ? Http2::automatic : Http2::off;
+    } else {
+      r.error(node["http2"], "upstream.http2", "must be auto or off");
+    }
+  }
 }
 
 bool is_digits(const std::string& s, std::size_t min, std::size_t max) {
@@ -922,6 +930,9 @@ std::vector<std::string> restart_only_changes(const Config& old, const Config& n
   }
   if (old.upstream.max_connections != next.upstream.max_connections) {
     restart("upstream.max_connections", "the limit set at start stays");
+  }
+  if (old.upstream.http2 != next.upstream.http2) {
+    restart("upstream.http2", "connections go on as set at start");
   }
   if (metrics_file_path(old) != metrics_file_path(next)) {
     restart("metrics.file", "the file mapped at start keeps counting");

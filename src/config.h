@@ -18,6 +18,13 @@ namespace pvgate {
 
 class SigningKey;  // jws.h
 
+// upstream.http2: how the upstream client speaks to an HTTPS server.
+enum class Http2 {
+  automatic,  // auto: HTTP/2 where the server offers it through ALPN (calls share
+              // connections as streams), HTTP/1.1 where it does not and for http://
+  off,        // HTTP/1.1 only: one connection per call in flight
+};
+
 struct UpstreamConfig {
   std::string url;                             // https://host[:port]/path (http only for loopback)
   std::string ca_file;                         // extra PEM trusted besides the system store
@@ -25,6 +32,7 @@ struct UpstreamConfig {
   long timeout_ms = 10000;                     // 100 .. 120000, whole call
   std::size_t max_response_bytes = 64 * 1024;  // 1 KiB .. 16 MiB
   long max_connections = 256;                  // calls in flight at once, 1 .. 4096
+  Http2 http2 = Http2::automatic;              // upstream: only, siteverify too; restart only
   bool loopback = false;                       // host is 127.0.0.0/8, ::1 or localhost
 };
 
@@ -206,7 +214,8 @@ std::string check_upstream_url(const std::string& url, bool& loopback);
 // restart ..."), naming the key, never its value (a Redis URL may hold a
 // password). Restart-only: the throttle store (the section's presence, store,
 // path, max_size_mb, redis, redis_timeout_ms: the store is opened once) and
-// upstream.max_connections (it sizes the upstream client). Everything else,
+// upstream.max_connections and upstream.http2 (they shape the upstream
+// client's connection pool, siteverify's calls included). Everything else,
 // limits.max_body_bytes included, applies to the next request.
 std::vector<std::string> restart_only_changes(const Config& old, const Config& next);
 

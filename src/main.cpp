@@ -35,7 +35,8 @@ void print_config_summary(const pvgate::Config& config) {
                                                 : " (extra CA " + config.upstream.ca_file + ")")
             << ", connect " << config.upstream.connect_timeout_ms << " ms, total "
             << config.upstream.timeout_ms << " ms, answer <= " << config.upstream.max_response_bytes
-            << " bytes, at most " << config.upstream.max_connections << " calls in flight\n"
+            << " bytes, at most " << config.upstream.max_connections << " calls in flight, http2 "
+            << (config.upstream.http2 == pvgate::Http2::automatic ? "auto" : "off") << "\n"
             << "  request body <= " << config.max_body_bytes << " bytes\n";
   for (const auto& [name, m] : config.merchants) {
     std::string origins;
@@ -269,7 +270,10 @@ int main(int argc, char** argv) {
   log.set_batching(true);  // request lines under load go out in groups (Logger::hold)
   ConfigHolder config(loaded.config);
   // Outlives the server: requests waiting on Pipwave finish before it goes.
-  CurlUpstream upstream(loaded.config->upstream.max_connections);
+  CurlUpstream upstream(loaded.config->upstream.max_connections, loaded.config->upstream.http2);
+  if (loaded.config->upstream.http2 == Http2::automatic && !upstream_http2_supported()) {
+    log.warn("upstream.http2: auto, but this libcurl has no HTTP/2: every call uses HTTP/1.1");
+  }
   SystemClock clock;
   std::unique_ptr<ThrottleStore> store = open_store(loaded.config->throttle, error);
   if (loaded.config->throttle.enabled && !store) {

@@ -1,6 +1,7 @@
 #include "upstream.h"
 
 #include <curl/curl.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -92,7 +93,10 @@ struct CurlUpstream::Transfer {
   bool too_large = false;
   char error[CURL_ERROR_SIZE] = {};
   Done done;
-  bool in_multi = false;  // the loop thread's own
+  long timeout_ms = 0;  // upstream.timeout_ms of this call
+  // The loop thread's own.
+  bool in_multi = false;
+  std::chrono::steady_clock::time_point due;  // in_multi: when the call must have ended
 };
 
 namespace {
@@ -166,15 +170,17 @@ class HeaderCache {
   std::vector<SharedHeaders> lists_;
 };
 
-// Sets up `t` for one call, with `headers` from the cache.
-void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call,
-             SharedHeaders headers) {
+// Sets up `t` for one call, with `headers` from the cache. `http2`: the
+// client's Http2::automatic.
+void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call, SharedHeaders headers,
+             bool http2) {
   CURL* e = t.easy;
   t.response.clear();
   t.cap = config.max_response_bytes;
   t.too_large = false;
   t.error[0] = '\0';
   t.body = std::move(call.body);
+  t.timeout_ms = config.timeout_ms;
 
   // Trust: the system store, plus upstream.ca_file when set. Set only when
   // it changes, so a warm handle keeps its session.
@@ -189,6 +195,14 @@ void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call,
   t.headers = std::move(headers);
 
   curl_easy_setopt(e, CURLOPT_URL, config.url.c_str());
+  // h2 is offered through ALPN, so only over https; a call waits to share a
+  // connection being set up (CURLOPT_PIPEWAIT). A plain http:// (loopback)
+  // URL speaks HTTP/1.1, and must not wait: without ALPN, libcurl 7.88 would
+  // only learn that from the first answer, holding every other call till then.
+  const bool h2 = http2 && ::strncasecmp(config.url.c_str(), "https:", 6) == 0;
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                   static_cast<long>(h2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1));
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT, h2 ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, config.loopback ? "http,https" : "https");
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, config.connect_timeout_ms);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, config.timeout_ms);
@@ -209,7 +223,6 @@ void set_fixed_options(Transfer& t) {
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
   curl_easy_setopt(e, CURLOPT_USERAGENT, "pvgate/" PVGATE_VERSION);
   curl_easy_setopt(e, CURLOPT_POST, 1L);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -227,10 +240,16 @@ UpstreamResult failure(UpstreamError error, std::string detail) {
 
 }  // namespace
 
+// A call still in the multi handle this long after its timeout_ms is
+// overdue (sweep_overdue); checked this often while calls run.
+constexpr std::chrono::milliseconds kOverdueGrace{250};
+constexpr std::chrono::milliseconds kSweepEvery{100};
+
 struct CurlUpstream::Loop {
-  explicit Loop(long max) : max_connections(static_cast<std::size_t>(max)) {}
+  Loop(long max, bool h2) : max_connections(static_cast<std::size_t>(max)), http2(h2) {}
 
   const std::size_t max_connections;
+  const bool http2;  // Http2::automatic and this libcurl speaks h2
   CURLM* multi = nullptr;
   int epfd = -1;
   int wakefd = -1;
@@ -247,6 +266,8 @@ struct CurlUpstream::Loop {
 
   // The loop thread's own.
   std::optional<SteadyClock::time_point> deadline;  // curl's timer
+  bool host_cap = false;  // CURLMOPT_MAX_HOST_CONNECTIONS is set (see the constructor)
+  SteadyClock::time_point next_sweep{};
 
   void wake() {
     const std::uint64_t one = 1;
@@ -289,6 +310,15 @@ struct CurlUpstream::Loop {
     result.error = classify(code, t->too_large);
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &result.http_status);
     curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &result.connections_opened);
+    if (host_cap && code == CURLE_OK) {
+      long version = 0;
+      curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &version);
+      if (version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1) {
+        // A server without h2: one connection per call from now on.
+        curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+        host_cap = false;
+      }
+    }
     if (result.error == UpstreamError::none) {
       result.body = std::move(t->response);
     } else {
@@ -350,9 +380,24 @@ struct CurlUpstream::Loop {
         release(t, failure(UpstreamError::transport, "curl_multi_add_handle failed"));
       } else {
         t->in_multi = true;
+        t->due = SteadyClock::now() + std::chrono::milliseconds(t->timeout_ms) + kOverdueGrace;
       }
     }
     return !stop;
+  }
+
+  // libcurl 7.88 does not time out a call waiting in its queue for a
+  // connection (CURLMOPT_MAX_HOST_CONNECTIONS reached): it has none yet. Such
+  // a call ends here, as a timeout, once upstream.timeout_ms (plus a grace
+  // that lets curl's own timeout win everywhere else) has passed. Never sent,
+  // but counted as a timeout like a connect timeout is: no refund either way.
+  void sweep_overdue() {
+    const SteadyClock::time_point now = SteadyClock::now();
+    if (now < next_sweep) return;
+    next_sweep = now + kSweepEvery;
+    for (const auto& t : owned) {  // only this thread adds to the multi handle
+      if (t->in_multi && now >= t->due) complete(t.get(), CURLE_OPERATION_TIMEDOUT);
+    }
   }
 
   void run() {
@@ -366,6 +411,10 @@ struct CurlUpstream::Loop {
             left <= SteadyClock::duration::zero()
                 ? 0
                 : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      }
+      if (host_cap && running > 0) {
+        const int sweep_ms = static_cast<int>(kSweepEvery.count());
+        wait_ms = wait_ms < 0 ? sweep_ms : std::min(wait_ms, sweep_ms);
       }
       const int n = ::epoll_wait(epfd, events, 64, wait_ms);
       bool go_on = true;
@@ -385,6 +434,7 @@ struct CurlUpstream::Loop {
         curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
       }
       drain_messages();
+      if (host_cap) sweep_overdue();
       if (!go_on) break;
     }
     // Stopping: whatever is still in flight fails (main drains requests
@@ -414,8 +464,14 @@ void upstream_global_init() {
   curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-CurlUpstream::CurlUpstream(long max_connections)
-    : loop_(std::make_unique<Loop>(std::max(1L, max_connections))) {
+bool upstream_http2_supported() {
+  const curl_version_info_data* info = curl_version_info(CURLVERSION_NOW);
+  return info != nullptr && (info->features & CURL_VERSION_HTTP2) != 0;
+}
+
+CurlUpstream::CurlUpstream(long max_connections, Http2 http2)
+    : loop_(std::make_unique<Loop>(std::max(1L, max_connections),
+                                   http2 == Http2::automatic && upstream_http2_supported())) {
   Loop& l = *loop_;
   l.multi = curl_multi_init();
   l.epfd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -432,8 +488,31 @@ CurlUpstream::CurlUpstream(long max_connections)
   curl_multi_setopt(l.multi, CURLMOPT_SOCKETDATA, &l);
   curl_multi_setopt(l.multi, CURLMOPT_TIMERFUNCTION, &Loop::on_timer);
   curl_multi_setopt(l.multi, CURLMOPT_TIMERDATA, &l);
-  // Keep a connection open for every call that may be in flight.
+  // Keep a connection open for every call that may be in flight (HTTP/1.1
+  // needs one each; h2 needs fewer, and the cache only holds what was opened).
   curl_multi_setopt(l.multi, CURLMOPT_MAXCONNECTS, static_cast<long>(l.max_connections));
+  // h2: streams share connections, up to kMaxStreamsPerConnection each, then
+  // another connection opens. max_connections bounds calls in flight, not
+  // connections, whatever the protocol.
+  curl_multi_setopt(l.multi, CURLMOPT_PIPELINING, l.http2 ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING);
+  curl_multi_setopt(l.multi, CURLMOPT_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
+  if (l.http2) {
+    // libcurl 7.88 (Debian 12) opens a connection for every call that
+    // arrives while a second h2 connection to a host is being set up: it
+    // skips connections still connecting (fixed in 8.0). A cap per host
+    // bounds that: h2 needs few connections (calls wait in curl's queue for
+    // the ones being set up), and a server that allows as few as
+    // kMinStreamsPerConnection streams still carries max_connections calls.
+    // The first HTTP/1 answer lifts the cap for good (complete()), so an
+    // HTTP/1.1 server gets one connection per call again; until then, calls
+    // beyond the cap (never below kMinHostConnectionCap, so a small
+    // max_connections is never capped) wait for a free connection.
+    const long max = static_cast<long>(l.max_connections);
+    const long cap = std::max(std::min(max, kMinHostConnectionCap),
+                              (max + kMinStreamsPerConnection - 1) / kMinStreamsPerConnection);
+    curl_multi_setopt(l.multi, CURLMOPT_MAX_HOST_CONNECTIONS, cap);
+    l.host_cap = true;
+  }
   l.thread = std::thread([&l] { l.run(); });
 }
 
@@ -487,7 +566,7 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
     l.release(t, failure(UpstreamError::transport, why));
     return;
   }
-  prepare(*t, config, std::move(call), std::move(headers));
+  prepare(*t, config, std::move(call), std::move(headers), l.http2);
   {
     std::lock_guard<std::mutex> lock(l.mutex);
     l.incoming.push_back(t);

@@ -59,6 +59,10 @@ class Upstream {
 // One-time libcurl initialisation; call from main before starting threads.
 void upstream_global_init();
 
+// Whether this libcurl speaks HTTP/2 (built with nghttp2). Without it,
+// Http2::automatic means HTTP/1.1 for every call.
+bool upstream_http2_supported();
+
 // Every call runs on one event-loop thread (a curl multi handle driven by
 // epoll through curl_multi_socket_action), so a thousand calls waiting on
 // Pipwave cost sockets, not threads: the FastCGI workers hand a call over and
@@ -66,9 +70,33 @@ void upstream_global_init();
 // are reused; at most `max_connections` calls are in flight (the first
 // config's upstream.max_connections), and a call beyond that fails at once as
 // not delivered.
+//
+// HTTP/2 (`http2`, the first config's upstream.http2): with Http2::automatic
+// each call asks for h2 through ALPN and waits for a connection being set up
+// to the same host rather than opening its own (CURLOPT_PIPEWAIT), so calls to
+// a server that offers h2 share a few connections as streams: about one per
+// kMaxStreamsPerConnection calls in flight, and never more than
+// max(8, max_connections / kMinStreamsPerConnection) per host (8 for 256). A server
+// that answers ALPN with HTTP/1.1 (or a plain http:// loopback URL) gets one
+// connection per call in flight, as with Http2::off, once its first answer
+// has shown it (until then at most that many calls to it are in flight, the
+// rest wait for them). Either way max_connections still counts calls, not
+// connections, and timeouts and the not_delivered rule are the same: a call
+// that waited for a shared connection that then failed to connect fails as
+// not delivered, like one whose own connection failed.
 class CurlUpstream final : public Upstream {
  public:
-  explicit CurlUpstream(long max_connections = 256);
+  // Streams one h2 connection carries before another is opened (libcurl's
+  // default, set explicitly; a server may allow fewer in its SETTINGS).
+  static constexpr long kMaxStreamsPerConnection = 100;
+  // The fewest streams per connection a server is expected to allow (RFC
+  // 9113 recommends at least 100): it sizes the cap on h2 connections per
+  // host, max_connections / this (8 for 256), see the constructor.
+  static constexpr long kMinStreamsPerConnection = 32;
+  // The cap is at least this (or max_connections when smaller).
+  static constexpr long kMinHostConnectionCap = 8;
+
+  explicit CurlUpstream(long max_connections = 256, Http2 http2 = Http2::automatic);
   ~CurlUpstream() override;  // fails calls still in flight, then stops the loop
   CurlUpstream(const CurlUpstream&) = delete;
   CurlUpstream& operator=(const CurlUpstream&) = delete;

@@ -8,6 +8,13 @@ pvgate's reuse is what is measured), and checks nothing: it is for load, not cor
 
     with FastMock(run_dir, cert, key, delay=0.05) as m:
         m.url  # https://127.0.0.1:PORT/phone-verify
+
+http2=True offers h2 through ALPN as well as HTTP/1.1 (nginx 1.22: `listen ... ssl http2`;
+http2_max_concurrent_streams 128, nginx's default, like a typical server). access_log=True
+writes one line per request to access.log (`access_lines()`): the TCP connection's serial
+number ($connection) and the protocol ($server_protocol, "HTTP/2.0" or "HTTP/1.1"), a witness
+of how many connections a client used and in which protocol, independent of the client's own
+counting. Off by default: the benchmark measures the mock without it.
 """
 
 import os
@@ -29,11 +36,14 @@ def free_port():
 
 
 class FastMock:
-    def __init__(self, run_dir, cert, key, delay=0.05, workers=1):
+    def __init__(self, run_dir, cert, key, delay=0.05, workers=1, http2=False,
+                 access_log=False):
         self.run_dir = Path(run_dir).resolve()
         self.cert, self.key = Path(cert), Path(key)
         self.delay = delay
         self.workers = workers
+        self.http2 = http2
+        self.access_log = access_log
         self.port = None
         self.proc = None
 
@@ -41,9 +51,31 @@ class FastMock:
     def url(self):
         return f"https://127.0.0.1:{self.port}/phone-verify"
 
+    @property
+    def access_log_path(self):
+        return self.run_dir / "access.log"
+
+    def access_lines(self):
+        """[(connection serial, protocol, status)] of every request logged so far
+        (access_log=True)."""
+        try:
+            text = self.access_log_path.read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                out.append((int(parts[0]), parts[1], int(parts[2])))
+        return out
+
     def _conf(self):
         user = "user root;" if os.geteuid() == 0 else ""
         d = self.run_dir
+        log = (f"log_format conns '$connection $server_protocol $status';\n"
+               f"    access_log {self.access_log_path} conns;" if self.access_log
+               else "access_log off;")
+        http2 = " http2" if self.http2 else ""
         return f"""\
 load_module {ECHO_MODULE};
 {user}
@@ -54,12 +86,12 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {log}
     client_body_temp_path {d}/tmp;
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     server {{
-        listen 127.0.0.1:{self.port} ssl;
+        listen 127.0.0.1:{self.port} ssl{http2};
         ssl_certificate {self.cert};
         ssl_certificate_key {self.key};
         location = /phone-verify {{

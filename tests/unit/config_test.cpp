@@ -47,6 +47,7 @@ TEST_CASE("a good config loads into plain values") {
   CHECK(r.config->upstream.timeout_ms == 8000);
   CHECK(r.config->upstream.max_response_bytes == 64 * 1024);  // default
   CHECK(r.config->upstream.max_connections == 256);           // default
+  CHECK(r.config->upstream.http2 == Http2::automatic);        // default
   CHECK(r.config->max_body_bytes == 4096);                    // default
   CHECK(r.config->read_timeout_ms == 10000);                  // default
   CHECK(r.config->write_timeout_ms == 10000);                 // default
@@ -123,6 +124,24 @@ TEST_CASE("numeric limits: at the bounds and one past") {
   CHECK_FALSE(with("max_connections", "4097").config);
   REQUIRE(with("max_connections", "12").config);
   CHECK(with("max_connections", "12").config->upstream.max_connections == 12);
+}
+
+TEST_CASE("upstream.http2: auto (the default) or off; anything else names the key") {
+  auto with = [](const std::string& value) {
+    return load_config_text("upstream:\n  url: https://h/x\n  http2: " + value +
+                                "\nmerchants:\n  m:\n    api_key: k\n    api_secret: s\n",
+                            "t.yaml");
+  };
+  REQUIRE(with("auto").config);
+  CHECK(with("auto").config->upstream.http2 == Http2::automatic);
+  REQUIRE(with("off").config);
+  CHECK(with("off").config->upstream.http2 == Http2::off);
+  for (const char* bad : {"on", "true", "false", "h2", "AUTO", "\"\"", "[auto]"}) {
+    INFO(bad);
+    const auto r = with(bad);
+    CHECK_FALSE(r.config);
+    CHECK(has_error(r, "t.yaml:3: upstream.http2: must be "));
+  }
 }
 
 TEST_CASE("limits: FastCGI read and write timeouts at the bounds and one past") {
@@ -534,13 +553,15 @@ TEST_CASE("restart_only_changes: one message per restart-only key, none for the 
   next.throttle.path = "/tmp/b";
   next.throttle.max_size_mb = 128;
   next.upstream.max_connections = 16;
+  next.upstream.http2 = Http2::off;
   const auto changes = restart_only_changes(old, next);
   // The metrics file lives in the store's directory unless metrics.file says otherwise.
-  REQUIRE(changes.size() == 4);
+  REQUIRE(changes.size() == 5);
   CHECK(changes[0].rfind("throttle.path takes effect only on restart", 0) == 0);
   CHECK(changes[1].rfind("throttle.max_size_mb takes effect only on restart", 0) == 0);
   CHECK(changes[2].rfind("upstream.max_connections takes effect only on restart", 0) == 0);
-  CHECK(changes[3].rfind("metrics.file takes effect only on restart", 0) == 0);
+  CHECK(changes[3].rfind("upstream.http2 takes effect only on restart", 0) == 0);
+  CHECK(changes[4].rfind("metrics.file takes effect only on restart", 0) == 0);
   CHECK(metrics_file_path(old) == "/tmp/a/metrics");
   CHECK(metrics_file_path(next) == "/tmp/b/metrics");
   next.metrics_file = "/run/pvgate/metrics";

@@ -4,14 +4,19 @@
 // and their cached header lists at once; a header value that would add a line
 // of its own is refused before anything is sent. The answers mapped to
 // UpstreamResult (statuses, timeouts, TLS) are test_upstream.py's, through nginx.
+// With upstream.http2 auto or off, calls to a server that never answers all end
+// by their timeout (HTTP/2 itself: tests/integration/test_upstream_http2.py).
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -139,6 +144,79 @@ class RecordingServer {
   std::vector<Request> requests_;
 };
 
+// Loopback HTTP that accepts every connection and never answers: counts the
+// connections, holds them open until destroyed.
+class SilentServer {
+ public:
+  SilentServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    REQUIRE(fd_ >= 0);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd_, 128) == 0);
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;
+        const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c >= 0) {
+          held_.push_back(c);
+          ++accepted_;
+        }
+      }
+      for (const int c : held_) ::close(c);
+    });
+  }
+  ~SilentServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  SilentServer(const SilentServer&) = delete;
+  SilentServer& operator=(const SilentServer&) = delete;
+
+  UpstreamConfig config(long timeout_ms) const {
+    UpstreamConfig c;
+    c.url = "http://127.0.0.1:" + std::to_string(port_) + "/phone-verify";
+    c.loopback = true;
+    c.connect_timeout_ms = timeout_ms;
+    c.timeout_ms = timeout_ms;
+    return c;
+  }
+  int accepted() const { return accepted_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::vector<int> held_;  // the thread's own
+  std::thread thread_;
+};
+
+// Starts `n` calls at once and waits for them all: their results.
+std::vector<UpstreamResult> post_all(CurlUpstream& upstream, const UpstreamConfig& config, int n) {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<UpstreamResult> results;
+  for (int i = 0; i < n; ++i) {
+    upstream.post_async(config, UpstreamCall{"pk-test-key", "{}"}, [&](UpstreamResult r) {
+      std::lock_guard<std::mutex> lock(mutex);
+      results.push_back(std::move(r));
+      cv.notify_one();
+    });
+  }
+  std::unique_lock<std::mutex> lock(mutex);
+  REQUIRE(cv.wait_for(lock, std::chrono::seconds(kIoTimeoutS),
+                      [&] { return results.size() == static_cast<std::size_t>(n); }));
+  return results;
+}
+
 UpstreamCall pipwave_call(const std::string& body) {
   return UpstreamCall{"pk-test-key", body};  // content_type keeps its default
 }
@@ -261,4 +339,57 @@ TEST_CASE("upstream: a header value with a control character is refused, unsent"
   REQUIRE(got.size() == 1);
   CHECK(got[0].body == "a=2");
   CHECK(got[0].head.find("X-Injected") == std::string::npos);
+}
+
+TEST_CASE("upstream: http2 auto or off, every call to a silent server ends by its timeout") {
+  upstream_global_init();
+  constexpr long kTimeoutMs = 400;
+  // Past the timeout: curl's own, or the loop's sweep for a call still in
+  // curl's queue (the h2 cap per host), plus a scheduling margin.
+  constexpr auto kLatest = std::chrono::milliseconds(kTimeoutMs + 250 + 100 + 500);
+  for (const Http2 mode : {Http2::automatic, Http2::off}) {
+    INFO((mode == Http2::automatic ? "auto" : "off"));
+    SilentServer server;
+    constexpr int kCalls = 12;
+    CurlUpstream upstream(kCalls, mode);
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<UpstreamResult> results =
+        post_all(upstream, server.config(kTimeoutMs), kCalls);
+    CHECK(std::chrono::steady_clock::now() - start < kLatest);
+    for (const UpstreamResult& r : results) CHECK(r.error == UpstreamError::timeout);
+    if (mode == Http2::off) {
+      CHECK(server.accepted() == kCalls);  // HTTP/1.1: one connection per call at once
+    } else {
+      // Plain http:// speaks HTTP/1.1 without waiting for a shared
+      // connection, but before any answer has shown the server has no h2,
+      // at most the per-host cap (8) connect.
+      CHECK(server.accepted() <= CurlUpstream::kMinHostConnectionCap);
+    }
+  }
+}
+
+TEST_CASE(
+    "upstream: with http2 auto, calls that waited for a refused connection are not delivered") {
+  upstream_global_init();
+  // A port nobody listens on: bound, then closed.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(fd >= 0);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  UpstreamConfig config;
+  config.url = "https://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/phone-verify";
+  config.loopback = true;
+  // Over https, the calls of a burst wait (CURLOPT_PIPEWAIT) for the first
+  // one's connection; when it is refused, each fails as never sent (the quota
+  // refund rule), as with one connection per call.
+  constexpr int kCalls = 20;
+  CurlUpstream upstream(kCalls, Http2::automatic);
+  for (const UpstreamResult& r : post_all(upstream, config, kCalls)) {
+    CHECK(r.error == UpstreamError::not_delivered);
+  }
 }
