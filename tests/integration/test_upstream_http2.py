@@ -151,13 +151,18 @@ def h2_multiplexed(ctx):
     print(f"     h2 auto: {CALLS} calls on {len(conns)} connection(s) (ss: {seen})", flush=True)
 
 
-def h2_off(ctx):
-    mock = MOCKS["h2"]
-    restart(ctx, mock, "off")
+def burst_with(ctx, mock, http2):
+    """pvgate restarted with upstream.http2 `http2` against `mock`, one burst, every call
+    answered: (protocols the mock saw, its connections, pvgate's count of connections opened,
+    ss's count)."""
+    restart(ctx, mock, http2)
     statuses, lines, opened, seen = burst(ctx, mock)
     all_answered(statuses)
-    protocols = {p for _, p, _ in lines}
-    conns = {c for c, _, _ in lines}
+    return {p for _, p, _ in lines}, {c for c, _, _ in lines}, opened, seen
+
+
+def h2_off(ctx):
+    protocols, conns, opened, seen = burst_with(ctx, MOCKS["h2"], "off")
     check(protocols == {"HTTP/1.1"}, f"the mock saw {protocols}, want HTTP/1.1 only")
     check(len(conns) == CALLS, f"{CALLS} calls in flight at once on {len(conns)} connections, "
           "want one each (HTTP/1.1)")
@@ -166,12 +171,7 @@ def h2_off(ctx):
 
 
 def h1_fallback(ctx):
-    mock = MOCKS["h1"]
-    restart(ctx, mock, "auto")
-    statuses, lines, opened, seen = burst(ctx, mock)
-    all_answered(statuses)
-    protocols = {p for _, p, _ in lines}
-    conns = {c for c, _, _ in lines}
+    protocols, conns, opened, seen = burst_with(ctx, MOCKS["h1"], "auto")
     check(protocols == {"HTTP/1.1"}, f"the mock saw {protocols}, want HTTP/1.1 only")
     check(len(conns) > MAX_H2_CONNECTIONS,
           f"{CALLS} HTTP/1.1 calls came on only {len(conns)} connections: the h2 bound was "

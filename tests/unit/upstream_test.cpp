@@ -57,22 +57,28 @@ std::vector<std::string> header_values(const std::string& head, const std::strin
   return out;
 }
 
+// A listening TCP socket on 127.0.0.1, on a port the kernel picks (`port`).
+int listen_on_loopback(int flags, int& port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(fd >= 0);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 128) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  port = ntohs(addr.sin_port);
+  return fd;
+}
+
 // Loopback HTTP/1.1 on a port the kernel picks. One connection at a time:
 // reads a request (Content-Length bodies only), keeps it, answers 200 with a
 // small JSON body and closes. Enough for curl, which waits in the backlog.
 class RecordingServer {
  public:
   RecordingServer() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(fd_ >= 0);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd_, 128) == 0);
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
+    fd_ = listen_on_loopback(0, port_);
     thread_ = std::thread([this] { serve(); });
   }
   ~RecordingServer() {
@@ -149,16 +155,7 @@ class RecordingServer {
 class SilentServer {
  public:
   SilentServer() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(fd_ >= 0);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd_, 128) == 0);
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
+    fd_ = listen_on_loopback(SOCK_NONBLOCK, port_);
     thread_ = std::thread([this] {
       while (!stop_) {
         pollfd p{fd_, POLLIN, 0};
@@ -371,18 +368,11 @@ TEST_CASE("upstream: http2 auto or off, every call to a silent server ends by it
 TEST_CASE(
     "upstream: with http2 auto, calls that waited for a refused connection are not delivered") {
   upstream_global_init();
-  // A port nobody listens on: bound, then closed.
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  REQUIRE(fd >= 0);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
+  // A port nobody listens on: listened on, then closed.
+  int port = 0;
+  ::close(listen_on_loopback(0, port));
   UpstreamConfig config;
-  config.url = "https://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/phone-verify";
+  config.url = "https://127.0.0.1:" + std::to_string(port) + "/phone-verify";
   config.loopback = true;
   // Over https, the calls of a burst wait (CURLOPT_PIPEWAIT) for the first
   // one's connection; when it is refused, each fails as never sent (the quota
