@@ -182,8 +182,10 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
   }
   if (store == nullptr) return verdict;
   // Key parts per verdict, for masked keys: built only for rules that are over.
-  std::vector<const ThrottleRule*> parts;
-  parts.reserve(config.rules.size() + 1);
+  // It and the store's answer are kept per thread: no allocation once warm.
+  thread_local std::vector<const ThrottleRule*> parts;
+  thread_local ThrottleDecision decision;
+  parts.clear();
   verdict.hits.reserve(config.rules.size() + 1);
   verdict.rules.reserve(config.rules.size() + 1);
   for (const auto& rule : config.rules) {
@@ -219,7 +221,10 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
   }
   if (verdict.hits.empty()) return verdict;
 
-  ThrottleDecision decision;
+  decision.allowed = true;
+  decision.wait_ms.clear();
+  decision.broken = nullptr;
+  decision.broken_hit = 0;
   verdict.store_status = store->check_and_commit(verdict.hits, now_ms, decision);
   if (verdict.store_status == StoreStatus::internal) {
     // A bug, not an outage: never let on_store_error: allow switch throttling off.

@@ -34,14 +34,17 @@ struct ThrottleHit {
 };
 
 // Whether every byte of `s` is printable ASCII (0x20 .. 0x7e). Every store
-// call checks its keys with it: one pass without a branch per byte, which
-// the compiler vectorises.
+// call checks its keys with it: the lowest and highest byte in one pass
+// without a branch per byte, which the compiler vectorises 16 bytes at a time.
 inline bool printable_ascii(const std::string& s) {
-  unsigned outside = 0;
+  unsigned char lowest = 0xff;
+  unsigned char highest = 0;
   for (const char c : s) {
-    outside |= static_cast<unsigned>(static_cast<unsigned char>(c) - 0x20u > 0x7eu - 0x20u);
+    const auto byte = static_cast<unsigned char>(c);
+    lowest = byte < lowest ? byte : lowest;
+    highest = byte > highest ? byte : highest;
   }
-  return outside == 0;
+  return lowest >= 0x20 && highest <= 0x7e;
 }
 
 // What in `hit` breaks ThrottleHit's documented ranges (static text that
