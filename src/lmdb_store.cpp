@@ -359,34 +359,41 @@ Scratch& scratch() {
 // One cursor per hit of a decision, open from the hit's check to its write:
 // LMDB keeps a write transaction's cursors in place across its other writes
 // (the sweep's, other hits'), so the write starts from the leaf its check
-// found instead of searching the tree again. Closed before the transaction
-// ends, which would free them.
+// found instead of searching the tree again. Opened by the check only while
+// the decision may still pass (a refused one writes nothing), and closed
+// before the transaction ends, which would free them.
 class HitCursors {
  public:
   HitCursors(MDB_txn* txn, MDB_dbi dbi, std::size_t n, std::vector<MDB_cursor*>& open)
-      : open_(open) {
-    open_.clear();
-    for (std::size_t i = 0; i < n; ++i) {
-      MDB_cursor* cursor = nullptr;
-      if (mdb_cursor_open(txn, dbi, &cursor) != 0) {
-        ok_ = false;
-        return;
-      }
-      open_.push_back(cursor);
-    }
+      : txn_(txn), dbi_(dbi), open_(open) {
+    open_.assign(n, nullptr);
   }
   ~HitCursors() {
-    for (MDB_cursor* cursor : open_) mdb_cursor_close(cursor);
+    for (MDB_cursor* cursor : open_) {
+      if (cursor != nullptr) mdb_cursor_close(cursor);
+    }
     open_.clear();
   }
   HitCursors(const HitCursors&) = delete;
   HitCursors& operator=(const HitCursors&) = delete;
-  bool ok() const { return ok_; }
-  MDB_cursor* const* get() const { return open_.data(); }
+  // Hit i's cursor, opened on first use. Returns an LMDB error, or 0.
+  int open(std::size_t i, MDB_cursor*& cursor) {
+    if (open_[i] == nullptr) {
+      if (const int rc = mdb_cursor_open(txn_, dbi_, &open_[i])) {
+        open_[i] = nullptr;
+        return rc;
+      }
+    }
+    cursor = open_[i];
+    return 0;
+  }
+  // Hit i's cursor, or nullptr when its check did not open one.
+  MDB_cursor* get(std::size_t i) const { return open_[i]; }
 
  private:
+  MDB_txn* txn_;
+  MDB_dbi dbi_;
   std::vector<MDB_cursor*>& open_;
-  bool ok_ = true;
 };
 
 // The window floor of `hit` at `now` for a log: stamps at or below it do not count.
@@ -668,10 +675,11 @@ int seek(MDB_cursor* cursor, const std::string& key, MDB_val& val) {
 // The check half of a decision: fills `out.allowed` and `out.wait_ms` from
 // each hit's log as `txn` sees it, and leaves the logs found in s.found for
 // the commit half. Writes nothing, so a read-only transaction serves a peek.
-// With `cursors` (one per hit) each hit is read through its own, which stays
-// near the key for the write. Returns an LMDB error, or 0.
+// With `cursors`, each hit checked while the decision may still pass is read
+// through a cursor of its own, which stays near the key for the write.
+// Returns an LMDB error, or 0.
 int check_hits(MDB_txn* txn, MDB_dbi dbi, const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
-               Scratch& s, ThrottleDecision& out, MDB_cursor* const* cursors = nullptr) {
+               Scratch& s, ThrottleDecision& out, HitCursors* cursors = nullptr) {
   if (s.found.size() < hits.size()) s.found.resize(hits.size());
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
@@ -681,8 +689,14 @@ int check_hits(MDB_txn* txn, MDB_dbi dbi, const std::vector<ThrottleHit>& hits, 
     log = Log{};
     MDB_val key = as_val(hit.key);
     MDB_val val;
-    const int rc =
-        cursors != nullptr ? seek(cursors[i], hit.key, val) : mdb_get(txn, dbi, &key, &val);
+    int rc = 0;
+    if (cursors != nullptr && out.allowed) {
+      MDB_cursor* cursor = nullptr;
+      if ((rc = cursors->open(i, cursor)) != 0) return rc;
+      rc = seek(cursor, hit.key, val);
+    } else {
+      rc = mdb_get(txn, dbi, &key, &val);
+    }
     if (rc != 0 && rc != MDB_NOTFOUND) return rc;
     if (rc != 0 || !parse_log(val, log)) {
       log = Log{};  // none, or damaged: empty
@@ -706,9 +720,8 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
   Scratch& s = scratch();
   if (s.logs.size() < hits.size()) s.logs.resize(hits.size());
   {
-    const HitCursors cursors(txn.get(), env_->dbi, hits.size(), s.cursors);
-    if (!cursors.ok()) return Attempt::failed;
-    if (check_hits(txn.get(), env_->dbi, hits, now_ms, s, out, cursors.get()) != 0) {
+    HitCursors cursors(txn.get(), env_->dbi, hits.size(), s.cursors);
+    if (check_hits(txn.get(), env_->dbi, hits, now_ms, s, out, &cursors) != 0) {
       return Attempt::failed;
     }
     if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
@@ -760,8 +773,8 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
     }
 
     for (std::size_t i = 0; i < hits.size(); ++i) {
-      const int rc = record(txn.get(), env_->dbi, cursors.get()[i], hits[i].key, s.logs[i], hits[i],
-                            now_ms, s);
+      const int rc =
+          record(txn.get(), env_->dbi, cursors.get(i), hits[i].key, s.logs[i], hits[i], now_ms, s);
       if (rc == MDB_MAP_FULL) return Attempt::full;
       if (rc != 0) return Attempt::failed;
     }
