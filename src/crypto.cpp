@@ -89,6 +89,12 @@ std::optional<std::string> ec_coordinate(const EVP_PKEY* key, const char* name) 
 }  // namespace
 
 std::string sha1_hex(std::string_view data) {
+  std::string out;
+  append_sha1_hex(out, data);
+  return out;
+}
+
+void append_sha1_hex(std::string& out, std::string_view data) {
   // SHA-1 of short inputs (key digests, the signature text) through the
   // low-level API: 66 ns a digest here, against 130-220 ns through EVP, whose
   // provider dispatch outweighs a one-block hash; three key digests are on
@@ -103,10 +109,8 @@ std::string sha1_hex(std::string_view data) {
   SHA1_Final(digest, &ctx);
 #pragma GCC diagnostic pop
   OPENSSL_cleanse(&ctx, sizeof ctx);  // it held the signature text, secret included
-  std::string out;
   append_hex(out, digest, sizeof digest);
   OPENSSL_cleanse(digest, sizeof digest);
-  return out;
 }
 
 void wipe(std::string& s) {

@@ -24,6 +24,8 @@ namespace pvgate {
 // digests per throttled request and the Pipwave signature): see crypto.cpp
 // for why it uses the low-level API.
 std::string sha1_hex(std::string_view data);
+// The same digits appended to `out` (throttle keys: no string of its own).
+void append_sha1_hex(std::string& out, std::string_view data);
 
 // Overwrites every byte of a buffer that held secret material with zeros
 // (OPENSSL_cleanse: not optimised away), then empties it; the capacity stays.

@@ -348,6 +348,7 @@ struct Scratch {
   std::vector<std::int64_t> segment;  // a segment being rewritten
   std::vector<SegRef> kept;           // the segments of the log being written
   std::string seg_key;
+  std::vector<MDB_cursor*> cursors;  // HitCursors'
 };
 
 Scratch& scratch() {
@@ -355,19 +356,61 @@ Scratch& scratch() {
   return s;
 }
 
+// One cursor per hit of a decision, open from the hit's check to its write:
+// LMDB keeps a write transaction's cursors in place across its other writes
+// (the sweep's, other hits'), so the write starts from the leaf its check
+// found instead of searching the tree again. Opened by the check only while
+// the decision may still pass (a refused one writes nothing), and closed
+// before the transaction ends, which would free them.
+class HitCursors {
+ public:
+  HitCursors(MDB_txn* txn, MDB_dbi dbi, std::size_t n, std::vector<MDB_cursor*>& open)
+      : txn_(txn), dbi_(dbi), open_(open) {
+    open_.assign(n, nullptr);
+  }
+  ~HitCursors() {
+    for (MDB_cursor* cursor : open_) {
+      if (cursor != nullptr) mdb_cursor_close(cursor);
+    }
+    open_.clear();
+  }
+  HitCursors(const HitCursors&) = delete;
+  HitCursors& operator=(const HitCursors&) = delete;
+  // Hit i's cursor, opened on first use. Returns an LMDB error, or 0.
+  int open(std::size_t i, MDB_cursor*& cursor) {
+    if (open_[i] == nullptr) {
+      if (const int rc = mdb_cursor_open(txn_, dbi_, &open_[i])) {
+        open_[i] = nullptr;
+        return rc;
+      }
+    }
+    cursor = open_[i];
+    return 0;
+  }
+  // Hit i's cursor, or nullptr when its check did not open one.
+  MDB_cursor* get(std::size_t i) const { return open_[i]; }
+
+ private:
+  MDB_txn* txn_;
+  MDB_dbi dbi_;
+  std::vector<MDB_cursor*>& open_;
+};
+
 // The window floor of `hit` at `now` for a log: stamps at or below it do not count.
 std::int64_t floor_of(const ThrottleHit& hit, std::int64_t now, std::int64_t dropped_to) {
   return std::max(now - hit.period_ms, dropped_to);
 }
 
-// Writes a log under `key` into the space mdb_put reserves.
+// Writes a log under `key` into the space mdb_put reserves; through `cursor`
+// when not null (a cursor of the same transaction and database, anywhere).
 int put_log(MDB_txn* txn, MDB_dbi dbi, MDB_val key, std::int64_t expires_ms,
             const std::vector<std::int64_t>& tail, const SegRef* refs, std::size_t ref_count,
-            const SegState& state) {
+            const SegState& state, MDB_cursor* cursor = nullptr) {
   const std::size_t tail_bytes = 8 * tail.size();
   MDB_val val{kHeader + tail_bytes + (ref_count > 0 ? kSegTrailer + kSegRef * ref_count : 0),
               nullptr};
-  const int rc = mdb_put(txn, dbi, &key, &val, MDB_RESERVE);
+  const int rc = cursor != nullptr ? mdb_cursor_put(cursor, &key, &val, MDB_RESERVE)
+                                   : mdb_put(txn, dbi, &key, &val, MDB_RESERVE);
   if (rc != 0) return rc;
   auto* p = static_cast<unsigned char*>(val.mv_data);
   const auto tail_count = static_cast<std::uint32_t>(tail.size());
@@ -552,9 +595,10 @@ int keep_newest(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const Throttl
   return 0;
 }
 
-// Writes `key`'s log with one more event at `now`, from what the check found.
-int record(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const HitLog& found,
-           const ThrottleHit& hit, std::int64_t now, Scratch& s) {
+// Writes `key`'s log with one more event at `now`, from what the check found,
+// through `cursor` (the one the check left near the key).
+int record(MDB_txn* txn, MDB_dbi dbi, MDB_cursor* cursor, const std::string& key,
+           const HitLog& found, const ThrottleHit& hit, std::int64_t now, Scratch& s) {
   SegState state = found.state;
   const std::int64_t floor = floor_of(hit, now, state.dropped_to);
   state.dropped_to = floor;
@@ -593,7 +637,7 @@ int record(MDB_txn* txn, MDB_dbi dbi, const std::string& key, const HitLog& foun
   }
   const std::int64_t newest = s.merged.empty() ? s.kept.back().last : s.merged.back();
   return put_log(txn, dbi, as_val(key), newest + hit.period_ms, s.merged, s.kept.data(),
-                 s.kept.size(), state);
+                 s.kept.size(), state, cursor);
 }
 
 // Resets `out` for a decision on `hits`; false, with what broke in `out`,
@@ -614,12 +658,28 @@ bool begin_decision(const std::vector<ThrottleHit>& hits, ThrottleDecision& out)
   return true;
 }
 
+// Reads `key`'s value through `cursor`, leaving the cursor at the key or,
+// when there is none, where it would go: mdb_get, but the write that
+// follows starts from that leaf instead of the root. Returns 0, MDB_NOTFOUND
+// or an LMDB error.
+int seek(MDB_cursor* cursor, const std::string& key, MDB_val& val) {
+  MDB_val k = as_val(key);
+  const int rc = mdb_cursor_get(cursor, &k, &val, MDB_SET_RANGE);
+  if (rc != 0) return rc;
+  if (k.mv_size != key.size() || std::memcmp(k.mv_data, key.data(), key.size()) != 0) {
+    return MDB_NOTFOUND;
+  }
+  return 0;
+}
+
 // The check half of a decision: fills `out.allowed` and `out.wait_ms` from
 // each hit's log as `txn` sees it, and leaves the logs found in s.found for
 // the commit half. Writes nothing, so a read-only transaction serves a peek.
+// With `cursors`, each hit checked while the decision may still pass is read
+// through a cursor of its own, which stays near the key for the write.
 // Returns an LMDB error, or 0.
 int check_hits(MDB_txn* txn, MDB_dbi dbi, const std::vector<ThrottleHit>& hits, std::int64_t now_ms,
-               Scratch& s, ThrottleDecision& out) {
+               Scratch& s, ThrottleDecision& out, HitCursors* cursors = nullptr) {
   if (s.found.size() < hits.size()) s.found.resize(hits.size());
   out.allowed = true;
   out.wait_ms.assign(hits.size(), 0);
@@ -629,7 +689,14 @@ int check_hits(MDB_txn* txn, MDB_dbi dbi, const std::vector<ThrottleHit>& hits, 
     log = Log{};
     MDB_val key = as_val(hit.key);
     MDB_val val;
-    const int rc = mdb_get(txn, dbi, &key, &val);
+    int rc = 0;
+    if (cursors != nullptr && out.allowed) {
+      MDB_cursor* cursor = nullptr;
+      if ((rc = cursors->open(i, cursor)) != 0) return rc;
+      rc = seek(cursor, hit.key, val);
+    } else {
+      rc = mdb_get(txn, dbi, &key, &val);
+    }
     if (rc != 0 && rc != MDB_NOTFOUND) return rc;
     if (rc != 0 || !parse_log(val, log)) {
       log = Log{};  // none, or damaged: empty
@@ -652,60 +719,66 @@ LmdbStore::Attempt LmdbStore::try_commit(const std::vector<ThrottleHit>& hits, s
   if (txn.begin_rc() != 0) return Attempt::failed;
   Scratch& s = scratch();
   if (s.logs.size() < hits.size()) s.logs.resize(hits.size());
-  if (check_hits(txn.get(), env_->dbi, hits, now_ms, s, out) != 0) return Attempt::failed;
-  if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
-
-  // Copy the live stamps and the segments out: the writes below may move or
-  // free the pages they were found in.
-  s.stamps.clear();
-  s.refs.clear();
-  for (std::size_t i = 0; i < hits.size(); ++i) {
-    const Log& log = s.found[i];
-    HitLog& found = s.logs[i];
-    found = HitLog{s.stamps.size(), 0, s.refs.size(), 0, SegState{log.next_id, log.dropped_to}};
-    if (log.expires_ms <= now_ms) continue;  // also none or damaged (expires_ms 0)
-    const std::uint32_t first_live =
-        upper_bound_stamp(log.tail, log.tail_count, floor_of(hits[i], now_ms, log.dropped_to));
-    found.tail_count = log.tail_count - first_live;
-    s.stamps.resize(found.tail_offset + found.tail_count);
-    if (found.tail_count > 0) {
-      std::memcpy(s.stamps.data() + found.tail_offset,
-                  log.tail + 8 * static_cast<std::size_t>(first_live), 8 * found.tail_count);
-    }
-    found.ref_count = log.seg_count;
-    for (std::uint32_t r = 0; r < log.seg_count; ++r) s.refs.push_back(log.ref(r));
-  }
-
-  // Reclaim a few expired entries on every write, so the store stays small
-  // without a separate sweeper process.
   {
-    Cursor cursor(txn.get(), env_->dbi);
-    if (cursor.get() == nullptr) return Attempt::failed;
-    MDB_val key = as_val(sweep_cursor_);
-    MDB_val val;
-    int rc = sweep_cursor_.empty() ? mdb_cursor_get(cursor.get(), &key, &val, MDB_FIRST)
-                                   : mdb_cursor_get(cursor.get(), &key, &val, MDB_SET_RANGE);
-    for (std::size_t n = 0; rc == 0 && n < options_.sweep_per_write; ++n) {
-      if (reclaimable(key, val, now_ms)) {
-        const int del = mdb_cursor_del(cursor.get(), 0);
-        if (del == MDB_MAP_FULL) return Attempt::full;
-        if (del != 0) return Attempt::failed;
-      }
-      // After a delete LMDB's MDB_NEXT yields the entry that followed it.
-      rc = mdb_cursor_get(cursor.get(), &key, &val, MDB_NEXT);
+    HitCursors cursors(txn.get(), env_->dbi, hits.size(), s.cursors);
+    if (check_hits(txn.get(), env_->dbi, hits, now_ms, s, out, &cursors) != 0) {
+      return Attempt::failed;
     }
-    if (rc == 0) {
-      sweep_cursor_.assign(static_cast<const char*>(key.mv_data), key.mv_size);
-    } else {
-      sweep_cursor_.clear();
-    }
-  }
+    if (!out.allowed) return Attempt::done;  // the transaction aborts: nothing recorded
 
-  for (std::size_t i = 0; i < hits.size(); ++i) {
-    const int rc = record(txn.get(), env_->dbi, hits[i].key, s.logs[i], hits[i], now_ms, s);
-    if (rc == MDB_MAP_FULL) return Attempt::full;
-    if (rc != 0) return Attempt::failed;
-  }
+    // Copy the live stamps and the segments out: the writes below may move or
+    // free the pages they were found in.
+    s.stamps.clear();
+    s.refs.clear();
+    for (std::size_t i = 0; i < hits.size(); ++i) {
+      const Log& log = s.found[i];
+      HitLog& found = s.logs[i];
+      found = HitLog{s.stamps.size(), 0, s.refs.size(), 0, SegState{log.next_id, log.dropped_to}};
+      if (log.expires_ms <= now_ms) continue;  // also none or damaged (expires_ms 0)
+      const std::uint32_t first_live =
+          upper_bound_stamp(log.tail, log.tail_count, floor_of(hits[i], now_ms, log.dropped_to));
+      found.tail_count = log.tail_count - first_live;
+      s.stamps.resize(found.tail_offset + found.tail_count);
+      if (found.tail_count > 0) {
+        std::memcpy(s.stamps.data() + found.tail_offset,
+                    log.tail + 8 * static_cast<std::size_t>(first_live), 8 * found.tail_count);
+      }
+      found.ref_count = log.seg_count;
+      for (std::uint32_t r = 0; r < log.seg_count; ++r) s.refs.push_back(log.ref(r));
+    }
+
+    // Reclaim a few expired entries on every write, so the store stays small
+    // without a separate sweeper process.
+    {
+      Cursor cursor(txn.get(), env_->dbi);
+      if (cursor.get() == nullptr) return Attempt::failed;
+      MDB_val key = as_val(sweep_cursor_);
+      MDB_val val;
+      int rc = sweep_cursor_.empty() ? mdb_cursor_get(cursor.get(), &key, &val, MDB_FIRST)
+                                     : mdb_cursor_get(cursor.get(), &key, &val, MDB_SET_RANGE);
+      for (std::size_t n = 0; rc == 0 && n < options_.sweep_per_write; ++n) {
+        if (reclaimable(key, val, now_ms)) {
+          const int del = mdb_cursor_del(cursor.get(), 0);
+          if (del == MDB_MAP_FULL) return Attempt::full;
+          if (del != 0) return Attempt::failed;
+        }
+        // After a delete LMDB's MDB_NEXT yields the entry that followed it.
+        rc = mdb_cursor_get(cursor.get(), &key, &val, MDB_NEXT);
+      }
+      if (rc == 0) {
+        sweep_cursor_.assign(static_cast<const char*>(key.mv_data), key.mv_size);
+      } else {
+        sweep_cursor_.clear();
+      }
+    }
+
+    for (std::size_t i = 0; i < hits.size(); ++i) {
+      const int rc =
+          record(txn.get(), env_->dbi, cursors.get(i), hits[i].key, s.logs[i], hits[i], now_ms, s);
+      if (rc == MDB_MAP_FULL) return Attempt::full;
+      if (rc != 0) return Attempt::failed;
+    }
+  }  // the cursors close here, before the commit
   const int rc = txn.commit();
   if (rc == MDB_MAP_FULL) return Attempt::full;
   return rc == 0 ? Attempt::done : Attempt::failed;

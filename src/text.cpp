@@ -12,9 +12,12 @@ int hex_value(char c) {
 void append_hex(std::string& out, const unsigned char* data, std::size_t size) {
   const std::size_t at = out.size();
   out.resize(at + 2 * size);
+  // Through a pointer taken once: a store through out[] may alias the
+  // string's own pointer, which would then be reloaded for every digit.
+  char* p = &out[at];
   for (std::size_t i = 0; i < size; ++i) {
-    out[at + 2 * i] = hex_digit(data[i] >> 4);
-    out[at + 2 * i + 1] = hex_digit(data[i] & 0x0F);
+    p[2 * i] = hex_digit(data[i] >> 4);
+    p[2 * i + 1] = hex_digit(data[i] & 0x0F);
   }
 }
 

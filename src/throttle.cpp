@@ -12,6 +12,7 @@ namespace pvgate {
 namespace {
 
 constexpr const char* kAnswerRule = "answer-attempts";
+constexpr std::size_t kDigestDigits = 40;  // a key digest: hex SHA-1
 
 // Appends the text a key part stands for (what key digests hash).
 void append_part_value(std::string& out, KeyPart part, const ThrottleSubject& s,
@@ -117,16 +118,14 @@ std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& p
 
 namespace {
 
-std::string key_material(const std::vector<KeyPart>& parts, const ThrottleSubject& subject,
-                         std::uint32_t range_digits) {
-  std::string material;
-  material.reserve(96);
+// Appends the text a key digest hashes to `material`.
+void append_key_material(std::string& material, const std::vector<KeyPart>& parts,
+                         const ThrottleSubject& subject, std::uint32_t range_digits) {
   for (const auto part : parts) {
     material.append(key_part_name(part)).push_back('=');
     append_part_value(material, part, subject, range_digits);
     material.push_back('\n');  // values never contain a newline (validated)
   }
-  return material;
 }
 
 // True when a key's parts say nothing about a person (merchant, country).
@@ -136,28 +135,41 @@ bool impersonal(const std::vector<KeyPart>& parts) {
   });
 }
 
-// key_digest, remembering the digests of impersonal keys (a merchant-wide
-// rule hashes the same text on every request). Keys naming a user, phone or
-// IP are never kept.
-std::string cached_key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject) {
-  if (!impersonal(parts)) return key_digest(parts, subject);
+// Appends key_digest(parts, subject, range_digits) to `out`, remembering the
+// digests of impersonal keys (a merchant-wide rule hashes the same text on
+// every request). Keys naming a user, phone or IP are never kept. The
+// material is built in a buffer kept per thread: no allocation once warm.
+void append_key_digest(std::string& out, const std::vector<KeyPart>& parts,
+                       const ThrottleSubject& subject, std::uint32_t range_digits) {
+  thread_local std::string material;
+  material.clear();
+  append_key_material(material, parts, subject, range_digits);
+  if (range_digits > 0 || !impersonal(parts)) {
+    append_sha1_hex(out, material);
+    return;
+  }
   constexpr std::size_t kMaxCached = 64;
   thread_local std::vector<std::pair<std::string, std::string>> cache;
-  std::string material = key_material(parts, subject, 0);
   for (const auto& [text, digest] : cache) {
-    if (text == material) return digest;
+    if (text == material) {
+      out += digest;
+      return;
+    }
   }
   if (cache.size() >= kMaxCached) cache.clear();
   std::string digest = sha1_hex(material);
-  cache.emplace_back(std::move(material), digest);
-  return digest;
+  out += digest;
+  cache.emplace_back(material, std::move(digest));
 }
 
 }  // namespace
 
 std::string key_digest(const std::vector<KeyPart>& parts, const ThrottleSubject& subject,
                        std::uint32_t range_digits) {
-  return sha1_hex(key_material(parts, subject, range_digits));
+  std::string material;
+  material.reserve(96);
+  append_key_material(material, parts, subject, range_digits);
+  return sha1_hex(material);
 }
 
 ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* store,
@@ -170,29 +182,30 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
   }
   if (store == nullptr) return verdict;
   // Key parts per verdict, for masked keys: built only for rules that are over.
-  std::vector<const ThrottleRule*> parts;
-  parts.reserve(config.rules.size() + 1);
+  // It and the store's answer are kept per thread: no allocation once warm.
+  thread_local std::vector<const ThrottleRule*> parts;
+  thread_local ThrottleDecision decision;
+  parts.clear();
   verdict.hits.reserve(config.rules.size() + 1);
   verdict.rules.reserve(config.rules.size() + 1);
-  // Rules over the same parts (phone cooldown, per hour, per day) share one
-  // digest: hashing is most of the policy's cost.
-  std::vector<std::pair<const ThrottleRule*, std::string>> digests;
-  digests.reserve(config.rules.size());
-  const auto digest_of = [&](const ThrottleRule& rule) -> const std::string& {
-    for (const auto& [seen, digest] : digests) {
-      if (seen->key == rule.key && seen->range_digits == rule.range_digits) return digest;
-    }
-    digests.emplace_back(&rule, rule.range_digits > 0
-                                    ? key_digest(rule.key, subject, rule.range_digits)
-                                    : cached_key_digest(rule.key, subject));
-    return digests.back().second;
-  };
   for (const auto& rule : config.rules) {
     if (!applies(rule, subject.action)) continue;
-    const std::string& digest = digest_of(rule);
     std::string key;
-    key.reserve(rule.name.size() + 1 + digest.size());
-    key.append(rule.name).append(1, ':').append(digest);
+    key.reserve(rule.name.size() + 1 + kDigestDigits);
+    key.append(rule.name).append(1, ':');
+    // Rules over the same parts (phone cooldown, per hour, per day) share one
+    // digest: hashing is most of the policy's cost.
+    const ThrottleHit* same = nullptr;
+    for (std::size_t i = 0; i < parts.size() && same == nullptr; ++i) {
+      if (parts[i]->key == rule.key && parts[i]->range_digits == rule.range_digits) {
+        same = &verdict.hits[i];
+      }
+    }
+    if (same != nullptr) {
+      key.append(same->key, same->key.size() - kDigestDigits, kDigestDigits);
+    } else {
+      append_key_digest(key, rule.key, subject, rule.range_digits);
+    }
     verdict.hits.push_back(ThrottleHit{std::move(key), rule.limit, rule.period_ms, !rule.dry_run});
     verdict.rules.push_back(RuleVerdict{rule.name, false, rule.dry_run, 0, {}});
     parts.push_back(&rule);
@@ -208,7 +221,10 @@ ThrottleVerdict throttle_check(const ThrottleConfig& config, ThrottleStore* stor
   }
   if (verdict.hits.empty()) return verdict;
 
-  ThrottleDecision decision;
+  decision.allowed = true;
+  decision.wait_ms.clear();
+  decision.broken = nullptr;
+  decision.broken_hit = 0;
   verdict.store_status = store->check_and_commit(verdict.hits, now_ms, decision);
   if (verdict.store_status == StoreStatus::internal) {
     // A bug, not an outage: never let on_store_error: allow switch throttling off.

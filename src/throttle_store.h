@@ -33,6 +33,20 @@ struct ThrottleHit {
   bool enforce = true;     // false for dry-run rules: counted, never rejects
 };
 
+// Whether every byte of `s` is printable ASCII (0x20 .. 0x7e). Every store
+// call checks its keys with it: the lowest and highest byte in one pass
+// without a branch per byte, which the compiler vectorises 16 bytes at a time.
+inline bool printable_ascii(const std::string& s) {
+  unsigned char lowest = 0xff;
+  unsigned char highest = 0;
+  for (const char c : s) {
+    const auto byte = static_cast<unsigned char>(c);
+    lowest = byte < lowest ? byte : lowest;
+    highest = byte > highest ? byte : highest;
+  }
+  return lowest >= 0x20 && highest <= 0x7e;
+}
+
 // What in `hit` breaks ThrottleHit's documented ranges (static text that
 // never quotes the key), or nullptr when nothing does. The config validates
 // every rule, so a broken hit is a bug in pvgate: stores answer it
@@ -40,9 +54,7 @@ struct ThrottleHit {
 inline const char* broken_hit(const ThrottleHit& hit) {
   if (hit.key.empty()) return "empty key";
   if (hit.key.size() > ThrottleHit::kMaxKeyBytes) return "key longer than 200 bytes";
-  for (const char c : hit.key) {
-    if (c < 0x20 || c > 0x7e) return "key not printable ASCII";
-  }
+  if (!printable_ascii(hit.key)) return "key not printable ASCII";
   if (hit.limit < 1 || hit.limit > kMaxRuleLimit) return "limit outside 1..10000";
   if (hit.period_ms < ThrottleHit::kMinPeriodMs) return "period under 1000 ms";
   return nullptr;
@@ -87,11 +99,7 @@ inline constexpr std::size_t kMaxSessionOwnerBytes = 64;
 // form of session and claim keys, which the engines prefix with a byte
 // outside that range to keep them apart from rule keys.
 inline bool store_key_ok(const std::string& key) {
-  if (key.empty() || key.size() > ThrottleHit::kMaxKeyBytes) return false;
-  for (const char c : key) {
-    if (c < 0x20 || c > 0x7e) return false;
-  }
-  return true;
+  return !key.empty() && key.size() <= ThrottleHit::kMaxKeyBytes && printable_ascii(key);
 }
 
 // What in a session call's key or owner breaks the ranges above (static

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -206,6 +207,45 @@ TEST_CASE("lmdb: a spray of 1,000,000 distinct keys stays bounded") {
   // next lap: dead entries stay a fraction of the live ones, not a multiple.
   CHECK(peak < 2 * 10'000);
   CHECK(file_size(store.dir() + "/throttle/data.mdb") <= (8 << 20));
+}
+
+TEST_CASE("lmdb: a decision's writes land right when its own sweep empties their pages") {
+  // Each hit is written through the cursor its check left at the key. Here
+  // the sweep of the same transaction, between the checks and the writes,
+  // deletes thousands of expired entries around those keys (pages merged
+  // and freed under the cursors), among them one hit's own expired log.
+  pvgate_test::TempDir dir;
+  LmdbStore store(LmdbStoreOptions{dir.path() + "/t", 16 << 20, 100'000});
+  ThrottleDecision d;
+  std::vector<ThrottleHit> filler;
+  for (int i = 0; i < 3000; ++i) {
+    char key[16];
+    std::snprintf(key, sizeof key, "k%04d", i);
+    filler.push_back(hit(key, 1, 1000));
+  }
+  REQUIRE(store.check_and_commit(filler, kT0, d) == StoreStatus::ok);
+  REQUIRE(store.check_and_commit({hit("live", 3, 600'000)}, kT0, d) == StoreStatus::ok);
+  REQUIRE(store.check_and_commit({hit("live", 3, 600'000)}, kT0 + 1, d) == StoreStatus::ok);
+  REQUIRE(store.entries() == 3001);
+
+  const std::vector<ThrottleHit> hits = {hit("k0500x", 2, 60'000), hit("k1000", 1, 60'000),
+                                         hit("k1500x", 1, 60'000), hit("live", 3, 600'000),
+                                         hit("k2999x", 1, 60'000)};
+  const std::int64_t t = kT0 + 5000;  // every filler log has expired
+  REQUIRE(store.check_and_commit(hits, t, d) == StoreStatus::ok);
+  CHECK(d.allowed);
+  // The sweep took the 2,999 other fillers; the five logs remain.
+  CHECK(store.entries() == 5);
+  // Each log holds exactly what was recorded: one event each, three in "live".
+  for (const ThrottleHit& h : hits) {
+    const std::uint32_t recorded = h.key == "live" ? 3 : 1;
+    ThrottleDecision p;
+    REQUIRE(store.peek({ThrottleHit{h.key, recorded, h.period_ms, true}}, t, p) == StoreStatus::ok);
+    CHECK_FALSE(p.allowed);
+    REQUIRE(store.peek({ThrottleHit{h.key, recorded + 1, h.period_ms, true}}, t, p) ==
+            StoreStatus::ok);
+    CHECK(p.allowed);
+  }
 }
 
 TEST_CASE("lmdb: after a refusal, decisions still commit and refuse exactly") {
