@@ -2,7 +2,6 @@
 wrk's own CPU time (from wait4), so a row can show whether the load generator saturated."""
 
 import json
-import os
 import re
 import shutil
 import signal
