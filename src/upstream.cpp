@@ -395,9 +395,16 @@ struct CurlUpstream::Loop {
     const SteadyClock::time_point now = SteadyClock::now();
     if (now < next_sweep) return;
     next_sweep = now + kSweepEvery;
-    for (const auto& t : owned) {  // only this thread adds to the multi handle
-      if (t->in_multi && now >= t->due) complete(t.get(), CURLE_OPERATION_TIMEDOUT);
+    // Callers' threads add to `owned` (under the mutex); in_multi and due
+    // are this thread's own. complete() takes the mutex: run it after.
+    std::vector<Transfer*> overdue;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (const auto& t : owned) {
+        if (t->in_multi && now >= t->due) overdue.push_back(t.get());
+      }
     }
+    for (Transfer* t : overdue) complete(t, CURLE_OPERATION_TIMEDOUT);
   }
 
   void run() {
