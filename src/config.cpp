@@ -60,6 +60,21 @@ class Reader {
 
   // `owner` is where a missing key is reported: the line of the mapping's own
   // key reads better than the line of its first member.
+  // An optional key that must be one of two words: true with `out` set to
+  // whether it is `second`; false when absent or wrong (then reported as
+  // "must be FIRST or SECOND").
+  bool either(const YAML::Node& parent, const std::string& path, const char* key, const char* first,
+              const char* second, bool& out) {
+    std::string text;
+    if (!string(parent, path, key, text, false)) return false;
+    if (text != first && text != second) {
+      error(parent[key], join(path, key), std::string("must be ") + first + " or " + second);
+      return false;
+    }
+    out = text == second;
+    return true;
+  }
+
   bool string(const YAML::Node& parent, const std::string& path, const char* key, std::string& out,
               bool required, const YAML::Node* owner = nullptr) {
     const YAML::Node node = parent[key];
@@ -205,13 +220,8 @@ void read_upstream(Reader& r, const YAML::Node& node, UpstreamConfig& up) {
   r.integer(node, path, "timeout_ms", up.timeout_ms, 100, 120000);
   r.integer(node, path, "max_response_bytes", up.max_response_bytes, 1024, 16 * 1024 * 1024);
   r.integer(node, path, "max_connections", up.max_connections, 1, 4096);
-  std::string http2;
-  if (r.string(node, path, "http2", http2, false)) {
-    if (http2 == "auto" || http2 == "off") {
-      up.http2 = http2 == "auto" ? Http2::automatic : Http2::off;
-    } else {
-      r.error(node["http2"], "upstream.http2", "must be auto or off");
-    }
+  if (bool off = false; r.either(node, path, "http2", "auto", "off", off)) {
+    up.http2 = off ? Http2::off : Http2::automatic;
   }
 }
 
@@ -347,13 +357,8 @@ void read_throttle(Reader& r, const YAML::Node& node, ThrottleConfig& t) {
     }
   }
   r.integer(node, path, "redis_timeout_ms", t.redis_timeout_ms, 10, 5000);
-  if (r.string(node, path, "on_store_error", text, false)) {
-    if (text == "deny")
-      t.on_store_error = OnStoreError::deny;
-    else if (text == "allow")
-      t.on_store_error = OnStoreError::allow;
-    else
-      r.error(node["on_store_error"], "throttle.on_store_error", "must be deny or allow");
+  if (bool allow = false; r.either(node, path, "on_store_error", "deny", "allow", allow)) {
+    t.on_store_error = allow ? OnStoreError::allow : OnStoreError::deny;
   }
   if (const YAML::Node rules = node["rules"]) {
     if (!rules.IsSequence()) {
@@ -429,12 +434,8 @@ void read_challenge(Reader& r, const YAML::Node& node, const std::string& path,
       return;
     }
   }
-  if (r.string(node, path, "when", text, false)) {
-    if (text == "always" || text == "pressure") {
-      c.always = text == "always";
-    } else {
-      r.error(node["when"], path + ".when", "must be always or pressure");
-    }
+  if (bool pressure = false; r.either(node, path, "when", "always", "pressure", pressure)) {
+    c.always = !pressure;
   }
   if (const YAML::Node pressure = node["pressure"]) {
     const std::string at = path + ".pressure";
@@ -516,13 +517,7 @@ void read_challenge(Reader& r, const YAML::Node& node, const std::string& path,
   c.siteverify.connect_timeout_ms =
       std::min(c.siteverify.connect_timeout_ms, c.siteverify.timeout_ms);
   c.siteverify.max_response_bytes = 16 * 1024;
-  if (r.string(node, path, "on_error", text, false)) {
-    if (text == "deny" || text == "allow") {
-      c.allow_on_error = text == "allow";
-    } else {
-      r.error(node["on_error"], path + ".on_error", "must be deny or allow");
-    }
-  }
+  r.either(node, path, "on_error", "deny", "allow", c.allow_on_error);
   if (const YAML::Node score = node["min_score"]) {
     char* end = nullptr;
     const std::string v = score.IsScalar() ? score.Scalar() : std::string{};

@@ -31,6 +31,8 @@ constexpr auto kSweepEvery = std::chrono::milliseconds(50);
 constexpr std::uint32_t kSpecial = 0xFFFFFFFFu;
 constexpr std::uint32_t kStopTag = 0;
 constexpr std::uint32_t kListenTag = 1;
+// One worker per readiness, re-armed by it after its accept4 (accept_one).
+constexpr std::uint32_t kListenEvents = EPOLLIN | EPOLLONESHOT;
 constexpr std::uint32_t kCompletionTag = 2;
 
 std::uint64_t tag(std::uint32_t index, std::uint32_t generation) {
@@ -209,7 +211,7 @@ bool FcgiServer::listen(std::string& error) {
     std::uint32_t which;
   } own[] = {
       // One-shot, re-armed by the worker that took it (accept_one): see the header.
-      {listen_fd_, EPOLLIN | EPOLLONESHOT, kListenTag},
+      {listen_fd_, kListenEvents, kListenTag},
       // Level-triggered and never read: once written, every worker sees it.
       {stop_fd_, EPOLLIN, kStopTag},
       // Edge-triggered: each completion wakes one worker (take_completion).
@@ -363,19 +365,18 @@ void FcgiServer::accept_one() {
   do {
     fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
-  const int accept_errno = errno;
+  const int err = fd < 0 ? errno : 0;
   // The next connection is another idle worker's: re-arm at once. (After
   // stop() removed the listening socket this fails with ENOENT, as it should.)
   if (!stopping_.load()) {
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.events = kListenEvents;
     ev.data.u64 = tag(kSpecial, kListenTag);
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
   }
-  errno = accept_errno;
   if (fd < 0) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      log_.warn(std::string("accept: ") + std::strerror(errno));
+    if (err != EAGAIN && err != EWOULDBLOCK) {
+      log_.warn(std::string("accept: ") + std::strerror(err));
       // Out of fds or memory: back off briefly rather than spin.
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }

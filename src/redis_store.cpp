@@ -228,18 +228,28 @@ bool valid_host_name(const std::string& host) {
   return true;
 }
 
+// Splits `rest` at its last '@' into credentials (parsed into `out`) and
+// what follows (`hostpart`); without an '@', all of it is the host part.
+bool split_credentials(const std::string& rest, ParsedRedisUrl& out, std::string& hostpart,
+                       std::string& error) {
+  const std::size_t at = rest.rfind('@');
+  if (at == std::string::npos) {
+    hostpart = rest;
+    return true;
+  }
+  if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
+  hostpart = rest.substr(at + 1);
+  return true;
+}
+
 // The credentials are split off here, not by curl: they end at the last '@'
 // (RFC 3986 and curl end them at the first, and the authority at the first
 // '/'), so an unencoded '@' or '/' in a password still parses, as Redis
 // clients accept it. The host, port and database go through parse_url().
 bool parse_tcp(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
   out.kind = ParsedRedisUrl::Kind::tcp;
-  std::string hostpart = rest;
-  const std::size_t at = rest.rfind('@');
-  if (at != std::string::npos) {
-    if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
-    hostpart = rest.substr(at + 1);
-  }
+  std::string hostpart;
+  if (!split_credentials(rest, out, hostpart, error)) return false;
   Url url;
   if (!parse_url("redis://" + hostpart, url, error)) return false;
   if (url.has_userinfo || url.has_query || url.has_fragment) {
@@ -340,12 +350,8 @@ bool parse_sentinel_address(const std::string& text, RedisAddress& out, std::str
 // `host[:port],host[:port].../master_name[?db=N]`.
 bool parse_sentinel(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
   out.kind = ParsedRedisUrl::Kind::sentinel;
-  std::string hostpart = rest;
-  const std::size_t at = rest.rfind('@');
-  if (at != std::string::npos) {
-    if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
-    hostpart = rest.substr(at + 1);
-  }
+  std::string hostpart;
+  if (!split_credentials(rest, out, hostpart, error)) return false;
   const std::size_t slash = hostpart.find('/');
   if (slash == std::string::npos) {
     error = "the master name is missing (redis-sentinel://host:port/MASTER_NAME)";
