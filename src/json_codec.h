@@ -67,7 +67,9 @@ std::optional<AltchaPayloadJson> read_altcha_payload(std::string_view text);
 
 // ---- end of the ALTCHA payload ------------------------------------------
 
-// A JSON object whose members are all strings, in the given order.
+// A JSON object whose members are all strings, keys in byte order (a key
+// given twice has its last value), compact, invalid UTF-8 replaced by U+FFFD:
+// what nlohmann::json's dump gives for it, without building the json.
 std::string encode_string_object(const std::vector<std::pair<std::string, std::string>>& members);
 
 // What pvgate takes from Pipwave's answer; everything else is dropped here.
