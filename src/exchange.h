@@ -81,7 +81,8 @@ struct Exchange {
   HttpReply reply;  // final once Handler::run returned true or Handler::complete ran
 
   // Set by the owner: runs once per call (a siteverify, then the forward),
-  // on the upstream's thread, when `answer` is in. It must only hand the exchange back to the
+  // on the thread that finished the call (a worker driving the upstream, or
+  // the one that posted it), when `answer` is in. It must only hand the exchange back to the
   // owner's threads (which then call Handler::complete); it must not write a reply.
   std::function<void(Exchange&)> resume;
 

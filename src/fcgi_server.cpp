@@ -34,6 +34,13 @@ constexpr std::uint32_t kListenTag = 1;
 // One worker per readiness, re-armed by it after its accept4 (accept_one).
 constexpr std::uint32_t kListenEvents = EPOLLIN | EPOLLONESHOT;
 constexpr std::uint32_t kCompletionTag = 2;
+constexpr std::uint32_t kPolledTag = 3;
+// One worker drives the upstream at a time; it re-arms after (drive_polled).
+constexpr std::uint32_t kPolledEvents = EPOLLIN | EPOLLONESHOT;
+
+// Set while this thread is a worker in drive_polled: the requests whose
+// answer its turn finished, for it to complete (on_resume).
+thread_local std::vector<std::uint32_t>* t_answered = nullptr;
 
 std::uint64_t tag(std::uint32_t index, std::uint32_t generation) {
   return (static_cast<std::uint64_t>(generation) << 32) | index;
@@ -216,8 +223,10 @@ bool FcgiServer::listen(std::string& error) {
       {stop_fd_, EPOLLIN, kStopTag},
       // Edge-triggered: each completion wakes one worker (take_completion).
       {completion_fd_, EPOLLIN | EPOLLET, kCompletionTag},
+      {options_.polled != nullptr ? options_.polled->poll_fd() : -1, kPolledEvents, kPolledTag},
   };
   for (const auto& o : own) {
+    if (o.fd < 0) continue;
     epoll_event ev{};
     ev.events = o.events;
     ev.data.u64 = tag(kSpecial, o.which);
@@ -312,7 +321,7 @@ Connection* FcgiServer::new_slot() {
     for (std::uint32_t k = 0; k < kSlotsPerChunk; ++k) {
       const std::uint32_t index = slot_count_ + k;
       chunk[k].index = index;
-      // Runs on the upstream's thread: it only hands the connection back.
+      // Runs where the upstream finished the call: it only hands the connection back.
       chunk[k].ex.resume = [this, index](Exchange&) { on_resume(index); };
     }
     chunks_[slot_count_ / kSlotsPerChunk].store(chunk, std::memory_order_release);
@@ -341,6 +350,8 @@ void FcgiServer::worker() {
       if (generation == kStopTag) break;
       if (generation == kListenTag) {
         accept_one();
+      } else if (generation == kPolledTag) {
+        drive_polled();
       } else {
         take_completion();
       }
@@ -565,6 +576,10 @@ void FcgiServer::on_resume(std::uint32_t index) {
       return;
     }
   }
+  if (t_answered != nullptr) {  // a worker driving the upstream: it takes them
+    t_answered->push_back(index);
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(completions_mutex_);
     completions_.push_back(index);
@@ -588,6 +603,27 @@ void FcgiServer::take_completion() {
   }
   // Edges that came together wake one worker: pass the rest on.
   if (more) signal_eventfd(completion_fd_);
+  resume_request(index);
+}
+
+void FcgiServer::drive_polled() {
+  thread_local std::vector<std::uint32_t> answered;
+  answered.clear();
+  t_answered = &answered;
+  options_.polled->drive();
+  t_answered = nullptr;
+  // The next readiness is another idle worker's (also while stopping: the
+  // requests waiting on Pipwave must be answered to drain).
+  epoll_event ev{};
+  ev.events = kPolledEvents;
+  ev.data.u64 = tag(kSpecial, kPolledTag);
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, options_.polled->poll_fd(), &ev);
+  // All on this thread, in turn, as an event loop would: handing them to
+  // sleeping workers costs a wake-up each (more than a request's own work).
+  for (const std::uint32_t index : answered) resume_request(index);
+}
+
+void FcgiServer::resume_request(std::uint32_t index) {
   Connection& c = *slot(index);
   {
     std::lock_guard<std::mutex> lock(c.mutex);

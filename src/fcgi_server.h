@@ -21,10 +21,14 @@
 //     into the connection's parser. A request that is not whole yet costs no
 //     thread: the connection is re-armed and the worker goes back to
 //     epoll_wait. A whole request runs on that worker (Handler::run);
-//   - the completion eventfd: a request whose Pipwave call was answered
-//     (Handler::run handed it to the upstream loop, whose `resume` only queues
-//     the connection and writes the eventfd); the worker calls
-//     Handler::complete and writes the reply.
+//   - the upstream's poll fd (ServerOptions::polled: CurlUpstream with
+//     Driver::external, one-shot like the listening socket): a Pipwave
+//     socket is ready; the worker drives the upstream (Polled::drive), and
+//     of the requests whose answer that turn finished it completes the first
+//     itself (Handler::complete, then the reply) and queues the others;
+//   - the completion eventfd: such a queued request (or one answered on
+//     another thread: its `resume` only queues the connection and writes the
+//     eventfd); the worker calls Handler::complete and writes the reply.
 // A reply is written non-blocking in one write(2) in the common case; what
 // the socket does not take waits in the connection's buffer with EPOLLOUT
 // armed. Only an idle worker accepts, so a busy process leaves new
@@ -65,7 +69,8 @@
 // An idle kept-alive connection has no deadline (see above: nginx may be
 // writing to it). sweep() enforces them, called every 50 ms from
 // run_until_signal (and stop()): no timer thread; pvgate's threads are the
-// workers, the upstream loop and main.
+// workers (which also drive the calls to Pipwave, ServerOptions::polled) and
+// main.
 #pragma once
 
 #include <atomic>
@@ -83,6 +88,7 @@
 #include "fcgi_protocol.h"
 #include "handler.h"
 #include "log.h"
+#include "polled.h"
 #include "run_gate.h"
 
 namespace pvgate {
@@ -97,6 +103,9 @@ struct ServerOptions {
   // --threads defaults to, so more threads only add room for Redis waits.
   int running = 0;
   std::chrono::milliseconds drain_deadline{15000};  // how long SIGTERM waits for requests in flight
+  // Driven by the workers from their epoll set (the upstream's calls); it
+  // must outlive the server. Null: none.
+  Polled* polled = nullptr;
 };
 
 class FcgiServer {
@@ -151,8 +160,13 @@ class FcgiServer {
   // here. False: the connection now waits for on_resume.
   bool settle(Connection& conn, bool done);
   void finish_request(Connection& conn);  // the reply into the out buffer
-  void on_resume(std::uint32_t index);    // the upstream's thread
+  void on_resume(std::uint32_t index);    // whoever drives the upstream
   void take_completion();
+  // The upstream's poll fd was ready: drives it, re-arms it, and completes
+  // one request it answered.
+  void drive_polled();
+  // Handler::complete for an answered request, its reply, then on as drive.
+  void resume_request(std::uint32_t index);
   // Hands a connection this worker owns back to epoll in `state`.
   void park(Connection& conn, int state);
   void close_owned(Connection& conn);

@@ -43,7 +43,7 @@ class Handler {
 
   // Runs the stages on `ex` (begun, request filled in). True: ex.reply is
   // final. False: a call went to the upstream, and ex.resume(ex) will run
-  // once, on the upstream's thread, when the answer is in; the owner then
+  // once, where the upstream finished the call, when the answer is in; the owner then
   // calls complete(ex) on one of its own threads. Never throws: an internal
   // failure becomes a 500 with a generic message.
   bool run(Exchange& ex);

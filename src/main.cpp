@@ -270,7 +270,9 @@ int main(int argc, char** argv) {
   log.set_batching(true);  // request lines under load go out in groups (Logger::hold)
   ConfigHolder config(loaded.config);
   // Outlives the server: requests waiting on Pipwave finish before it goes.
-  CurlUpstream upstream(loaded.config->upstream.max_connections, loaded.config->upstream.http2);
+  // Driven by the FastCGI workers (server_options.polled): no thread of its own.
+  CurlUpstream upstream(loaded.config->upstream.max_connections, loaded.config->upstream.http2,
+                        CurlUpstream::Driver::external);
   if (loaded.config->upstream.http2 == Http2::automatic && !upstream_http2_supported()) {
     log.warn("upstream.http2: auto, but this libcurl has no HTTP/2: every call uses HTTP/1.1");
   }
@@ -289,6 +291,7 @@ int main(int argc, char** argv) {
   server_options.socket = options.socket;
   server_options.socket_mode = options.socket_mode;
   server_options.threads = options.threads;
+  server_options.polled = &upstream;
   server_options.drain_deadline =
       std::chrono::milliseconds(loaded.config->upstream.timeout_ms + 5000);
   FcgiServer server(server_options, handler, config, log);

@@ -28,7 +28,7 @@ std::string usage() {
          "                     FastCGI listening socket is fd 0 (spawn-fcgi, systemd)\n"
          "  --socket-mode MODE octal permissions of a unix socket created by --socket (0660)\n"
          "  --threads N        worker threads, 1-1024 (default max(8, 2 x cores)); calls to\n"
-         "                     Pipwave wait on one event-loop thread, not on these; at most\n"
+         "                     Pipwave wait in an event set, not on these; at most\n"
          "                     the default number run at once, the rest while others wait\n"
          "                     on Redis\n"
          "  --check-config     validate the configuration, print every problem, exit 0 or 1\n"

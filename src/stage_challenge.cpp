@@ -3,7 +3,7 @@
 // be at work (N sends from one address or to one phone in a period, or the
 // merchant's sends passing a rate). ALTCHA solutions are checked here, in
 // microseconds, and claimed once in the throttle store; CAPTCHA tokens go to
-// the provider's siteverify on the upstream loop and come back through
+// the provider's siteverify through the upstream and come back through
 // challenge_checked(). A refusal is never counted and never forwarded: the
 // stage runs before the throttle. Pressure counts only the codes Pipwave
 // accepted to send (count_challenge_pressure, after the answer).

@@ -1,14 +1,17 @@
 #include "upstream.h"
 
 #include <curl/curl.h>
+#include <poll.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <future>
 #include <optional>
@@ -244,15 +247,32 @@ UpstreamResult failure(UpstreamError error, std::string detail) {
 // overdue (sweep_overdue); checked this often while calls run.
 constexpr std::chrono::milliseconds kOverdueGrace{250};
 constexpr std::chrono::milliseconds kSweepEvery{100};
+// curl timers already due handled in one turn before the rest waits for the
+// timerfd (another turn, maybe another thread).
+constexpr int kTimerRounds = 4;
 
+namespace {
+
+// A finished call, reported once the multi handle is let go.
+struct Finished {
+  Transfer* transfer;
+  UpstreamResult result;
+};
+
+}  // namespace
+
+// The multi handle and everything around it. Whoever drives it (a turn)
+// holds `drive_mutex`: the thread (Driver::own_thread), a FastCGI worker that
+// saw poll_fd readable, or a caller of post_async sending its own call.
 struct CurlUpstream::Loop {
   Loop(long max, bool h2) : max_connections(static_cast<std::size_t>(max)), http2(h2) {}
 
   const std::size_t max_connections;
   const bool http2;  // Http2::automatic and this libcurl speaks h2
   CURLM* multi = nullptr;
-  int epfd = -1;
-  int wakefd = -1;
+  int epfd = -1;     // curl's sockets, timerfd, wakefd
+  int timerfd = -1;  // curl's timer (and the overdue sweep's)
+  int wakefd = -1;   // written once, to stop the thread
   std::thread thread;
   HeaderCache headers;  // used by the callers' threads
 
@@ -263,31 +283,44 @@ struct CurlUpstream::Loop {
   std::vector<Transfer*> incoming;  // handed over, not yet in the multi handle
   std::size_t in_flight = 0;        // incoming + in the multi handle
   bool stopping = false;
+  // Set with a call in `incoming`: the turn in progress (if any) goes round
+  // once more before it ends, or its driver takes another turn after.
+  std::atomic<bool> pending{false};
 
-  // The loop thread's own.
+  // Held by whoever drives; guards the multi handle, the transfers in it and
+  // what follows.
+  std::mutex drive_mutex;
   std::optional<SteadyClock::time_point> deadline;  // curl's timer
+  std::optional<SteadyClock::time_point> armed;     // when the timerfd fires
   bool host_cap = false;  // CURLMOPT_MAX_HOST_CONNECTIONS is set (see the constructor)
   SteadyClock::time_point next_sweep{};
+  int running = 0;  // transfers in the multi handle, as curl counts them
 
-  void wake() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const ssize_t n = ::write(wakefd, &one, sizeof one);
-  }
-
-  static int on_socket(CURL*, curl_socket_t fd, int what, void* user, void*) {
+  // curl_multi_assign keeps the events a socket is registered for (as
+  // mask + 1, so null means not in the epoll set): a connection taken from
+  // the cache is added with one epoll_ctl, and a call that asks again for
+  // what is set costs none.
+  static int on_socket(CURL*, curl_socket_t fd, int what, void* user, void* assigned) {
     auto* loop = static_cast<Loop*>(user);
     if (what == CURL_POLL_REMOVE) {
       ::epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, nullptr);  // may already be closed
-      return 0;
+      return 0;                                             // curl forgets the assignment
     }
+    const auto registered = reinterpret_cast<std::uintptr_t>(assigned);
+    if (registered == static_cast<std::uintptr_t>(what) + 1) return 0;
     epoll_event ev{};
     ev.events =
         ((what & CURL_POLL_IN) != 0 ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) != 0 ? EPOLLOUT : 0u);
     ev.data.fd = fd;
-    if (::epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+    const int op = registered == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    if (::epoll_ctl(loop->epfd, op, fd, &ev) != 0 &&
+        // A socket curl closed and reopened under the same number.
+        (errno != EEXIST || ::epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) &&
         (errno != ENOENT || ::epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
       return -1;  // curl fails the transfers on this socket
     }
+    curl_multi_assign(loop->multi, fd,
+                      reinterpret_cast<void*>(static_cast<std::uintptr_t>(what) + 1));
     return 0;
   }
 
@@ -301,8 +334,8 @@ struct CurlUpstream::Loop {
     return 0;
   }
 
-  // Takes a finished transfer out of the multi handle and reports it.
-  void complete(Transfer* t, CURLcode code) {
+  // Takes a finished transfer out of the multi handle; reported later.
+  void complete(Transfer* t, CURLcode code, std::vector<Finished>& finished) {
     curl_multi_remove_handle(multi, t->easy);
     t->in_multi = false;
     UpstreamResult result;
@@ -325,10 +358,11 @@ struct CurlUpstream::Loop {
       result.detail = std::string(curl_easy_strerror(code)) +
                       (t->error[0] != '\0' ? std::string(": ") + t->error : std::string{});
     }
-    release(t, std::move(result));
+    finished.push_back(Finished{t, std::move(result)});
   }
 
-  // Returns `t` to the idle list, then runs its `done`.
+  // Returns `t` to the idle list, then runs its `done`. `t` is in no multi
+  // handle: whoever holds it may touch it.
   void release(Transfer* t, UpstreamResult result) {
     // The body dies here and the header list may (when the cache dropped
     // it); never leave the handle pointing at them.
@@ -347,43 +381,89 @@ struct CurlUpstream::Loop {
     try {
       done(std::move(result));
     } catch (...) {
-      // `done` must not throw; if it does, the loop still goes on.
+      // `done` must not throw; if it does, the others still run.
     }
   }
 
-  void drain_messages() {
+  void drain_messages(std::vector<Finished>& finished) {
     int left = 0;
     while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
       if (msg->msg != CURLMSG_DONE) continue;
       void* priv = nullptr;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
       const CURLcode code = msg->data.result;
-      complete(static_cast<Transfer*>(priv), code);  // invalidates msg
+      complete(static_cast<Transfer*>(priv), code, finished);  // invalidates msg
     }
   }
 
-  // Returns false once stopping.
-  bool take_incoming() {
-    std::uint64_t count = 0;
-    [[maybe_unused]] const ssize_t n = ::read(wakefd, &count, sizeof count);
+  // Adds the calls handed over to the multi handle (drive_mutex held).
+  void take_incoming(std::vector<Finished>& finished) {
     std::vector<Transfer*> batch;
     bool stop = false;
     {
       std::lock_guard<std::mutex> lock(mutex);
+      if (incoming.empty()) return;
       batch.swap(incoming);
       stop = stopping;
     }
     for (Transfer* t : batch) {
       if (stop) {
-        release(t, failure(UpstreamError::not_delivered, "pvgate is shutting down"));
+        finished.push_back(
+            Finished{t, failure(UpstreamError::not_delivered, "pvgate is shutting down")});
       } else if (curl_multi_add_handle(multi, t->easy) != CURLM_OK) {
-        release(t, failure(UpstreamError::transport, "curl_multi_add_handle failed"));
+        finished.push_back(
+            Finished{t, failure(UpstreamError::transport, "curl_multi_add_handle failed")});
       } else {
         t->in_multi = true;
         t->due = SteadyClock::now() + std::chrono::milliseconds(t->timeout_ms) + kOverdueGrace;
       }
     }
-    return !stop;
+  }
+
+  // The sockets (and the timerfd) that are ready now.
+  void take_events() {
+    epoll_event events[64];
+    const int n = ::epoll_wait(epfd, events, 64, 0);
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wakefd) continue;  // level-triggered, for the thread to see
+      if (fd == timerfd) {
+        std::uint64_t expirations = 0;
+        [[maybe_unused]] const ssize_t r = ::read(timerfd, &expirations, sizeof expirations);
+        armed.reset();
+        continue;
+      }
+      const std::uint32_t ev = events[i].events;
+      const int mask = ((ev & EPOLLIN) != 0 ? CURL_CSELECT_IN : 0) |
+                       ((ev & EPOLLOUT) != 0 ? CURL_CSELECT_OUT : 0) |
+                       ((ev & (EPOLLERR | EPOLLHUP)) != 0 ? CURL_CSELECT_ERR : 0);
+      curl_multi_socket_action(multi, fd, mask, &running);
+    }
+  }
+
+  // curl's timers that are due (adding a call sets one to now).
+  void run_timers() {
+    for (int round = 0; round < kTimerRounds && deadline; ++round) {
+      if (SteadyClock::now() < *deadline) break;
+      deadline.reset();
+      curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+  }
+
+  // The timerfd fires at curl's deadline, or at the next overdue sweep while
+  // calls run under the h2 cap. Set only when that is sooner than it is set
+  // for: firing early costs a turn that finds nothing due and sets it again.
+  void arm_timer() {
+    std::optional<SteadyClock::time_point> want = deadline;
+    if (host_cap && running > 0 && (!want || next_sweep < *want)) want = next_sweep;
+    if (!want || (armed && *armed <= *want)) return;
+    const auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(want->time_since_epoch()).count();
+    itimerspec spec{};
+    // steady_clock is CLOCK_MONOTONIC; 0 would disarm the timer.
+    spec.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+    spec.it_value.tv_nsec = static_cast<long>(std::max<long long>(ns % 1000000000, 1));
+    if (::timerfd_settime(timerfd, TFD_TIMER_ABSTIME, &spec, nullptr) == 0) armed = want;
   }
 
   // libcurl 7.88 does not time out a call waiting in its queue for a
@@ -391,12 +471,12 @@ struct CurlUpstream::Loop {
   // a call ends here, as a timeout, once upstream.timeout_ms (plus a grace
   // that lets curl's own timeout win everywhere else) has passed. Never sent,
   // but counted as a timeout like a connect timeout is: no refund either way.
-  void sweep_overdue() {
+  void sweep_overdue(std::vector<Finished>& finished) {
     const SteadyClock::time_point now = SteadyClock::now();
     if (now < next_sweep) return;
     next_sweep = now + kSweepEvery;
     // Callers' threads add to `owned` (under the mutex); in_multi and due
-    // are this thread's own. complete() takes the mutex: run it after.
+    // belong to whoever drives.
     std::vector<Transfer*> overdue;
     {
       std::lock_guard<std::mutex> lock(mutex);
@@ -404,66 +484,76 @@ struct CurlUpstream::Loop {
         if (t->in_multi && now >= t->due) overdue.push_back(t.get());
       }
     }
-    for (Transfer* t : overdue) complete(t, CURLE_OPERATION_TIMEDOUT);
+    for (Transfer* t : overdue) complete(t, CURLE_OPERATION_TIMEDOUT, finished);
   }
 
-  void run() {
-    int running = 0;
-    epoll_event events[64];
+  // One turn: `events`, what epoll has ready too; a call's own (from
+  // post_async), only what was handed over. A turn that finds the multi
+  // handle held leaves its work to the holder, who goes round again for a
+  // call handed over (`pending`); a turn for events waits for it instead
+  // (the holder might be a caller that only sends).
+  void turn(bool events) {
+    thread_local std::vector<Finished> finished;
     while (true) {
-      int wait_ms = -1;
-      if (deadline) {
-        const auto left = *deadline - SteadyClock::now();
-        wait_ms =
-            left <= SteadyClock::duration::zero()
-                ? 0
-                : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      if (events) {
+        drive_mutex.lock();
+      } else if (!drive_mutex.try_lock()) {
+        return;
       }
-      if (host_cap && running > 0) {
-        const int sweep_ms = static_cast<int>(kSweepEvery.count());
-        wait_ms = wait_ms < 0 ? sweep_ms : std::min(wait_ms, sweep_ms);
-      }
-      const int n = ::epoll_wait(epfd, events, 64, wait_ms);
-      bool go_on = true;
-      for (int i = 0; i < n; ++i) {
-        if (events[i].data.fd == wakefd) {
-          go_on = take_incoming() && go_on;
-          continue;
-        }
-        const std::uint32_t ev = events[i].events;
-        const int mask = ((ev & EPOLLIN) != 0 ? CURL_CSELECT_IN : 0) |
-                         ((ev & EPOLLOUT) != 0 ? CURL_CSELECT_OUT : 0) |
-                         ((ev & (EPOLLERR | EPOLLHUP)) != 0 ? CURL_CSELECT_ERR : 0);
-        curl_multi_socket_action(multi, events[i].data.fd, mask, &running);
-      }
-      if (deadline && SteadyClock::now() >= *deadline) {
-        deadline.reset();
-        curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-      }
-      drain_messages();
-      if (host_cap) sweep_overdue();
-      if (!go_on) break;
-    }
-    // Stopping: whatever is still in flight fails (main drains requests
-    // before it destroys the upstream, so normally nothing is).
-    for (const auto& t : owned) {  // only this thread adds to the multi handle
-      if (!t->in_multi) continue;
-      curl_multi_remove_handle(multi, t->easy);
-      t->in_multi = false;
-      release(t.get(), failure(UpstreamError::transport, "pvgate is shutting down"));
+      do {
+        pending.store(false);
+        take_incoming(finished);
+        if (events) take_events();
+        events = false;
+        run_timers();
+        drain_messages(finished);
+        if (host_cap) sweep_overdue(finished);
+        arm_timer();
+      } while (pending.load());
+      drive_mutex.unlock();
+      // The callbacks, free of the multi handle (a `done` may post again).
+      std::vector<Finished> batch;
+      batch.swap(finished);
+      for (Finished& f : batch) release(f.transfer, std::move(f.result));
+      batch.clear();
+      if (finished.empty()) finished.swap(batch);  // keep the capacity
+      // A call handed over after the last look, by a caller whose try_lock
+      // failed while this turn still held the handle.
+      if (!pending.load()) return;
     }
   }
 
-  // Fails the calls handed over but never added (after the loop ended).
-  void fail_incoming() {
-    std::vector<Transfer*> batch;
+  // Driver::own_thread.
+  void run() {
+    pollfd p{};
+    p.fd = epfd;
+    p.events = POLLIN;
+    while (true) {
+      const int n = ::poll(&p, 1, -1);
+      if (n < 0 && errno != EINTR) break;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (stopping) break;
+      }
+      turn(true);
+    }
+  }
+
+  // Fails every call still handed over or in flight (nobody drives any more).
+  void fail_all() {
+    std::vector<Finished> finished;
     {
-      std::lock_guard<std::mutex> lock(mutex);
-      batch.swap(incoming);
+      std::lock_guard<std::mutex> lock(drive_mutex);
+      take_incoming(finished);       // stopping: each fails as not delivered
+      for (const auto& t : owned) {  // nobody adds to `owned` any more
+        if (!t->in_multi) continue;
+        curl_multi_remove_handle(multi, t->easy);
+        t->in_multi = false;
+        finished.push_back(
+            Finished{t.get(), failure(UpstreamError::transport, "pvgate is shutting down")});
+      }
     }
-    for (Transfer* t : batch) {
-      release(t, failure(UpstreamError::not_delivered, "pvgate is shutting down"));
-    }
+    for (Finished& f : finished) release(f.transfer, std::move(f.result));
   }
 };
 
@@ -476,20 +566,29 @@ bool upstream_http2_supported() {
   return info != nullptr && (info->features & CURL_VERSION_HTTP2) != 0;
 }
 
-CurlUpstream::CurlUpstream(long max_connections, Http2 http2)
+CurlUpstream::CurlUpstream(long max_connections, Http2 http2, Driver driver)
     : loop_(std::make_unique<Loop>(std::max(1L, max_connections),
                                    http2 == Http2::automatic && upstream_http2_supported())) {
   Loop& l = *loop_;
   l.multi = curl_multi_init();
   l.epfd = ::epoll_create1(EPOLL_CLOEXEC);
   l.wakefd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = l.wakefd;
-  if (l.multi == nullptr || l.epfd < 0 || l.wakefd < 0 ||
-      ::epoll_ctl(l.epfd, EPOLL_CTL_ADD, l.wakefd, &ev) != 0) {
+  l.timerfd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  bool ok = l.multi != nullptr && l.epfd >= 0 && l.wakefd >= 0 && l.timerfd >= 0;
+  for (const int fd : {l.wakefd, l.timerfd}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ok = ok && ::epoll_ctl(l.epfd, EPOLL_CTL_ADD, fd, &ev) == 0;
+  }
+  if (!ok) {
+    const int error = errno;
+    for (const int fd : {l.epfd, l.wakefd, l.timerfd}) {
+      if (fd >= 0) ::close(fd);
+    }
+    if (l.multi != nullptr) curl_multi_cleanup(l.multi);
     throw std::runtime_error(std::string("cannot start the upstream loop: ") +
-                             std::strerror(errno));
+                             std::strerror(error));
   }
   curl_multi_setopt(l.multi, CURLMOPT_SOCKETFUNCTION, &Loop::on_socket);
   curl_multi_setopt(l.multi, CURLMOPT_SOCKETDATA, &l);
@@ -520,7 +619,7 @@ CurlUpstream::CurlUpstream(long max_connections, Http2 http2)
     curl_multi_setopt(l.multi, CURLMOPT_MAX_HOST_CONNECTIONS, cap);
     l.host_cap = true;
   }
-  l.thread = std::thread([&l] { l.run(); });
+  if (driver == Driver::own_thread) l.thread = std::thread([&l] { l.run(); });
 }
 
 CurlUpstream::~CurlUpstream() {
@@ -529,16 +628,24 @@ CurlUpstream::~CurlUpstream() {
     std::lock_guard<std::mutex> lock(l.mutex);
     l.stopping = true;
   }
-  l.wake();
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(l.wakefd, &one, sizeof one);
   if (l.thread.joinable()) l.thread.join();
-  l.fail_incoming();
+  l.fail_all();
   {
     std::lock_guard<std::mutex> lock(l.mutex);
     l.owned.clear();  // easy handles go before their multi handle
   }
-  if (l.multi != nullptr) curl_multi_cleanup(l.multi);
-  if (l.epfd >= 0) ::close(l.epfd);
-  if (l.wakefd >= 0) ::close(l.wakefd);
+  curl_multi_cleanup(l.multi);
+  for (const int fd : {l.epfd, l.wakefd, l.timerfd}) ::close(fd);
+}
+
+int CurlUpstream::poll_fd() const {
+  return loop_->epfd;
+}
+
+void CurlUpstream::drive() {
+  loop_->turn(true);
 }
 
 void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, Done done) {
@@ -578,7 +685,9 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
     std::lock_guard<std::mutex> lock(l.mutex);
     l.incoming.push_back(t);
   }
-  l.wake();
+  // Sent from here unless someone drives the multi handle now; then they do.
+  l.pending.store(true);
+  l.turn(false);
 }
 
 UpstreamResult CurlUpstream::post(const UpstreamConfig& config, const UpstreamCall& call) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config.h"
+#include "polled.h"
 
 namespace pvgate {
 
@@ -63,13 +64,23 @@ void upstream_global_init();
 // Http2::automatic means HTTP/1.1 for every call.
 bool upstream_http2_supported();
 
-// Every call runs on one event-loop thread (a curl multi handle driven by
-// epoll through curl_multi_socket_action), so a thousand calls waiting on
-// Pipwave cost sockets, not threads: the FastCGI workers hand a call over and
-// go back to serving. Connections stay open in the multi handle's cache and
-// are reused; at most `max_connections` calls are in flight (the first
-// config's upstream.max_connections), and a call beyond that fails at once as
-// not delivered.
+// Every call runs in one curl multi handle driven by epoll through
+// curl_multi_socket_action, so a thousand calls waiting on Pipwave cost
+// sockets, not threads. Who drives it (`Driver`):
+//   - own_thread: a thread of its own waits on the calls' sockets;
+//   - external: nobody inside; poll_fd() (Polled) is readable whenever a
+//     socket or curl's timer needs attention, and whoever sees that calls
+//     drive(). pvgate's FastCGI workers do (fcgi_server.h): the worker that
+//     reads Pipwave's answer writes the reply, and no thread hands anything
+//     to another on the way (issue 16: the hand-overs to and from a loop
+//     thread cost two context switches per forwarded request).
+// Either way, post_async sends the call on the caller's thread when nobody
+// else is driving the multi handle at that moment (else the one who is
+// takes it over before letting go), so a call on a kept connection is on
+// the wire when post_async returns. Connections stay open in the multi
+// handle's cache and are reused; at most `max_connections` calls are in
+// flight (the first config's upstream.max_connections), and a call beyond
+// that fails at once as not delivered.
 //
 // HTTP/2 (`http2`, the first config's upstream.http2): with Http2::automatic
 // each call asks for h2 through ALPN and waits for a connection being set up
@@ -84,8 +95,10 @@ bool upstream_http2_supported();
 // connections, and timeouts and the not_delivered rule are the same: a call
 // that waited for a shared connection that then failed to connect fails as
 // not delivered, like one whose own connection failed.
-class CurlUpstream final : public Upstream {
+class CurlUpstream final : public Upstream, public Polled {
  public:
+  enum class Driver { own_thread, external };
+
   // Streams one h2 connection carries before another is opened (libcurl's
   // default, set explicitly; a server may allow fewer in its SETTINGS).
   static constexpr long kMaxStreamsPerConnection = 100;
@@ -96,13 +109,24 @@ class CurlUpstream final : public Upstream {
   // The cap is at least this (or max_connections when smaller).
   static constexpr long kMinHostConnectionCap = 8;
 
-  explicit CurlUpstream(long max_connections = 256, Http2 http2 = Http2::automatic);
-  ~CurlUpstream() override;  // fails calls still in flight, then stops the loop
+  explicit CurlUpstream(long max_connections = 256, Http2 http2 = Http2::automatic,
+                        Driver driver = Driver::own_thread);
+  // Stops the thread (own_thread), then fails the calls still in flight.
+  // External: nobody may be in drive() any more.
+  ~CurlUpstream() override;
   CurlUpstream(const CurlUpstream&) = delete;
   CurlUpstream& operator=(const CurlUpstream&) = delete;
 
   void post_async(const UpstreamConfig& config, UpstreamCall call, Done done) override;
   UpstreamResult post(const UpstreamConfig& config, const UpstreamCall& call) override;
+
+  // Polled. The multi handle's epoll set (curl's sockets, its timer as a
+  // timerfd). drive() handles what is ready, sends the calls handed over
+  // meanwhile, and runs the finished calls' `done` on this thread after it
+  // has let go of the multi handle. With Driver::own_thread only the thread
+  // calls it.
+  int poll_fd() const override;
+  void drive() override;
 
   struct Transfer;
   struct Loop;

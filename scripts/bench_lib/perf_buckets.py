@@ -31,7 +31,7 @@ STAGES = [
                                                   "curl_multi_add_handle",
                                                   "curl_multi_remove_handle",
                                                   "curl_multi_info_read")),
-    ("upstream loop, other (epoll_wait, wake, hand-back)", ("pvgate::CurlUpstream::Loop::",)),
+    ("upstream loop, other (epoll_wait, wake, hand-back)", ("pvgate::CurlUpstream::Loop::", "pvgate::FcgiServer::drive_polled")),
     ("handler, other (reply, exchange reset)", ("pvgate::Handler::",)),
     ("completion taken by a worker", ("pvgate::FcgiServer::take_completion",)),
     ("FastCGI read, parse, write (drive)", ("pvgate::FcgiServer::drive",

@@ -4,7 +4,8 @@
 1,000 connections straight to pvgate's socket each send part of a FastCGI request and stop
 (3 bytes of a record header; a BEGIN_REQUEST and half a PARAMS record; a whole PARAMS stream
 and part of the body). Meanwhile 200 requests through nginx must all get their expected
-answer, and pvgate keeps exactly --threads + 2 threads (the workers, the upstream loop, main).
+answer, and pvgate keeps exactly --threads + 1 threads (the workers, which also drive the calls
+to Pipwave, and main).
 Once on the unix socket spawn-fcgi gives pvgate, once on pvgate's own TCP `--socket
 127.0.0.1:PORT`. Then the deadlines: with a short limits.read_timeout_ms the half-open
 connections are closed by pvgate (not before the timeout), while idle ones (nothing sent,
@@ -148,10 +149,10 @@ def sanitizer_threads(pid):
 
 def check_threads(pid, when):
     extra = sanitizer_threads(pid)
-    want = THREADS + 2 + extra
+    want = THREADS + 1 + extra
     got = threads_of(pid)
-    check(got == want, f"{when}: pvgate has {got} threads, want --threads {THREADS} + upstream "
-                       f"loop + main{' + the sanitizer runtime' if extra else ''} = {want}")
+    check(got == want, f"{when}: pvgate has {got} threads, want --threads {THREADS} + "
+                       f"main{' + the sanitizer runtime' if extra else ''} = {want}")
 
 
 def connect(stack):

@@ -3,12 +3,14 @@
 // answer coming back on another thread, the read deadline, shutdown.
 #include <catch2/catch.hpp>
 
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -37,9 +39,35 @@ merchants:
 )";
 
 // Holds each call until the test answers it from its own thread, as the
-// upstream's event loop would.
-class HeldUpstream final : public Upstream {
+// upstream's event loop would, or, as a Polled one (CurlUpstream with
+// Driver::external), until a worker drives it after ready().
+class HeldUpstream final : public Upstream, public Polled {
  public:
+  HeldUpstream() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  ~HeldUpstream() override { ::close(fd_); }
+  HeldUpstream(const HeldUpstream&) = delete;
+  HeldUpstream& operator=(const HeldUpstream&) = delete;
+
+  int poll_fd() const override { return fd_; }
+  // Answers what is held, on the caller's thread, once ready() said so.
+  void drive() override {
+    std::uint64_t n = 0;
+    if (::read(fd_, &n, sizeof n) != sizeof n) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      drivers_.push_back(std::this_thread::get_id());
+    }
+    answer_all();
+  }
+  void ready() {
+    const std::uint64_t one = 1;
+    REQUIRE(::write(fd_, &one, sizeof one) == sizeof one);
+  }
+  std::vector<std::thread::id> drivers() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return drivers_;
+  }
+
   void post_async(const UpstreamConfig&, UpstreamCall, Done done) override {
     std::lock_guard<std::mutex> lock(mutex_);
     held_.push_back(std::move(done));
@@ -64,8 +92,10 @@ class HeldUpstream final : public Upstream {
   }
 
  private:
+  int fd_;
   std::mutex mutex_;
   std::vector<Done> held_;
+  std::vector<std::thread::id> drivers_;
 };
 
 std::string record(fcgi::Type type, std::uint16_t id, const std::string& content) {
@@ -157,11 +187,12 @@ struct Client {
 };
 
 struct Fixture {
-  explicit Fixture(int threads = 2)
+  explicit Fixture(int threads = 2, bool polled = false)
       : holder(load_config_text(kConfig, "t").config), handler(holder, upstream, clock, log) {
     ServerOptions o;
     o.socket = dir.path() + "/pvgate.sock";
     o.threads = threads;
+    if (polled) o.polled = &upstream;
     o.drain_deadline = std::chrono::seconds(5);
     server = std::make_unique<FcgiServer>(o, handler, holder, log);
     std::string error;
@@ -217,6 +248,29 @@ TEST_CASE("server: a request waiting on the upstream holds no worker; the answer
   loop.join();
   CHECK(reply.rfind("Status: 200 OK\r\n", 0) == 0);
   CHECK(reply.find("\"reference\":7") != std::string::npos);
+}
+
+TEST_CASE("server: the workers drive a polled upstream, and the answers it finishes are replied") {
+  Fixture f(1, true);  // one worker: it drives, then completes every answered request itself
+  for (int round = 0; round < 2; ++round) {  // the poll fd is re-armed after each drive
+    INFO("round " << round);
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < 3; ++i) {
+      clients.push_back(std::make_unique<Client>(f.path()));
+      clients.back()->send(request("POST", "send-token", kSend));
+    }
+    REQUIRE(eventually([&] { return f.upstream.held() == 3; }));
+    f.upstream.ready();
+    for (auto& c : clients) {
+      const std::string reply = c->reply();
+      CHECK(reply.rfind("Status: 200 OK\r\n", 0) == 0);
+      CHECK(reply.find("\"reference\":7") != std::string::npos);
+    }
+    const std::vector<std::thread::id> drivers = f.upstream.drivers();
+    REQUIRE(drivers.size() == static_cast<std::size_t>(round + 1));
+    CHECK(drivers.back() != std::this_thread::get_id());  // a worker
+  }
+  CHECK(f.server->requests_served() == 6);
 }
 
 TEST_CASE("server: part of a request past read_timeout_ms is closed, an idle connection is not") {

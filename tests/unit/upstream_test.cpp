@@ -20,8 +20,10 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "text.h"
@@ -196,6 +198,102 @@ class SilentServer {
   std::thread thread_;
 };
 
+// Loopback HTTP/1.1 that keeps its connections: each one is served by a
+// thread of its own, every request answered 200 at once.
+class KeepAliveServer {
+ public:
+  KeepAliveServer() {
+    fd_ = listen_on_loopback(0, port_);
+    thread_ = std::thread([this] {
+      while (true) {
+        const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;  // shut down
+        std::lock_guard<std::mutex> lock(mutex_);
+        conns_.push_back(c);
+        servers_.emplace_back([this, c] { serve(c); });
+      }
+    });
+  }
+  ~KeepAliveServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const int c : conns_) ::shutdown(c, SHUT_RDWR);
+    }
+    for (auto& t : servers_) t.join();
+    for (const int c : conns_) ::close(c);
+    ::close(fd_);
+  }
+  KeepAliveServer(const KeepAliveServer&) = delete;
+  KeepAliveServer& operator=(const KeepAliveServer&) = delete;
+
+  UpstreamConfig config() const {
+    UpstreamConfig c;
+    c.url = "http://127.0.0.1:" + std::to_string(port_) + "/phone-verify";
+    c.loopback = true;
+    c.connect_timeout_ms = kIoTimeoutS * 1000;
+    c.timeout_ms = kIoTimeoutS * 1000;
+    return c;
+  }
+  int requests() const { return requests_; }
+
+ private:
+  void serve(int c) {
+    std::string data;
+    char buf[4096];
+    while (true) {
+      const std::size_t end = data.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        const auto length = header_values(data.substr(0, end + 2), "content-length");
+        const std::size_t whole = end + 4 + (length.empty() ? 0 : std::stoul(length.front()));
+        if (data.size() >= whole) {
+          data.erase(0, whole);
+          ++requests_;
+          const std::string answer =
+              "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+          if (::send(c, answer.data(), answer.size(), MSG_NOSIGNAL) < 0) return;
+          continue;
+        }
+      }
+      const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+      if (n <= 0) return;
+      data.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<int> requests_{0};
+  std::thread thread_;
+  std::mutex mutex_;
+  std::vector<int> conns_;
+  std::vector<std::thread> servers_;
+};
+
+// Drives a CurlUpstream with Driver::external as pvgate's workers do: waits
+// for its poll fd, then drive().
+class DriverThread {
+ public:
+  explicit DriverThread(CurlUpstream& upstream)
+      : thread_([this, &upstream] {
+          while (!stop_) {
+            pollfd p{upstream.poll_fd(), POLLIN, 0};
+            if (::poll(&p, 1, 20) > 0) upstream.drive();
+          }
+        }) {}
+  ~DriverThread() {
+    stop_ = true;
+    thread_.join();
+  }
+  DriverThread(const DriverThread&) = delete;
+  DriverThread& operator=(const DriverThread&) = delete;
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 // Starts `n` calls at once and waits for them all: their results.
 std::vector<UpstreamResult> post_all(CurlUpstream& upstream, const UpstreamConfig& config, int n) {
   std::mutex mutex;
@@ -344,11 +442,18 @@ TEST_CASE("upstream: http2 auto or off, every call to a silent server ends by it
   // Past the timeout: curl's own, or the loop's sweep for a call still in
   // curl's queue (the h2 cap per host), plus a scheduling margin.
   constexpr auto kLatest = std::chrono::milliseconds(kTimeoutMs + 250 + 100 + 500);
-  for (const Http2 mode : {Http2::automatic, Http2::off}) {
-    INFO((mode == Http2::automatic ? "auto" : "off"));
+  using Driver = CurlUpstream::Driver;
+  for (const auto& [mode, driver] :
+       {std::pair{Http2::automatic, Driver::own_thread}, std::pair{Http2::off, Driver::own_thread},
+        std::pair{Http2::automatic, Driver::external}, std::pair{Http2::off, Driver::external}}) {
+    INFO((mode == Http2::automatic ? "auto" : "off")
+         << (driver == Driver::external ? ", driven from outside" : ", own thread"));
     SilentServer server;
     constexpr int kCalls = 12;
-    CurlUpstream upstream(kCalls, mode);
+    CurlUpstream upstream(kCalls, mode, driver);
+    // Its timers (curl's and the overdue sweep's) come through the poll fd.
+    std::optional<DriverThread> outside;
+    if (driver == Driver::external) outside.emplace(upstream);
     const auto start = std::chrono::steady_clock::now();
     // The connections open half-way to the timeout, before any call ended:
     // once the first ones time out and close, calls queued behind the cap
@@ -373,6 +478,55 @@ TEST_CASE("upstream: http2 auto or off, every call to a silent server ends by it
       CHECK(midway.load() <= CurlUpstream::kMinHostConnectionCap);
     }
   }
+}
+
+TEST_CASE(
+    "upstream: driven from outside, a call on a kept connection leaves on the caller's "
+    "thread, and its answer waits for drive()") {
+  upstream_global_init();
+  KeepAliveServer server;
+  CurlUpstream upstream(4, Http2::off, CurlUpstream::Driver::external);
+  std::mutex mutex;
+  std::vector<UpstreamResult> results;
+  const auto post = [&] {
+    upstream.post_async(server.config(), pipwave_call("{}"), [&](UpstreamResult r) {
+      std::lock_guard<std::mutex> lock(mutex);
+      results.push_back(std::move(r));
+    });
+  };
+  const auto answered = [&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return results.size();
+  };
+  // Drives whenever the poll fd says so, until `n` calls are answered.
+  const auto drive_until = [&](std::size_t n) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(kIoTimeoutS);
+    while (answered() < n && std::chrono::steady_clock::now() < end) {
+      pollfd p{upstream.poll_fd(), POLLIN, 0};
+      if (::poll(&p, 1, 20) > 0) upstream.drive();
+    }
+    return answered() == n;
+  };
+
+  post();  // a new connection: connecting needs the poll fd and drive()
+  REQUIRE(drive_until(1));
+  post();  // the kept connection: written before post_async returned
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(kIoTimeoutS);
+  while (server.requests() < 2 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  CHECK(server.requests() == 2);  // with nobody in drive()
+  // The answer comes through the poll fd (or already did, when curl found it
+  // there before post_async returned).
+  REQUIRE(drive_until(2));
+  std::lock_guard<std::mutex> lock(mutex);
+  for (const UpstreamResult& r : results) {
+    CHECK(r.error == UpstreamError::none);
+    CHECK(r.http_status == 200);
+    CHECK(r.body == "{}");
+  }
+  CHECK(results[0].connections_opened == 1);
+  CHECK(results[1].connections_opened == 0);
 }
 
 TEST_CASE(
