@@ -5,6 +5,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -217,9 +218,12 @@ void prepare(Transfer& t, const UpstreamConfig& config, UpstreamCall&& call, Sha
 }
 
 // The options no call or configuration changes, set once per handle.
-void set_fixed_options(Transfer& t) {
+// `open`/`loop`: the opensocket callback and its data.
+void set_fixed_options(Transfer& t, curl_opensocket_callback open, void* loop) {
   CURL* e = t.easy;
   if (e == nullptr) return;
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, loop);
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -296,31 +300,56 @@ struct CurlUpstream::Loop {
   SteadyClock::time_point next_sweep{};
   int running = 0;  // transfers in the multi handle, as curl counts them
 
-  // curl_multi_assign keeps the events a socket is registered for (as
-  // mask + 1, so null means not in the epoll set): a connection taken from
-  // the cache is added with one epoll_ctl, and a call that asks again for
-  // what is set costs none.
-  static int on_socket(CURL*, curl_socket_t fd, int what, void* user, void* assigned) {
+  // The epoll registration of each socket curl opened, by fd (under
+  // drive_mutex): 0 none, else the events + 1, plus kParked once curl stopped
+  // watching it. A connection curl puts back in its cache (CURL_POLL_REMOVE)
+  // stays registered, parked, so taking it out for the next call costs no
+  // epoll_ctl when it waits for the same events (issue 16: a DEL and an ADD
+  // per call). A parked socket that becomes ready (its server closed it, or
+  // sent something unasked) is taken out then (take_events); curl finds it
+  // dead when it next looks. A closed socket leaves the epoll set by itself,
+  // and a new one under the same number starts unregistered (on_open).
+  static constexpr std::uint8_t kParked = 0x80;
+  std::vector<std::uint8_t> registered;
+
+  std::uint8_t& registration(curl_socket_t fd) {
+    const auto i = static_cast<std::size_t>(fd);
+    if (i >= registered.size()) registered.resize(std::max<std::size_t>(i + 1, 256), 0);
+    return registered[i];
+  }
+
+  static curl_socket_t on_open(void* user, curlsocktype, curl_sockaddr* address) {
     auto* loop = static_cast<Loop*>(user);
+    const curl_socket_t fd =
+        ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd >= 0) loop->registration(fd) = 0;
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+  }
+
+  static int on_socket(CURL*, curl_socket_t fd, int what, void* user, void*) {
+    auto* loop = static_cast<Loop*>(user);
+    std::uint8_t& reg = loop->registration(fd);
     if (what == CURL_POLL_REMOVE) {
-      ::epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, nullptr);  // may already be closed
-      return 0;                                             // curl forgets the assignment
+      if (reg != 0) reg |= kParked;
+      return 0;
     }
-    const auto registered = reinterpret_cast<std::uintptr_t>(assigned);
-    if (registered == static_cast<std::uintptr_t>(what) + 1) return 0;
+    const auto want = static_cast<std::uint8_t>(what + 1);
+    if ((reg & ~kParked) == want) {
+      reg = want;
+      return 0;
+    }
     epoll_event ev{};
     ev.events =
         ((what & CURL_POLL_IN) != 0 ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) != 0 ? EPOLLOUT : 0u);
     ev.data.fd = fd;
-    const int op = registered == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    const int op = reg == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     if (::epoll_ctl(loop->epfd, op, fd, &ev) != 0 &&
-        // A socket curl closed and reopened under the same number.
         (errno != EEXIST || ::epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) &&
         (errno != ENOENT || ::epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
+      reg = 0;
       return -1;  // curl fails the transfers on this socket
     }
-    curl_multi_assign(loop->multi, fd,
-                      reinterpret_cast<void*>(static_cast<std::uintptr_t>(what) + 1));
+    reg = want;
     return 0;
   }
 
@@ -431,6 +460,12 @@ struct CurlUpstream::Loop {
         std::uint64_t expirations = 0;
         [[maybe_unused]] const ssize_t r = ::read(timerfd, &expirations, sizeof expirations);
         armed.reset();
+        continue;
+      }
+      std::uint8_t& reg = registration(fd);
+      if ((reg & kParked) != 0) {  // curl does not watch it: out until it does
+        ::epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+        reg = 0;
         continue;
       }
       const std::uint32_t ev = events[i].events;
@@ -661,7 +696,7 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
     } else if (l.owned.size() < l.max_connections) {
       l.owned.push_back(std::make_unique<Transfer>());
       t = l.owned.back().get();
-      set_fixed_options(*t);
+      set_fixed_options(*t, &Loop::on_open, &l);
     }
     if (t != nullptr) ++l.in_flight;
   }

@@ -237,6 +237,11 @@ class KeepAliveServer {
     return c;
   }
   int requests() const { return requests_; }
+  // Closes every connection from this side, as a server's keepalive timeout does.
+  void close_all() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const int c : conns_) ::shutdown(c, SHUT_RDWR);
+  }
 
  private:
   void serve(int c) {
@@ -279,7 +284,10 @@ class DriverThread {
       : thread_([this, &upstream] {
           while (!stop_) {
             pollfd p{upstream.poll_fd(), POLLIN, 0};
-            if (::poll(&p, 1, 20) > 0) upstream.drive();
+            if (::poll(&p, 1, 20) > 0) {
+              upstream.drive();
+              ++drives_;
+            }
           }
         }) {}
   ~DriverThread() {
@@ -288,9 +296,11 @@ class DriverThread {
   }
   DriverThread(const DriverThread&) = delete;
   DriverThread& operator=(const DriverThread&) = delete;
+  int drives() const { return drives_; }
 
  private:
   std::atomic<bool> stop_{false};
+  std::atomic<int> drives_{0};
   std::thread thread_;
 };
 
@@ -527,6 +537,31 @@ TEST_CASE(
   }
   CHECK(results[0].connections_opened == 1);
   CHECK(results[1].connections_opened == 0);
+}
+
+TEST_CASE(
+    "upstream: a kept connection its server closed is dropped, and the next call opens "
+    "another") {
+  upstream_global_init();
+  KeepAliveServer server;
+  CurlUpstream upstream(4, Http2::off, CurlUpstream::Driver::external);
+  DriverThread driver(upstream);
+  const UpstreamResult first = upstream.post(server.config(), pipwave_call("{}"));
+  CHECK(first.error == UpstreamError::none);
+  CHECK(first.connections_opened == 1);
+  // The connection waits in curl's cache, still in the epoll set (parked).
+  // Its server closes it: that readiness takes it out of the set once, it
+  // does not keep the poll fd readable.
+  server.close_all();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int before = driver.drives();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(driver.drives() - before < 10);  // a socket left readable: thousands
+  const UpstreamResult second = upstream.post(server.config(), pipwave_call("{}"));
+  CHECK(second.error == UpstreamError::none);
+  CHECK(second.http_status == 200);
+  CHECK(second.connections_opened == 1);  // a new one, not the closed one
+  CHECK(server.requests() == 2);
 }
 
 TEST_CASE(
