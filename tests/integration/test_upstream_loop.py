@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Calls to Pipwave wait on the upstream's event loop, not on worker threads, and are bounded.
+"""Calls to Pipwave wait in the upstream's event set (the workers drive it), not on worker
+threads, and are bounded.
 
 The stack runs pvgate with --threads 2 and upstream.max_connections: 4, and one throttle rule
 (1 send per phone per 10 minutes), against the mock's slow user (mock-slow-3000).
