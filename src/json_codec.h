@@ -71,6 +71,8 @@ std::optional<AltchaPayloadJson> read_altcha_payload(std::string_view text);
 // given twice has its last value), compact, invalid UTF-8 replaced by U+FFFD:
 // what nlohmann::json's dump gives for it, without building the json.
 std::string encode_string_object(const std::vector<std::pair<std::string, std::string>>& members);
+std::string encode_string_object(
+    const std::vector<std::pair<std::string_view, std::string_view>>& members);
 
 // What pvgate takes from Pipwave's answer; everything else is dropped here.
 struct UpstreamReply {

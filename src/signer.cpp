@@ -8,8 +8,11 @@ std::string pipwave_signature(const std::map<std::string, std::string>& fields,
   return pipwave_signature(fields, api_secret, scratch);
 }
 
-std::string pipwave_signature(const std::map<std::string, std::string>& fields,
-                              std::string_view api_secret, std::string& text) {
+namespace {
+
+// `fields`: (key, value) pairs in byte order of their keys.
+template <typename Fields>
+std::string sign_sorted(const Fields& fields, std::string_view api_secret, std::string& text) {
   static constexpr std::string_view kSecretKey = "api_secret";
   wipe(text);
   // Reserve the exact size so the secret is never left behind in a freed
@@ -32,6 +35,18 @@ std::string pipwave_signature(const std::map<std::string, std::string>& fields,
   std::string sig = sha1_hex(text);
   wipe(text);
   return sig;
+}
+
+}  // namespace
+
+std::string pipwave_signature(const std::map<std::string, std::string>& fields,
+                              std::string_view api_secret, std::string& scratch) {
+  return sign_sorted(fields, api_secret, scratch);
+}
+
+std::string pipwave_signature(const FieldViews& sorted_fields, std::string_view api_secret) {
+  std::string scratch;
+  return sign_sorted(sorted_fields, api_secret, scratch);
 }
 
 }  // namespace pvgate

@@ -8,6 +8,8 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "crypto.h"
 
@@ -26,5 +28,10 @@ std::string pipwave_signature(const std::map<std::string, std::string>& fields,
 // that no secret byte is left in it.
 std::string pipwave_signature(const std::map<std::string, std::string>& fields,
                               std::string_view api_secret, std::string& scratch);
+
+// The same over views of the fields, which must be in byte order of their
+// keys, each key once (the request path: no copies into a map).
+using FieldViews = std::vector<std::pair<std::string_view, std::string_view>>;
+std::string pipwave_signature(const FieldViews& sorted_fields, std::string_view api_secret);
 
 }  // namespace pvgate

@@ -3,13 +3,16 @@
 // (clean_message + encode_client_reply). Invariants: the reply is valid JSON
 // with only status/message/reference/seconds_till_resend, its message is at
 // most 255 bytes with no control characters, and nothing the handler drops
-// (unknown members, merchant-setup statuses) reaches the browser.
+// (unknown members, merchant-setup statuses) reaches the browser; and
+// parse_upstream_reply answers as the former DOM reader did
+// (tests/upstream_reply_reference.h).
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "../upstream_reply_reference.h"
 #include "fuzz_check.h"
 #include "json_codec.h"
 #include "outcome.h"
@@ -49,6 +52,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   std::string why;
   const auto reply = parse_upstream_reply(body, why);
+  // The streaming reader agrees with the former DOM reader on every input.
+  std::string reference_why;
+  const auto reference = pvgate_test::reference_upstream_reply(body, reference_why);
+  FUZZ_CHECK(reply.has_value() == reference.has_value(), body);
+  if (reply) {
+    FUZZ_CHECK(reply->status == reference->status && reply->message == reference->message &&
+                   reply->reference == reference->reference &&
+                   reply->seconds_till_resend == reference->seconds_till_resend,
+               body);
+  } else {
+    FUZZ_CHECK(why == reference_why, body);
+  }
   Result result;
   if (!reply) {
     FUZZ_CHECK(!why.empty(), body);

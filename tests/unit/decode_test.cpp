@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <random>
+
 #include "../json_sax_reference.h"
+#include "../upstream_reply_reference.h"
 #include "form.h"
 #include "json_codec.h"
 #include "log.h"
@@ -276,6 +279,92 @@ TEST_CASE("upstream reply parsing rejects what is not an answer") {
     INFO(bad);
     CHECK_FALSE(parse_upstream_reply(bad, why));
     CHECK_FALSE(why.empty());
+  }
+}
+
+namespace {
+
+// parse_upstream_reply and the former DOM reader give the same answer or the
+// same error for `body`.
+void check_same_reply(const std::string& body) {
+  INFO(body);
+  std::string why;
+  std::string reference_why;
+  const auto got = parse_upstream_reply(body, why);
+  const auto want = pvgate_test::reference_upstream_reply(body, reference_why);
+  REQUIRE(got.has_value() == want.has_value());
+  if (!got) {
+    CHECK(why == reference_why);
+    return;
+  }
+  CHECK(got->status == want->status);
+  CHECK(got->message == want->message);
+  CHECK(got->reference == want->reference);
+  CHECK(got->seconds_till_resend == want->seconds_till_resend);
+}
+
+}  // namespace
+
+TEST_CASE("upstream reply parsing agrees with the former DOM reader, member for member") {
+  for (const char* body : {
+           R"({"status":200,"message":"Token sent.","reference":1001})",
+           R"({"status":"200","reference":"77","seconds_till_resend":"5"})",
+           R"({"status":1,"status":2})",      // the last one counts
+           R"({"status":200,"status":[1]})",  // even when it is not a number
+           R"({"status":[200]})",
+           R"({"status":{"status":200}})",
+           R"({"x":{"status":1},"status":3})",  // a nested member is not the top one
+           R"({"status":200,"message":7,"reference":true,"seconds_till_resend":null})",
+           R"({"status":200,"message":"a\u00e9\n\"b","reference":-5})",
+           R"({"status":200,"reference":18446744073709551615})",  // unsigned past int64
+           R"({"status":200,"reference":1e3,"seconds_till_resend":2.0})",
+           R"({"status":"0123","reference":"123456789012345678"})",
+           R"({"status":"","reference":"1234567890123456789"})",
+           R"({"status":200} )",
+           R"({"status":200} x)",
+           R"([{"status":200}])",
+           R"("status")",
+           "200",
+           "null",
+           "{",
+           "{\"status\":200",
+           "{\"message\":\"\xff\"}",
+           "{\"status\":200,\"message\":\"\xc3\xa9\"}",
+           R"({"a":[[[{"status":1}]]],"status":9})",
+       }) {
+    check_same_reply(body);
+  }
+  // Random answers from pieces of the four members, nesting and junk.
+  const std::vector<std::string> keys = {"\"status\"", "\"message\"", "\"reference\"",
+                                         "\"seconds_till_resend\"", "\"other\""};
+  const std::vector<std::string> values = {"200",
+                                           "\"200\"",
+                                           "-1",
+                                           "99999",
+                                           "100000",
+                                           "1.5",
+                                           "\"12a\"",
+                                           "\"\"",
+                                           "null",
+                                           "true",
+                                           "\"Token sent.\"",
+                                           "[]",
+                                           "[1,\"x\"]",
+                                           "{}",
+                                           "{\"status\":5}",
+                                           "18446744073709551615",
+                                           "\"\\u0041\""};
+  std::mt19937 rng(161);
+  for (int round = 0; round < 3000; ++round) {
+    std::string body = "{";
+    const int n = static_cast<int>(rng() % 6);
+    for (int i = 0; i < n; ++i) {
+      if (i > 0) body += ',';
+      body += keys[rng() % keys.size()] + ":" + values[rng() % values.size()];
+    }
+    body += '}';
+    if (rng() % 10 == 0) body.insert(rng() % body.size(), 1, "[]{},:\"x "[rng() % 9]);
+    check_same_reply(body);
   }
 }
 

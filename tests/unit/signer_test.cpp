@@ -42,6 +42,22 @@ TEST_CASE("verify-token-answer signature matches the documented example") {
   CHECK(pipwave_signature(fields, "my_api_secret") == "5e60beeec7fd00fc4b50502fe0d953f1d6ed2c42");
 }
 
+TEST_CASE("the overload over sorted views (the sign stage's) gives the documented signatures") {
+  const auto views = [](const std::map<std::string, std::string>& fields) {
+    return pvgate::FieldViews(fields.begin(), fields.end());  // a map iterates in byte order
+  };
+  CHECK(pipwave_signature(views(send_token_fields()), "my_api_secret") ==
+        "912383aba7d0d271e2e970c6405e309f1c023c74");
+  auto fields = send_token_fields();
+  fields["action"] = "verify-token-answer";
+  fields["reference"] = "164";
+  fields["answer"] = "123456";
+  CHECK(pipwave_signature(views(fields), "my_api_secret") ==
+        "5e60beeec7fd00fc4b50502fe0d953f1d6ed2c42");
+  CHECK(pipwave_signature(pvgate::FieldViews{{"user_id", "u"}}, "s") ==
+        sha1_hex("api_secret:suser_id:u"));
+}
+
 TEST_CASE("signature depends on the secret and on every field") {
   const auto base = pipwave_signature(send_token_fields(), "my_api_secret");
   CHECK(pipwave_signature(send_token_fields(), "other_secret") != base);
