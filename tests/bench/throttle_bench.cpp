@@ -3,7 +3,10 @@
 // code against an in-memory store that never refuses (key building, hashing
 // and bookkeeping without any storage engine).
 //
-//   pvgate_bench_throttle [--seconds S] [--redis URL]
+//   pvgate_bench_throttle [--seconds S] [--redis URL] [--only all-pass]
+//
+// --only all-pass runs just the baseline and the LMDB all-pass scenario (for
+// `perf record`).
 #include <signal.h>
 
 #include <chrono>
@@ -202,13 +205,18 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // the Redis store requires it (see RedisStore::create)
   double seconds = 3;
   std::string redis_url;
+  bool only_pass = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
       seconds = std::stod(argv[++i]);
     } else if (std::strcmp(argv[i], "--redis") == 0 && i + 1 < argc) {
       redis_url = argv[++i];
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc &&
+               std::strcmp(argv[i + 1], "all-pass") == 0) {
+      only_pass = true;
+      ++i;
     } else {
-      std::fprintf(stderr, "usage: %s [--seconds S] [--redis URL]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seconds S] [--redis URL] [--only all-pass]\n", argv[0]);
       return 2;
     }
   }
@@ -222,6 +230,7 @@ int main(int argc, char** argv) {
   pvgate_test::TempDir dir;
   LmdbStore lmdb(LmdbStoreOptions{dir.path() + "/throttle", 256u << 20, 8});
   report("local (LMDB), all pass", run(lmdb, config, seconds, true), base.per_second);
+  if (only_pass) return 0;
   report("local (LMDB), one phone refused", run(lmdb, config, seconds, false), base.per_second);
   report("local (LMDB), refused, 8 threads", run_parallel(lmdb, config, seconds, 8),
          base.per_second);
