@@ -3,10 +3,13 @@
 // code against an in-memory store that never refuses (key building, hashing
 // and bookkeeping without any storage engine).
 //
-//   pvgate_bench_throttle [--seconds S] [--redis URL] [--only all-pass]
+//   pvgate_bench_throttle [--seconds S] [--redis URL] [--only all-pass] [--rules shipped]
 //
 // --only all-pass runs just the baseline and the LMDB all-pass scenario (for
-// `perf record`).
+// `perf record`). --rules shipped decides with the seven send-token rules of
+// conf/pvgate.yaml instead of the default five (phone-day and
+// phone-range-hour added; the distinct numbers are then 100 apart, so each
+// falls in a range of its own and every decision still passes).
 #include <signal.h>
 
 #include <chrono>
@@ -89,6 +92,23 @@ ThrottleConfig five_rules() {
   return c;
 }
 
+// The send-token rules conf/pvgate.yaml ships, in its order.
+ThrottleConfig shipped_rules() {
+  ThrottleConfig c = five_rules();
+  ThrottleRule day = c.rules[1];
+  day.name = "phone-day";
+  day.limit = 10;
+  day.period_ms = 86'400'000;
+  ThrottleRule range = c.rules[1];
+  range.name = "phone-range-hour";
+  range.key = {KeyPart::merchant, KeyPart::phone_prefix};
+  range.range_digits = 2;
+  range.limit = 10;
+  range.period_ms = 3'600'000;
+  c.rules.insert(c.rules.begin() + 2, {day, range});
+  return c;
+}
+
 struct Result {
   double per_second = 0;
   long passed = 0;
@@ -110,7 +130,8 @@ ThrottleSubject bench_subject(std::string merchant) {
 // Runs decisions for `seconds`; `distinct` gives every request its own phone,
 // user and IP (all pass), otherwise one phone is hammered (all but the first
 // are refused).
-Result run(ThrottleStore& store, const ThrottleConfig& config, double seconds, bool distinct) {
+Result run(ThrottleStore& store, const ThrottleConfig& config, double seconds, bool distinct,
+           long number_step = 1) {
   // Time only moves forward across scenarios, and each scenario has its own
   // merchant, so one scenario's events never decide another's.
   static std::int64_t now = 1'700'000'000'000;
@@ -123,7 +144,7 @@ Result run(ThrottleStore& store, const ThrottleConfig& config, double seconds, b
   while (true) {
     if ((n & 255) == 0 && std::chrono::steady_clock::now() >= end) break;
     if (distinct) {
-      s.contact_no = std::to_string(100000000 + n);
+      s.contact_no = std::to_string(100000000 + n * number_step);
       s.user_id = "u" + std::to_string(n);
       s.remote_addr = "10." + std::to_string((n >> 16) & 255) + "." +
                       std::to_string((n >> 8) & 255) + "." + std::to_string(n & 255);
@@ -206,6 +227,7 @@ int main(int argc, char** argv) {
   double seconds = 3;
   std::string redis_url;
   bool only_pass = false;
+  bool shipped = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
       seconds = std::stod(argv[++i]);
@@ -215,21 +237,29 @@ int main(int argc, char** argv) {
                std::strcmp(argv[i + 1], "all-pass") == 0) {
       only_pass = true;
       ++i;
+    } else if (std::strcmp(argv[i], "--rules") == 0 && i + 1 < argc &&
+               std::strcmp(argv[i + 1], "shipped") == 0) {
+      shipped = true;
+      ++i;
     } else {
-      std::fprintf(stderr, "usage: %s [--seconds S] [--redis URL] [--only all-pass]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--seconds S] [--redis URL] [--only all-pass] [--rules shipped]\n",
+                   argv[0]);
       return 2;
     }
   }
-  const ThrottleConfig config = five_rules();
-  std::printf("throttle decisions, 5 rules, one thread, %.1f s per scenario\n", seconds);
+  const ThrottleConfig config = shipped ? shipped_rules() : five_rules();
+  const long step = shipped ? 100 : 1;  // shipped: one number per range of 100
+  std::printf("throttle decisions, %zu rules%s, one thread, %.1f s per scenario\n",
+              config.rules.size(), shipped ? " (shipped)" : "", seconds);
 
   NullStore null_store;
-  const Result base = run(null_store, config, seconds, true);
+  const Result base = run(null_store, config, seconds, true, step);
   report("baseline: policy, no store", base, base.per_second);
 
   pvgate_test::TempDir dir;
   LmdbStore lmdb(LmdbStoreOptions{dir.path() + "/throttle", 256u << 20, 8});
-  report("local (LMDB), all pass", run(lmdb, config, seconds, true), base.per_second);
+  report("local (LMDB), all pass", run(lmdb, config, seconds, true, step), base.per_second);
   if (only_pass) return 0;
   report("local (LMDB), one phone refused", run(lmdb, config, seconds, false), base.per_second);
   report("local (LMDB), refused, 8 threads", run_parallel(lmdb, config, seconds, 8),
@@ -246,7 +276,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "redis: %s\n", error.c_str());
       return 1;
     }
-    report("redis, all pass", run(*redis, config, seconds, true), base.per_second);
+    report("redis, all pass", run(*redis, config, seconds, true, step), base.per_second);
     report("redis, one phone refused", run(*redis, config, seconds, false), base.per_second);
   }
 #else
