@@ -10,36 +10,46 @@ import collections
 import subprocess
 import sys
 
-# (stage, substrings of a frame), checked in this order against the whole stack.
+# (stage, substrings of a frame), checked in this order against the whole stack; a key
+# ending in "$" is a whole function name (so FcgiServer::drive is not drive_polled).
 STAGES = [
     ("log line (LogLine, JSON encode, write)",
      ("pvgate::Logger::", "pvgate::LogLine::")),
     ("metrics (shared file counters)", ("pvgate::Metrics::", "pvgate::MetricsFile")),
-    ("stage route, merchant, origin, method", ("pvgate::route(", "pvgate::merchant(",
-                                               "pvgate::origin(", "pvgate::method(",
-                                               "pvgate::operations(")),
-    ("stage size, decode, validate", ("pvgate::size(", "pvgate::decode(",
-                                      "pvgate::validate(", "pvgate::decode_json_fields")),
-    ("stage phone (libphonenumber)", ("pvgate::phone(",)),
-    ("stage challenge", ("pvgate::challenge(", "pvgate::challenge_checked(")),
-    ("stage throttle (keys, store)", ("pvgate::throttle(",)),
-    ("stage session", ("pvgate::session(", "pvgate::settle_session")),
-    ("stage sign (SHA-1, call body)", ("pvgate::sign(",)),
-    ("stage answer (sanitize Pipwave's reply)", ("pvgate::answer(",)),
-    ("upstream hand-over (set-up, queue, wake)", ("pvgate::CurlUpstream::post_async",)),
-    ("upstream loop: curl (HTTP, TLS, sockets)", ("curl_multi_socket_action",
-                                                  "curl_multi_add_handle",
-                                                  "curl_multi_remove_handle",
-                                                  "curl_multi_info_read")),
-    ("upstream loop, other (epoll_wait, wake, hand-back)", ("pvgate::CurlUpstream::Loop::", "pvgate::FcgiServer::drive_polled")),
+    ("stage route, merchant, origin, method", ("pvgate::route$", "pvgate::merchant$",
+                                               "pvgate::origin$", "pvgate::method$",
+                                               "pvgate::operations$")),
+    ("stage size, decode, validate", ("pvgate::size$", "pvgate::decode$",
+                                      "pvgate::validate$", "pvgate::decode_json_fields")),
+    ("stage phone (libphonenumber)", ("pvgate::phone$",)),
+    ("stage challenge", ("pvgate::challenge$", "pvgate::challenge_checked$")),
+    ("stage throttle (keys, store)", ("pvgate::throttle$",)),
+    ("stage session", ("pvgate::session$", "pvgate::settle_session")),
+    ("stage sign (SHA-1, call body)", ("pvgate::sign$",)),
+    ("stage answer (sanitize Pipwave's reply)", ("pvgate::answer$",)),
+    ("upstream: the call set up and sent (post_async: curl, TLS, socket)",
+     ("pvgate::CurlUpstream::post_async",)),
+    ("upstream: answers read (curl, TLS, socket)", ("curl_multi_socket_action",
+                                                     "curl_multi_add_handle",
+                                                     "curl_multi_remove_handle",
+                                                     "curl_multi_info_read")),
     ("handler, other (reply, exchange reset)", ("pvgate::Handler::",)),
     ("completion taken by a worker", ("pvgate::FcgiServer::take_completion",)),
-    ("FastCGI read, parse, write (drive)", ("pvgate::FcgiServer::drive",
+    ("FastCGI read, parse, write (drive)", ("pvgate::FcgiServer::drive$",
                                             "pvgate::fcgi::")),
+    ("upstream: driving it (poll fd, lock, epoll, timers)",
+     ("pvgate::CurlUpstream::Loop::", "pvgate::FcgiServer::drive_polled")),
     ("accept / close connection", ("pvgate::FcgiServer::accept_one",
                                    "pvgate::FcgiServer::close_owned")),
     ("worker, other (epoll_wait, gate)", ("pvgate::FcgiServer::worker",)),
 ]
+
+
+def matches(key, stack, frames):
+    if not key.endswith("$"):
+        return key in stack
+    name = key[:-1]
+    return any(f == name or f.startswith(name + "(") for f in frames)
 
 
 def buckets(path):
@@ -52,8 +62,9 @@ def buckets(path):
         if not head.isdigit() or ";" not in stack:
             continue
         n = int(head)
+        frames = stack.strip().split(";")
         for name, keys in STAGES:
-            if any(k in stack for k in keys):
+            if any(matches(k, stack, frames) for k in keys):
                 counts[name] += n
                 break
         else:
