@@ -58,8 +58,6 @@ class Reader {
     return false;
   }
 
-  // `owner` is where a missing key is reported: the line of the mapping's own
-  // key reads better than the line of its first member.
   // An optional key that must be one of two words: true with `out` set to
   // whether it is `second`; false when absent or wrong (then reported as
   // "must be FIRST or SECOND").
@@ -75,6 +73,8 @@ class Reader {
     return true;
   }
 
+  // `owner` is where a missing key is reported: the line of the mapping's own
+  // key reads better than the line of its first member.
   bool string(const YAML::Node& parent, const std::string& path, const char* key, std::string& out,
               bool required, const YAML::Node* owner = nullptr) {
     const YAML::Node node = parent[key];

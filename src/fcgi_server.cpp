@@ -371,6 +371,13 @@ void FcgiServer::worker() {
   running_.fetch_sub(1);
 }
 
+void FcgiServer::rearm(int fd, std::uint32_t events, std::uint32_t which) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = tag(kSpecial, which);
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+}
+
 void FcgiServer::accept_one() {
   int fd;
   do {
@@ -379,12 +386,7 @@ void FcgiServer::accept_one() {
   const int err = fd < 0 ? errno : 0;
   // The next connection is another idle worker's: re-arm at once. (After
   // stop() removed the listening socket this fails with ENOENT, as it should.)
-  if (!stopping_.load()) {
-    epoll_event ev{};
-    ev.events = kListenEvents;
-    ev.data.u64 = tag(kSpecial, kListenTag);
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
-  }
+  if (!stopping_.load()) rearm(listen_fd_, kListenEvents, kListenTag);
   if (fd < 0) {
     if (err != EAGAIN && err != EWOULDBLOCK) {
       log_.warn(std::string("accept: ") + std::strerror(err));
@@ -614,10 +616,7 @@ void FcgiServer::drive_polled() {
   t_answered = nullptr;
   // The next readiness is another idle worker's (also while stopping: the
   // requests waiting on Pipwave must be answered to drain).
-  epoll_event ev{};
-  ev.events = kPolledEvents;
-  ev.data.u64 = tag(kSpecial, kPolledTag);
-  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, options_.polled->poll_fd(), &ev);
+  rearm(options_.polled->poll_fd(), kPolledEvents, kPolledTag);
   // All on this thread, in turn, as an event loop would: handing them to
   // sleeping workers costs a wake-up each (more than a request's own work).
   for (const std::uint32_t index : answered) resume_request(index);

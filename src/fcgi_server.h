@@ -149,6 +149,8 @@ class FcgiServer {
 
  private:
   void worker();
+  // Re-arms one of the server's own one-shot fds (tagged `which`).
+  void rearm(int fd, std::uint32_t events, std::uint32_t which);
   void accept_one();
   // Runs a connection this worker owns until it is handed off (armed,
   // writing, upstream) or closed.

@@ -530,29 +530,32 @@ std::optional<AltchaPayloadJson> read_altcha_payload(std::string_view text) {
 
 namespace {
 
-// Printable ASCII but the quote and backslash: written as it is.
-bool plain_json_text(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) {
+// One member's key or value exactly as nlohmann's dump writes it. Not
+// append_json_string: that replaces invalid UTF-8 byte by byte, nlohmann by
+// maximal subparts, and this body must stay what it was. Printable ASCII but
+// the quote and backslash (every signed field in practice) is copied as is.
+void append_member_string(std::string& out, std::string_view s) {
+  const bool plain = std::all_of(s.begin(), s.end(), [](char c) {
     const auto b = static_cast<unsigned char>(c);
     return b >= 0x20 && b < 0x7F && c != '"' && c != '\\';
   });
-}
-
-void append_member_string(std::string& out, std::string_view s) {
-  if (plain_json_text(s)) {
+  if (plain) {
     out += '"';
     out += s;
     out += '"';
-  } else {  // escapes and UTF-8 as nlohmann writes them
+  } else {
     out += json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
   }
 }
 
-template <typename Member>
-std::string encode_members(const std::vector<Member>& members) {
-  // The members signed for Pipwave are a handful of short ASCII strings: a
-  // sorted array of pointers and one string, not a std::map of json values
-  // (that was 6 % of a forwarded request's CPU).
+}  // namespace
+
+std::string encode_string_object(
+    const std::vector<std::pair<std::string_view, std::string_view>>& members) {
+  // The members signed for Pipwave are a handful of short strings: a sorted
+  // array of pointers and one string, not a std::map of json values (that was
+  // 6% of a forwarded request's CPU).
+  using Member = std::pair<std::string_view, std::string_view>;
   std::vector<const Member*> order;
   order.reserve(members.size());
   for (const Member& m : members) order.push_back(&m);
@@ -575,17 +578,6 @@ std::string encode_members(const std::vector<Member>& members) {
   }
   out += '}';
   return out;
-}
-
-}  // namespace
-
-std::string encode_string_object(const std::vector<std::pair<std::string, std::string>>& members) {
-  return encode_members(members);
-}
-
-std::string encode_string_object(
-    const std::vector<std::pair<std::string_view, std::string_view>>& members) {
-  return encode_members(members);
 }
 
 namespace {

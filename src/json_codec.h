@@ -70,7 +70,6 @@ std::optional<AltchaPayloadJson> read_altcha_payload(std::string_view text);
 // A JSON object whose members are all strings, keys in byte order (a key
 // given twice has its last value), compact, invalid UTF-8 replaced by U+FFFD:
 // what nlohmann::json's dump gives for it, without building the json.
-std::string encode_string_object(const std::vector<std::pair<std::string, std::string>>& members);
 std::string encode_string_object(
     const std::vector<std::pair<std::string_view, std::string_view>>& members);
 

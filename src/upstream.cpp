@@ -285,7 +285,6 @@ struct CurlUpstream::Loop {
   std::vector<std::unique_ptr<Transfer>> owned;  // every Transfer ever made (<= max_connections)
   std::vector<Transfer*> idle;
   std::vector<Transfer*> incoming;  // handed over, not yet in the multi handle
-  std::size_t in_flight = 0;        // incoming + in the multi handle
   bool stopping = false;
   // Set with a call in `incoming`: the turn in progress (if any) goes round
   // once more before it ends, or its driver takes another turn after.
@@ -405,7 +404,6 @@ struct CurlUpstream::Loop {
     {
       std::lock_guard<std::mutex> lock(mutex);
       idle.push_back(t);
-      --in_flight;
     }
     try {
       done(std::move(result));
@@ -698,7 +696,6 @@ void CurlUpstream::post_async(const UpstreamConfig& config, UpstreamCall call, D
       t = l.owned.back().get();
       set_fixed_options(*t, &Loop::on_open, &l);
     }
-    if (t != nullptr) ++l.in_flight;
   }
   if (t == nullptr) {
     done(failure(UpstreamError::not_delivered, "more than upstream.max_connections (" +
