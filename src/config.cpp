@@ -14,8 +14,8 @@
 #include "altcha.h"
 #include "crypto.h"
 #include "jws.h"
-#include "redis_store.h"
 #include "siteverify.h"
+#include "throttle_store.h"
 #include "url.h"
 
 namespace pvgate {

@@ -85,8 +85,8 @@ bool Handler::advance(Exchange& ex, std::size_t first) {
     finish(ex, *result);
     return true;
   }
-  // The call (a CAPTCHA check or the forward): the upstream's thread stores
-  // the answer and hands the exchange back.
+  // The call (a CAPTCHA check or the forward): whoever drives the upstream
+  // (a worker, see handler.h) stores the answer and hands the exchange back.
   const bool siteverify = ex.waiting == Waiting::siteverify;
   if (!siteverify) {
     ex.waiting = Waiting::pipwave;

@@ -4,15 +4,16 @@
 //   -> origin -> method -> size -> content type -> decode -> validate -> phone
 //   -> challenge [-> siteverify call -> challenge_checked] -> throttle
 //   -> session -> sign -> forward -> answer (sanitize) -> settle_session
-//   -> finish (metrics, log line).
+//   -> count_challenge_pressure -> finish (metrics, log line).
 // Everything up to forward runs on the FastCGI worker that read the request.
-// The forward hands the signed call to the Upstream, whose thread only runs
-// curl: when Pipwave answers it stores the answer in the exchange and calls
+// The forward hands the signed call to the Upstream. In pvgate the workers
+// drive it (Driver::external): the worker that posts the call sends it, and
+// the worker woken by Pipwave's answer stores it in the exchange and calls
 // its `resume`, which hands the exchange back to the FastCGI server; a worker
 // then calls complete(), which runs answer and finish. Only workers write
-// replies. Each stage passes on or produces the final Result. Collaborators
-// (config, upstream, clock, store, metrics, logger) come in as interfaces,
-// so the tests run the whole pipeline with no socket, no network and no wall
+// replies (a standalone Upstream with its own thread hands back the same way). Each stage passes on
+// or produces the final Result. Collaborators (config, upstream, clock, store, metrics, logger)
+// come in as interfaces, so the tests run the whole pipeline with no socket, no network and no wall
 // clock.
 #pragma once
 

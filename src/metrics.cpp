@@ -129,6 +129,7 @@ namespace {
 constexpr std::string_view kNoMerchant = "(none)";  // not a valid merchant or rule name
 constexpr std::string_view kOther = "(other)";
 constexpr int kNoMerchantSlot = 0, kOtherMerchantSlot = 1, kOtherRuleSlot = 0;
+constexpr int kFirstMerchantSlot = 2, kFirstRuleSlot = 1;  // the first slots names may claim
 constexpr std::array<std::string_view, kThrottleResults> kThrottleResultNames = {"ok", "over",
                                                                                  "over_dry_run"};
 constexpr std::array<std::string_view, kOperationRoutes> kOperationRouteNames = {
@@ -276,13 +277,14 @@ void Metrics::overflowed(const char* table, std::string_view name) {
 
 void Metrics::declare_merchants(const std::vector<std::string>& names) {
   for (const auto& name : names) {
-    if (find_or_claim(cells_->merchants, 2, name) < 0) overflowed("merchant", name);
+    if (find_or_claim(cells_->merchants, kFirstMerchantSlot, name) < 0)
+      overflowed("merchant", name);
   }
 }
 
 void Metrics::declare_rules(const std::vector<std::string>& names) {
   for (const auto& name : names) {
-    if (find_or_claim(cells_->rules, 1, name) < 0) overflowed("rule", name);
+    if (find_or_claim(cells_->rules, kFirstRuleSlot, name) < 0) overflowed("rule", name);
   }
 }
 
@@ -297,7 +299,7 @@ void Metrics::request(std::string_view merchant, std::optional<Action> action, O
   if (static_cast<int>(outcome) < 0 || static_cast<int>(outcome) >= kOutcomeCount) return;
   int m = kNoMerchantSlot;
   if (!merchant.empty()) {
-    m = find_or_claim(cells_->merchants, 2, merchant);
+    m = find_or_claim(cells_->merchants, kFirstMerchantSlot, merchant);
     if (m < 0) {
       overflowed("merchant", merchant);
       m = kOtherMerchantSlot;
@@ -314,7 +316,7 @@ void Metrics::operation(std::string_view route) {
 
 void Metrics::throttle(const std::vector<ThrottleCount>& counts) {
   for (const auto& [rule, result] : counts) {
-    int r = find_or_claim(cells_->rules, 1, *rule);
+    int r = find_or_claim(cells_->rules, kFirstRuleSlot, *rule);
     if (r < 0) {
       overflowed("rule", *rule);
       r = kOtherRuleSlot;
@@ -407,7 +409,7 @@ std::string Metrics::render(const ScrapeExtras& extras) const {
   // included, so series do not come and go. Unknown routes (action none)
   // are seen before any merchant: only under (none).
   name = help(out, MetricId::requests);
-  auto merchants = names_in(c.merchants, 2);
+  auto merchants = names_in(c.merchants, kFirstMerchantSlot);
   merchants.emplace_back(std::string(kNoMerchant), kNoMerchantSlot);
   merchants.emplace_back(std::string(kOther), kOtherMerchantSlot);
   for (const auto& [merchant, m] : merchants) {
@@ -431,7 +433,7 @@ std::string Metrics::render(const ScrapeExtras& extras) const {
   }
 
   name = help(out, MetricId::throttle);
-  auto rules = names_in(c.rules, 1);
+  auto rules = names_in(c.rules, kFirstRuleSlot);
   rules.emplace_back(std::string(kOther), kOtherRuleSlot);
   for (const auto& [rule, r] : rules) {
     for (std::size_t i = 0; i < kThrottleResultNames.size(); ++i) {

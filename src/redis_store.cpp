@@ -183,293 +183,7 @@ const char* hit_problem(const ThrottleHit& hit) {
   return nullptr;
 }
 
-// ---- URL parsing ----------------------------------------------------------
-
-// Digits only, no sign, no leading junk, value within [min, max].
-bool parse_bounded(const std::string& s, std::int64_t min, std::int64_t max, std::int64_t& out) {
-  if (s.empty() || s.size() > 18) return false;
-  std::int64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  if (v < min || v > max) return false;
-  out = v;
-  return true;
-}
-
-// "user:password" (either part may be %-encoded; the user may be empty).
-bool parse_userinfo(const std::string& userinfo, ParsedRedisUrl& out, std::string& error) {
-  const std::size_t colon = userinfo.find(':');
-  if (colon == std::string::npos) {
-    error =
-        "credentials need a ':' before the password (redis://:password@host or "
-        "redis://user:password@host)";
-    return false;
-  }
-  if (!percent_decode(userinfo.substr(0, colon), out.user, /*plus_is_space=*/false) ||
-      !percent_decode(userinfo.substr(colon + 1), out.password, /*plus_is_space=*/false)) {
-    error = "bad %-escape in the credentials";
-    return false;
-  }
-  if (out.password.empty()) {
-    error = "credentials are given but the password is empty";
-    return false;
-  }
-  return true;
-}
-
-bool valid_host_name(const std::string& host) {
-  for (char c : host) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '.' || c == '_';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-// Splits `rest` at its last '@' into credentials (parsed into `out`) and
-// what follows (`hostpart`); without an '@', all of it is the host part.
-bool split_credentials(const std::string& rest, ParsedRedisUrl& out, std::string& hostpart,
-                       std::string& error) {
-  const std::size_t at = rest.rfind('@');
-  if (at == std::string::npos) {
-    hostpart = rest;
-    return true;
-  }
-  if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
-  hostpart = rest.substr(at + 1);
-  return true;
-}
-
-// The credentials are split off here, not by curl: they end at the last '@'
-// (RFC 3986 and curl end them at the first, and the authority at the first
-// '/'), so an unencoded '@' or '/' in a password still parses, as Redis
-// clients accept it. The host, port and database go through parse_url().
-bool parse_tcp(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
-  out.kind = ParsedRedisUrl::Kind::tcp;
-  std::string hostpart;
-  if (!split_credentials(rest, out, hostpart, error)) return false;
-  Url url;
-  if (!parse_url("redis://" + hostpart, url, error)) return false;
-  if (url.has_userinfo || url.has_query || url.has_fragment) {
-    error = "unexpected text after the host (expected [:port][/db])";
-    return false;
-  }
-  out.host = url.host;
-  if (!url.ipv6 && (out.host.size() > kMaxRedisHostBytes || !valid_host_name(out.host))) {
-    error = "host must be a DNS name or an IP address (letters, digits, '-', '.', '_'; at most " +
-            std::to_string(kMaxRedisHostBytes) + " bytes)";
-    return false;
-  }
-  if (url.port != 0) out.port = url.port;
-  const std::string db_text = url.path.empty() ? std::string() : url.path.substr(1);
-  if (!db_text.empty() && !parse_bounded(db_text, 0, kMaxRedisDb, out.db)) {
-    error =
-        "database (the path after the host) must be a number in 0.." + std::to_string(kMaxRedisDb);
-    return false;
-  }
-  return true;
-}
-
-// curl has no unix:// scheme: after the credentials, the rest is parsed as
-// the file:// URL it is (an absolute path and a query).
-bool parse_unix(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
-  out.kind = ParsedRedisUrl::Kind::unix_socket;
-  std::string pathpart = rest;
-  if (!rest.empty() && rest[0] != '/') {
-    // unix://user:password@/path: the credentials end where the path begins.
-    const std::size_t at = rest.find("@/");
-    if (at == std::string::npos) {
-      error = "socket path must be absolute (unix:///path/to/redis.sock)";
-      return false;
-    }
-    if (!parse_userinfo(rest.substr(0, at), out, error)) return false;
-    pathpart = rest.substr(at + 1);
-  }
-  Url url;
-  if (pathpart.empty() || !parse_url("file://" + pathpart, url, error) || url.has_fragment ||
-      url.path.size() < 2 || url.path[0] != '/' || url.path.back() == '/') {
-    error = "socket path must be an absolute path to a file (unix:///path/to/redis.sock)";
-    return false;
-  }
-  if (url.path.size() > kMaxRedisSocketPathBytes) {
-    error = "socket path is longer than " + std::to_string(kMaxRedisSocketPathBytes) + " bytes";
-    return false;
-  }
-  out.path = url.path;
-  if (url.has_query) {
-    if (url.query.compare(0, 3, "db=") != 0 || url.query.find('&') != std::string::npos) {
-      error = "the only query parameter allowed is ?db=N";
-      return false;
-    }
-    if (!parse_bounded(url.query.substr(3), 0, kMaxRedisDb, out.db)) {
-      error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
-      return false;
-    }
-  }
-  return true;
-}
-
-bool valid_master_name(const std::string& name) {
-  if (name.empty() || name.size() > kMaxRedisMasterNameBytes) return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '.' || c == '_';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-// One sentinel's `host[:port]` (an IPv6 host in brackets), through parse_url().
-bool parse_sentinel_address(const std::string& text, RedisAddress& out, std::string& error) {
-  Url url;
-  std::string problem;
-  if (!parse_url("redis://" + text, url, problem)) {
-    error = "sentinel address: " + problem;
-    return false;
-  }
-  if (url.has_userinfo || url.has_query || url.has_fragment ||
-      (!url.path.empty() && url.path != "/")) {
-    error = "sentinel address: unexpected text after the host (expected host[:port])";
-    return false;
-  }
-  if (!url.ipv6 && (url.host.size() > kMaxRedisHostBytes || !valid_host_name(url.host))) {
-    error =
-        "sentinel address: host must be a DNS name or an IP address (letters, digits, '-', '.', "
-        "'_'; at most " +
-        std::to_string(kMaxRedisHostBytes) + " bytes)";
-    return false;
-  }
-  out.host = url.host;
-  out.port = url.port != 0 ? url.port : kDefaultSentinelPort;
-  return true;
-}
-
-// After the credentials (split off at the last '@', as in parse_tcp):
-// `host[:port],host[:port].../master_name[?db=N]`.
-bool parse_sentinel(const std::string& rest, ParsedRedisUrl& out, std::string& error) {
-  out.kind = ParsedRedisUrl::Kind::sentinel;
-  std::string hostpart;
-  if (!split_credentials(rest, out, hostpart, error)) return false;
-  const std::size_t slash = hostpart.find('/');
-  if (slash == std::string::npos) {
-    error = "the master name is missing (redis-sentinel://host:port/MASTER_NAME)";
-    return false;
-  }
-  const std::string hosts = hostpart.substr(0, slash);
-  std::string name = hostpart.substr(slash + 1);
-  std::string query;
-  bool has_query = false;
-  if (const std::size_t q = name.find('?'); q != std::string::npos) {
-    query = name.substr(q + 1);
-    has_query = true;
-    name.resize(q);
-  }
-  if (hosts.empty()) {
-    error = "no sentinel address (redis-sentinel://host:port[,host:port...]/MASTER_NAME)";
-    return false;
-  }
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t comma = hosts.find(',', start);
-    const std::string one = hosts.substr(start, comma - start);
-    if (one.empty()) {
-      error = "empty sentinel address in the list (host:port[,host:port...])";
-      return false;
-    }
-    if (out.sentinels.size() == kMaxRedisSentinels) {
-      error = "more than " + std::to_string(kMaxRedisSentinels) + " sentinel addresses";
-      return false;
-    }
-    RedisAddress address;
-    if (!parse_sentinel_address(one, address, error)) return false;
-    out.sentinels.push_back(std::move(address));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  if (!valid_master_name(name)) {
-    error = "the master name (after the sentinel addresses) must be 1.." +
-            std::to_string(kMaxRedisMasterNameBytes) + " letters, digits, '-', '_' or '.'";
-    return false;
-  }
-  out.master_name = name;
-  if (has_query) {
-    if (query.compare(0, 3, "db=") != 0 || query.find('&') != std::string::npos) {
-      error = "the only query parameter allowed is ?db=N";
-      return false;
-    }
-    if (!parse_bounded(query.substr(3), 0, kMaxRedisDb, out.db)) {
-      error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
-      return false;
-    }
-  }
-  return true;
-}
-
-std::string format_address(const RedisAddress& address) {
-  const bool ipv6 = address.host.find(':') != std::string::npos;
-  return (ipv6 ? "[" + address.host + "]" : address.host) + ":" + std::to_string(address.port);
-}
-
 }  // namespace
-
-std::string redacted_redis_url(const ParsedRedisUrl& url) {
-  std::string credentials;
-  if (!url.password.empty()) credentials = url.user + ":***@";
-  switch (url.kind) {
-    case ParsedRedisUrl::Kind::tcp:
-      return "redis://" + credentials + format_address({url.host, url.port}) + "/" +
-             std::to_string(url.db);
-    case ParsedRedisUrl::Kind::unix_socket:
-      return "unix://" + credentials + url.path + "?db=" + std::to_string(url.db);
-    case ParsedRedisUrl::Kind::sentinel: {
-      std::string out = "redis-sentinel://" + credentials;
-      for (std::size_t i = 0; i < url.sentinels.size(); ++i) {
-        if (i != 0) out += ',';
-        out += format_address(url.sentinels[i]);
-      }
-      return out + "/" + url.master_name + "?db=" + std::to_string(url.db);
-    }
-  }
-  return {};
-}
-
-bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& error) {
-  out = ParsedRedisUrl{};
-  error.clear();
-  if (url.empty()) {
-    error = "is empty";
-    return false;
-  }
-  if (url.size() > kMaxRedisUrlBytes) {
-    error = "is longer than " + std::to_string(kMaxRedisUrlBytes) + " bytes";
-    return false;
-  }
-  for (unsigned char c : url) {
-    if (c < 0x20 || c == 0x7f) {
-      error = "contains a control character";
-      return false;
-    }
-  }
-  ParsedRedisUrl parsed;
-  bool ok = false;
-  const std::string scheme = ascii_lower(url.substr(0, url.find("://") + 3));
-  if (scheme == "redis://") {
-    ok = parse_tcp(url.substr(8), parsed, error);
-  } else if (scheme == "unix://") {
-    ok = parse_unix(url.substr(7), parsed, error);
-  } else if (scheme == "redis-sentinel://") {
-    ok = parse_sentinel(url.substr(17), parsed, error);
-  } else if (scheme == "rediss://") {
-    error = "TLS (rediss://) is not supported; use redis:// on a trusted network or unix://";
-  } else {
-    error = "must start with redis://, unix:// or redis-sentinel://";
-  }
-  if (!ok) return false;
-  out = std::move(parsed);
-  return true;
-}
 
 // ---- the store ------------------------------------------------------------
 
@@ -587,7 +301,7 @@ std::string RedisStore::last_error() const {
 
 std::string RedisStore::primary() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return primary_.host.empty() ? std::string() : format_address(primary_);
+  return primary_.host.empty() ? std::string() : redis_address_text(primary_);
 }
 
 void RedisStore::trip(const std::string& why, bool during_connect, std::uint64_t generation) {
@@ -652,7 +366,7 @@ bool RedisStore::discover(RedisAddress& out, std::string& why) {
   const BlockingSection asking_sentinels;
   const timeval connect_tv = to_timeval(options_.connect_timeout);
   for (const RedisAddress& sentinel : url_.sentinels) {
-    const std::string name = "sentinel " + format_address(sentinel) + ": ";
+    const std::string name = "sentinel " + redis_address_text(sentinel) + ": ";
     redisContext* ctx = redisConnectWithTimeout(sentinel.host.c_str(), sentinel.port, connect_tv);
     if (ctx == nullptr) {
       why = name + "out of memory";
@@ -686,7 +400,7 @@ bool RedisStore::discover(RedisAddress& out, std::string& why) {
     std::int64_t port = 0;
     const std::string host(reply->element[0]->str, reply->element[0]->len);
     if (host.empty() || host.size() > kMaxRedisHostBytes ||
-        !parse_bounded(std::string(reply->element[1]->str, reply->element[1]->len), 1, 65535,
+        !parse_decimal(std::string(reply->element[1]->str, reply->element[1]->len), 1, 65535,
                        port)) {
       why = name + "answered a malformed master address";
       continue;
@@ -815,7 +529,7 @@ std::unique_ptr<RedisStore::Connection> RedisStore::connect(std::uint64_t genera
         std::lock_guard<std::mutex> lock(mutex_);
         ++stats_.demoted;
       }
-      trip("sentinel: " + format_address(target) + " is not a master (yet)", true, generation);
+      trip("sentinel: " + redis_address_text(target) + " is not a master (yet)", true, generation);
       return nullptr;
     }
   }

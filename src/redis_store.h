@@ -32,51 +32,9 @@
 
 #include "clock.h"
 #include "throttle_store.h"
+#include "url.h"
 
 namespace pvgate {
-
-inline constexpr std::size_t kMaxRedisUrlBytes = 4096;
-inline constexpr std::size_t kMaxRedisHostBytes = 253;        // a DNS name's limit
-inline constexpr std::size_t kMaxRedisSocketPathBytes = 107;  // sizeof(sockaddr_un::sun_path) - 1
-inline constexpr std::int64_t kMaxRedisDb = 2147483647;
-inline constexpr std::size_t kMaxRedisSentinels = 16;  // addresses in one sentinel URL
-inline constexpr std::size_t kMaxRedisMasterNameBytes = 128;
-inline constexpr int kDefaultSentinelPort = 26379;
-
-struct RedisAddress {
-  std::string host;  // a name, an IPv4 address or an IPv6 address (without brackets)
-  int port = 0;
-};
-
-struct ParsedRedisUrl {
-  enum class Kind { tcp, unix_socket, sentinel };
-  Kind kind = Kind::tcp;
-  std::string host;      // tcp: a name, an IPv4 address or an IPv6 address (without brackets)
-  int port = 6379;       // tcp
-  std::string path;      // unix_socket: absolute path of the socket
-  std::string user;      // "" = none (AUTH <password>); else AUTH <user> <password> (Redis 6 ACL)
-  std::string password;  // "" = no AUTH
-  std::int64_t db = 0;   // SELECT db when not 0
-  // sentinel: the sentinels, asked in this order, and the name they know the
-  // primary by. user/password/db apply to the data nodes (primary and
-  // replicas); the sentinels are reached without AUTH.
-  std::vector<RedisAddress> sentinels;
-  std::string master_name;
-};
-
-// Accepts `redis://[[user]:password@]host[:port][/db]` (port 6379 and db 0 by
-// default; an IPv6 host in brackets; user and password may be %-encoded) and
-// `unix://[[user]:password@]/path/to/redis.sock[?db=N]` and
-// `redis-sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[?db=N]`
-// (sentinel port 26379 by default; at most kMaxRedisSentinels addresses; the
-// master name is letters, digits, '-', '_', '.'). On failure returns
-// false with `error` saying what is wrong; the error never quotes the URL, so
-// a password in it can never leak into a log.
-bool parse_redis_url(const std::string& url, ParsedRedisUrl& out, std::string& error);
-
-// The parsed URL written back without its password, for --check-config and
-// logs: "redis://127.0.0.1:6379/0", "redis-sentinel://:***@h:26379,g:26379/main?db=0".
-std::string redacted_redis_url(const ParsedRedisUrl& url);
 
 struct RedisStoreOptions {
   std::string url;

@@ -202,4 +202,16 @@ std::string ascii_lower(std::string s) {
   return s;
 }
 
+bool parse_decimal(std::string_view s, std::int64_t min, std::int64_t max, std::int64_t& out) {
+  if (s.empty() || s.size() > 18) return false;
+  std::int64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  if (v < min || v > max) return false;
+  out = v;
+  return true;
+}
+
 }  // namespace pvgate

@@ -71,4 +71,9 @@ std::size_t utf8_cut(std::string_view s, std::size_t max_bytes);
 // ASCII letters lower-cased, every other byte kept.
 std::string ascii_lower(std::string s);
 
+// `s` as a decimal number: digits only (no sign, space or other text, at
+// most 18 of them), its value within [min, max]. Leaves `out` unchanged and
+// returns false otherwise.
+bool parse_decimal(std::string_view s, std::int64_t min, std::int64_t max, std::int64_t& out);
+
 }  // namespace pvgate

@@ -552,8 +552,14 @@ TEST_CASE(
   // The connection waits in curl's cache, still in the epoll set (parked).
   // Its server closes it: that readiness takes it out of the set once, it
   // does not keep the poll fd readable.
+  const int at_close = driver.drives();
   server.close_all();
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Wait for the drive that handles the close, then count what follows it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (driver.drives() == at_close && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  REQUIRE(driver.drives() > at_close);  // the close made the poll fd readable
   const int before = driver.drives();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   CHECK(driver.drives() - before < 10);  // a socket left readable: thousands
