@@ -25,6 +25,7 @@ under test. Each run of a test replaces its own RECORD/<test>/.
 import argparse
 import http.client
 import json
+import re
 import shutil
 import socket
 import sys
@@ -42,6 +43,7 @@ import stack as stacklib  # noqa: E402
 
 CHALLENGE_KINDS = ("altcha", "turnstile", "hcaptcha", "recaptcha")
 ALLOWED_MEMBERS = {"status", "message", "reference", "seconds_till_resend"}
+COMPACT_JWS = r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
 MAX_MESSAGE_BYTES = 255
 CLIENT_TIMEOUT_S = 30
 
@@ -334,6 +336,12 @@ def check_envelope(r):
             extra.discard("challenge")
             if j["challenge"] not in CHALLENGE_KINDS:
                 problems.append(f"challenge is {j['challenge']!r}, want one of {CHALLENGE_KINDS}")
+        if (r.status == 200 and j.get("status") == 200 and "verification_token" in extra
+                and r.path.split("?")[0].rstrip("/").endswith("/verify-token-answer")):
+            # A verified answer carries the signed token (issue 12), and nothing else does.
+            extra.discard("verification_token")
+            if not re.fullmatch(COMPACT_JWS, str(j["verification_token"])):
+                problems.append("verification_token is not a compact JWS (three base64url parts)")
         if extra:
             problems.append(f"body has members beyond {sorted(ALLOWED_MEMBERS)}: {sorted(extra)}")
         if not (isinstance(j.get("status"), int) and not isinstance(j.get("status"), bool)):

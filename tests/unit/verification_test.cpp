@@ -26,6 +26,12 @@ O40gBbEZCxml4z7x4TaAZu1d9l+/lGx4dwK/i6khFpKKeYn9lLzxcCVO
 -----END PRIVATE KEY-----
 )";
 constexpr const char* kKid = "aE1Q22S7AE7OivlbU6z-6FWN2HhuY_17QrY6mYvf7Zg";
+// RFC 8037 A.1's Ed25519 key, as jws_test has it, and its RFC 7638 key id.
+constexpr const char* kEdPem = R"(-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g
+-----END PRIVATE KEY-----
+)";
+constexpr const char* kEdKid = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
 
 std::string write_key(const pvgate_test::TempDir& dir, const char* name, const char* pem) {
   const std::string path = dir.path() + "/" + name;
@@ -63,9 +69,15 @@ json decode_part(const std::string& token, int part) {
 }
 
 struct VerifyFixture {
-  VerifyFixture()
+  // signing_keys: the P-256 key alone, or both keys in either order.
+  enum class Keys { p256, p256_then_ed25519, ed25519_then_p256 };
+  VerifyFixture() : VerifyFixture(Keys::p256) {}
+  explicit VerifyFixture(Keys keys)
       : key(write_key(dir, "key.pem", kKeyPem)),
-        holder(load(config_text(key))),
+        ed_key(write_key(dir, "ed.pem", kEdPem)),
+        holder(load(config_text(keys == Keys::p256                ? key
+                                : keys == Keys::p256_then_ed25519 ? key + ", " + ed_key
+                                                                  : ed_key + ", " + key))),
         handler(holder, upstream, clock, log, &store, &metrics) {}
 
   static std::shared_ptr<const Config> load(const std::string& text) {
@@ -117,6 +129,7 @@ struct VerifyFixture {
 
   pvgate_test::TempDir dir;
   std::string key;
+  std::string ed_key;
   ConfigHolder holder;
   pvgate_test::FakeUpstream upstream;
   pvgate_test::FakeClock clock;
@@ -176,10 +189,15 @@ TEST_CASE_METHOD(VerifyFixture, "unknown, expired and another's references get o
 
 TEST_CASE_METHOD(VerifyFixture, "a stranger's guesses leave the owner's attempts untouched") {
   REQUIRE(send("alice", "123456789", 164).status == 200);
+  const std::size_t forwarded = upstream.calls.size();
   for (int i = 0; i < 10; ++i) {
-    CHECK(verify("mallory", "123456789", 164, kWrong).status == 400);
-    CHECK(verify("alice", "199999999", 164, kWrong).status == 400);
+    for (const HttpReply& r :
+         {verify("mallory", "123456789", 164, kWrong), verify("alice", "199999999", 164, kWrong)}) {
+      CHECK(r.status == 400);
+      CHECK(json::parse(r.body)["status"] == 5051);  // refused here, not Pipwave's 5052
+    }
   }
+  CHECK(upstream.calls.size() == forwarded);  // no guess reached Pipwave
   // The owner still has all 3 attempts: two wrong, then the right one.
   CHECK(verify("alice", "123456789", 164, kWrong).status == 400);
   CHECK(verify("alice", "123456789", 164, kWrong).status == 400);
@@ -252,6 +270,26 @@ TEST_CASE_METHOD(VerifyFixture, "the key set is served with the signing key, cac
     CHECK(text.substr(end - 2, 2) == " 0");
   }
   CHECK(series > 0);
+}
+
+TEST_CASE("with two signing keys the first signs and both are published, in order") {
+  using Keys = VerifyFixture::Keys;
+  for (const Keys keys : {Keys::p256_then_ed25519, Keys::ed25519_then_p256}) {
+    const bool ec_first = keys == Keys::p256_then_ed25519;
+    INFO((ec_first ? "P-256 first" : "Ed25519 first"));
+    VerifyFixture f(keys);
+    REQUIRE(f.send("alice", "123456789", 164).status == 200);
+    const HttpReply reply = f.verify("alice", "123456789", 164, VerifyFixture::kRight);
+    REQUIRE(reply.status == 200);
+    const json header = decode_part(json::parse(reply.body)["verification_token"], 0);
+    CHECK(header["kid"] == (ec_first ? kKid : kEdKid));
+    CHECK(header["alg"] == (ec_first ? "ES256" : "EdDSA"));
+    const json set = json::parse(f.handler.handle(f.request("jwks.json", "")).body);
+    REQUIRE(set["keys"].size() == 2);
+    CHECK(set["keys"][0]["kid"] == (ec_first ? kKid : kEdKid));
+    CHECK(set["keys"][1]["kid"] == (ec_first ? kEdKid : kKid));
+    CHECK(set["keys"][ec_first ? 1 : 0]["kty"] == "OKP");
+  }
 }
 
 TEST_CASE("verification config: errors name the key, warnings say what is missing") {
