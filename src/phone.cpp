@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <functional>
+#include <list>
 #include <string>
 #include <vector>
 
@@ -279,6 +280,18 @@ std::optional<int> country_code_for_region(std::string_view alpha2) {
   const int cc = Util::GetInstance()->GetCountryCodeForRegion(std::string(alpha2));
   if (cc == 0) return std::nullopt;
   return cc;
+}
+
+std::vector<std::string> regions_of_calling_code(std::string_view code) {
+  if (code.empty() || code.size() > 3 || code[0] == '0') return {};
+  int cc = 0;
+  for (const char c : code) {
+    if (c < '0' || c > '9') return {};
+    cc = cc * 10 + (c - '0');
+  }
+  std::list<std::string> regions;
+  Util::GetInstance()->GetRegionCodesForCountryCallingCode(cc, &regions);
+  return {regions.begin(), regions.end()};
 }
 
 // libphonenumber's C++ library has no version API, and its metadata (compiled into the library

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pvgate {
 
@@ -127,6 +128,10 @@ struct PhoneParse {
 const PhoneParse& parse_phone_cached(std::string_view dialing_code, std::string_view contact_no);
 // The country calling code of a known_region (60 for "MY", 1 for "JM"); nullopt otherwise.
 std::optional<int> country_code_for_region(std::string_view alpha2);
+
+// The regions that share a country calling code ("1" -> "US", "AG", ..., "JM", ...; "60" ->
+// "MY"; "800" -> "001"); empty for a code libphonenumber does not know or text that is not one.
+std::vector<std::string> regions_of_calling_code(std::string_view code);
 
 // Which libphonenumber (and so which numbering metadata, compiled into the library) pvgate was
 // built against: "libphonenumber 8.12.57+ds-3", the Debian package's version. See phone.cpp for

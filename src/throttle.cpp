@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "crypto.h"
+#include "phone.h"
 #include "sanitize.h"
 
 namespace pvgate {
@@ -103,12 +104,27 @@ std::string ip_key(std::string_view remote_addr) {
 
 bool country_allowed(const ThrottleConfig& config, std::string_view code, std::string_view region) {
   // Lists hold calling codes and region codes; a number matches by either.
-  const auto listed = [&](const std::vector<std::string>& list) {
-    return std::find(list.begin(), list.end(), code) != list.end() ||
-           (!region.empty() && std::find(list.begin(), list.end(), region) != list.end());
+  const auto has = [](const std::vector<std::string>& list, std::string_view entry) {
+    return std::find(list.begin(), list.end(), entry) != list.end();
   };
-  if (!config.countries_allow.empty()) return listed(config.countries_allow);
-  return !listed(config.countries_deny);
+  const bool allow = !config.countries_allow.empty();
+  const std::vector<std::string>& list = allow ? config.countries_allow : config.countries_deny;
+  bool listed = has(list, code);
+  if (!listed && !region.empty()) {
+    listed = has(list, region);
+  } else if (!listed) {
+    // No number, so no region: the regions that share the code decide.
+    const bool regions_listed = std::any_of(list.begin(), list.end(), [](const std::string& e) {
+      return !e.empty() && e[0] >= 'A' && e[0] <= 'Z';
+    });
+    if (regions_listed) {
+      const std::vector<std::string> regions = regions_of_calling_code(code);
+      const auto in_list = [&](const std::string& r) { return has(list, r); };
+      listed = allow ? !regions.empty() && std::all_of(regions.begin(), regions.end(), in_list)
+                     : std::any_of(regions.begin(), regions.end(), in_list);
+    }
+  }
+  return allow ? listed : !listed;
 }
 
 std::string rule_key(const std::string& rule_name, const std::vector<KeyPart>& parts,

@@ -62,7 +62,12 @@ struct ThrottleVerdict {
 std::string ip_key(std::string_view remote_addr);
 
 // True when the dialing code passes the countries allow/deny list.
-// `region` (the number's, "" when unknown) matches region entries of the lists.
+// `region` (the number's) matches region entries of the lists. Without one (a
+// numberless send: Pipwave texts the number it holds, whose region pvgate
+// cannot know) region entries are read conservatively: a denied region
+// denies its whole calling code ("MY" denies "60"; "JM" denies all of "1"),
+// and an allowed region allows a code only when every region sharing that
+// code is allowed ("MY" allows "60"; "JM" alone does not allow "1").
 bool country_allowed(const ThrottleConfig& config, std::string_view dialing_code,
                      std::string_view region = {});
 

@@ -87,6 +87,7 @@ TEST_CASE("parse_phone: a trunk prefix is dropped") {
       {"49", "015123456789", "+4915123456789", 49, "15123456789", "DE", PhoneType::mobile},
       // North America's trunk prefix is 1.
       {"1", "18762101234", "+18762101234", 1, "8762101234", "JM", PhoneType::mobile},
+      {"1", "12015550123", "+12015550123", 1, "2015550123", "US", PhoneType::fixed_line_or_mobile},
   };
   for (const auto& c : cases) {
     INFO(c.code << " + " << c.number);
@@ -201,6 +202,13 @@ TEST_CASE("parse_phone: wrong lengths and invalid numbers are refused with a rea
       {"60", std::string(33, '9'), PhoneError::too_long},  // past it
       {"60", std::string(40, '1'), PhoneError::too_long},
       {"1", "201555012", PhoneError::too_short},
+      // Jamaica and India: a valid mobile one digit short, and one digit long.
+      {"1", "876210123", PhoneError::too_short},
+      {"1", "87621012345", PhoneError::too_long},
+      // India's plan has numbers of 8 to 13 digits, so both lengths are possible there: the
+      // digits match no range.
+      {"91", "812345678", PhoneError::invalid_number},
+      {"91", "81234567890", PhoneError::invalid_number},
       // Singapore's numbers have 8, 10 or 11 digits: 9 is between them but none.
       {"65", "812345678", PhoneError::wrong_length},
       // A possible length, but no Malaysian range matches: libphonenumber's "possible" is not

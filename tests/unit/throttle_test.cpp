@@ -66,6 +66,29 @@ TEST_CASE("country filter: allow list, deny list, or everything") {
   CHECK(country_allowed(c, "60"));
 }
 
+TEST_CASE("country filter by region: the number's region, or every region of a numberless code") {
+  ThrottleConfig c;
+  c.countries_deny = {"JM", "MY"};
+  CHECK_FALSE(country_allowed(c, "1", "JM"));  // +1 876
+  CHECK(country_allowed(c, "1", "US"));
+  CHECK_FALSE(country_allowed(c, "60", "MY"));
+  // No number (Pipwave texts the one it holds): a denied region denies its code.
+  CHECK_FALSE(country_allowed(c, "60"));
+  CHECK_FALSE(country_allowed(c, "1"));  // it may be Jamaica's
+  CHECK(country_allowed(c, "65"));
+  c.countries_deny.clear();
+  c.countries_allow = {"MY", "JM", "65"};
+  CHECK(country_allowed(c, "1", "JM"));
+  CHECK_FALSE(country_allowed(c, "1", "US"));
+  CHECK(country_allowed(c, "65", "SG"));
+  // No number: a code passes only when every region sharing it is allowed.
+  CHECK(country_allowed(c, "60"));       // Malaysia alone has +60
+  CHECK_FALSE(country_allowed(c, "1"));  // +1 is also the US, Canada, ...
+  CHECK(country_allowed(c, "65"));       // listed as a code
+  CHECK_FALSE(country_allowed(c, "44"));
+  CHECK_FALSE(country_allowed(c, "999"));  // no region has it
+}
+
 TEST_CASE("rule keys: stable, distinct per part value, no phone number in clear") {
   const auto a = rule_key("r", {KeyPart::merchant, KeyPart::phone}, subject());
   CHECK(a == rule_key("r", {KeyPart::merchant, KeyPart::phone}, subject()));

@@ -170,6 +170,21 @@ TEST_CASE_METHOD(VerifyFixture, "a verified answer carries a token signed for th
   CHECK(log.all().find("BEGIN PRIVATE") == std::string::npos);
 }
 
+TEST_CASE_METHOD(VerifyFixture,
+                 "the session and the token hold the E.164 number, however written") {
+  upstream.answer(R"({"status":200,"message":"Token sent.","reference":170})");
+  REQUIRE(handler
+              .handle(request("send-token",
+                              "user_id=alice&contact_no_country_dialing_code=0060&contact_no="
+                              "0123456789"))
+              .status == 200);
+  // The same handset written another way (60 + 123456789) at the verify: the same session.
+  const HttpReply reply = verify("alice", "123456789", 170, kRight);
+  REQUIRE(reply.status == 200);
+  const json claims = decode_part(json::parse(reply.body)["verification_token"], 1);
+  CHECK(claims["phone_number"] == "+60123456789");
+}
+
 TEST_CASE_METHOD(VerifyFixture, "unknown, expired and another's references get one same 5051") {
   REQUIRE(send("alice", "123456789", 164).status == 200);
   const std::size_t forwarded = upstream.calls.size();
