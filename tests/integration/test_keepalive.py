@@ -6,7 +6,6 @@ and pvgate reuses its upstream HTTPS connections instead of a new TLS handshake 
 """
 
 import http.client
-import json
 
 import itest
 from itest import Background, check, expect

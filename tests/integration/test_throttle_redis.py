@@ -372,7 +372,7 @@ def keys_expire(ctx):
                "the 2 s rule's keys to expire", timeout=6, poll=0.1)
     gone = time.monotonic() - t0
     check(pvgate_keys(ctx, "pvgate:r-exp-min:*"), "the 60 s rule's keys went with the 2 s ones")
-    print(f"#    PTTL ms: " + ", ".join(f"{n} {min(v)}..{max(v)} (period {periods[n]})"
+    print("#    PTTL ms: " + ", ".join(f"{n} {min(v)}..{max(v)} (period {periods[n]})"
                                        for n, v in ttls.items())
           + f"; the 2 s keys were gone {gone:.1f} s later")
 
