@@ -11,9 +11,10 @@
 // the worker woken by Pipwave's answer stores it in the exchange and calls
 // its `resume`, which hands the exchange back to the FastCGI server; a worker
 // then calls complete(), which runs answer and finish. Only workers write
-// replies (a standalone Upstream with its own thread hands back the same way). Each stage passes on
-// or produces the final Result. Collaborators (config, upstream, clock, store, metrics, logger)
-// come in as interfaces, so the tests run the whole pipeline with no socket, no network and no wall
+// replies (a standalone Upstream with its own thread hands back the same
+// way). Each stage passes on or produces the final Result. Collaborators
+// (config, upstream, clock, store, metrics, logger) come in as interfaces,
+// so the tests run the whole pipeline with no socket, no network and no wall
 // clock.
 #pragma once
 

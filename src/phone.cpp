@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "text.h"
+
 namespace pvgate {
 namespace {
 
@@ -283,14 +285,10 @@ std::optional<int> country_code_for_region(std::string_view alpha2) {
 }
 
 std::vector<std::string> regions_of_calling_code(std::string_view code) {
-  if (code.empty() || code.size() > 3 || code[0] == '0') return {};
-  int cc = 0;
-  for (const char c : code) {
-    if (c < '0' || c > '9') return {};
-    cc = cc * 10 + (c - '0');
-  }
+  std::int64_t cc = 0;
+  if (code.empty() || code[0] == '0' || !parse_decimal(code, 1, 999, cc)) return {};
   std::list<std::string> regions;
-  Util::GetInstance()->GetRegionCodesForCountryCallingCode(cc, &regions);
+  Util::GetInstance()->GetRegionCodesForCountryCallingCode(static_cast<int>(cc), &regions);
   return {regions.begin(), regions.end()};
 }
 

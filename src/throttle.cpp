@@ -15,6 +15,25 @@ namespace {
 constexpr const char* kAnswerRule = "answer-attempts";
 constexpr std::size_t kDigestDigits = 40;  // a key digest: hex SHA-1
 
+bool contains(const std::vector<std::string>& list, std::string_view entry) {
+  return std::find(list.begin(), list.end(), entry) != list.end();
+}
+
+// A numberless send has no region: the regions sharing its calling code
+// decide, conservatively (see country_allowed in throttle.h). Only lists
+// holding region entries (upper-case letters; codes are digits) ask.
+bool numberless_code_listed(const std::vector<std::string>& list, std::string_view code,
+                            bool allow) {
+  const bool regions_listed = std::any_of(list.begin(), list.end(), [](const std::string& e) {
+    return !e.empty() && e[0] >= 'A' && e[0] <= 'Z';
+  });
+  if (!regions_listed) return false;
+  const std::vector<std::string> regions = regions_of_calling_code(code);
+  const auto in_list = [&](const std::string& r) { return contains(list, r); };
+  return allow ? !regions.empty() && std::all_of(regions.begin(), regions.end(), in_list)
+               : std::any_of(regions.begin(), regions.end(), in_list);
+}
+
 // Appends the text a key part stands for (what key digests hash).
 void append_part_value(std::string& out, KeyPart part, const ThrottleSubject& s,
                        std::uint32_t range_digits) {
@@ -104,26 +123,10 @@ std::string ip_key(std::string_view remote_addr) {
 
 bool country_allowed(const ThrottleConfig& config, std::string_view code, std::string_view region) {
   // Lists hold calling codes and region codes; a number matches by either.
-  const auto has = [](const std::vector<std::string>& list, std::string_view entry) {
-    return std::find(list.begin(), list.end(), entry) != list.end();
-  };
   const bool allow = !config.countries_allow.empty();
   const std::vector<std::string>& list = allow ? config.countries_allow : config.countries_deny;
-  bool listed = has(list, code);
-  if (!listed && !region.empty()) {
-    listed = has(list, region);
-  } else if (!listed) {
-    // No number, so no region: the regions that share the code decide.
-    const bool regions_listed = std::any_of(list.begin(), list.end(), [](const std::string& e) {
-      return !e.empty() && e[0] >= 'A' && e[0] <= 'Z';
-    });
-    if (regions_listed) {
-      const std::vector<std::string> regions = regions_of_calling_code(code);
-      const auto in_list = [&](const std::string& r) { return has(list, r); };
-      listed = allow ? !regions.empty() && std::all_of(regions.begin(), regions.end(), in_list)
-                     : std::any_of(regions.begin(), regions.end(), in_list);
-    }
-  }
+  bool listed = contains(list, code) || (!region.empty() && contains(list, region));
+  if (!listed && region.empty()) listed = numberless_code_listed(list, code, allow);
   return allow ? listed : !listed;
 }
 

@@ -209,11 +209,30 @@ bool parse_userinfo(const std::string& userinfo, ParsedRedisUrl& out, std::strin
   return true;
 }
 
-bool valid_host_name(const std::string& host) {
-  for (char c : host) {
+// Letters, digits, '-', '.' and '_': what a Redis host name or master name may hold.
+bool name_chars(const std::string& name) {
+  for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '-' || c == '.' || c == '_';
     if (!ok) return false;
+  }
+  return true;
+}
+
+// A parsed host that is a DNS name or an IP literal within kMaxRedisHostBytes.
+bool valid_host(const Url& url) {
+  return url.ipv6 || (url.host.size() <= kMaxRedisHostBytes && name_chars(url.host));
+}
+
+// A `?db=N` query (the text after '?'), N into `db`.
+bool parse_db_query(const std::string& query, std::int64_t& db, std::string& error) {
+  if (query.compare(0, 3, "db=") != 0 || query.find('&') != std::string::npos) {
+    error = "the only query parameter allowed is ?db=N";
+    return false;
+  }
+  if (!parse_decimal(query.substr(3), 0, kMaxRedisDb, db)) {
+    error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
+    return false;
   }
   return true;
 }
@@ -247,7 +266,7 @@ bool parse_tcp(const std::string& rest, ParsedRedisUrl& out, std::string& error)
     return false;
   }
   out.host = url.host;
-  if (!url.ipv6 && (out.host.size() > kMaxRedisHostBytes || !valid_host_name(out.host))) {
+  if (!valid_host(url)) {
     error = "host must be a DNS name or an IP address (letters, digits, '-', '.', '_'; at most " +
             std::to_string(kMaxRedisHostBytes) + " bytes)";
     return false;
@@ -288,27 +307,11 @@ bool parse_unix(const std::string& rest, ParsedRedisUrl& out, std::string& error
     return false;
   }
   out.path = url.path;
-  if (url.has_query) {
-    if (url.query.compare(0, 3, "db=") != 0 || url.query.find('&') != std::string::npos) {
-      error = "the only query parameter allowed is ?db=N";
-      return false;
-    }
-    if (!parse_decimal(url.query.substr(3), 0, kMaxRedisDb, out.db)) {
-      error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
-      return false;
-    }
-  }
-  return true;
+  return !url.has_query || parse_db_query(url.query, out.db, error);
 }
 
 bool valid_master_name(const std::string& name) {
-  if (name.empty() || name.size() > kMaxRedisMasterNameBytes) return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '.' || c == '_';
-    if (!ok) return false;
-  }
-  return true;
+  return !name.empty() && name.size() <= kMaxRedisMasterNameBytes && name_chars(name);
 }
 
 // One sentinel's `host[:port]` (an IPv6 host in brackets), through parse_url().
@@ -324,7 +327,7 @@ bool parse_sentinel_address(const std::string& text, RedisAddress& out, std::str
     error = "sentinel address: unexpected text after the host (expected host[:port])";
     return false;
   }
-  if (!url.ipv6 && (url.host.size() > kMaxRedisHostBytes || !valid_host_name(url.host))) {
+  if (!valid_host(url)) {
     error =
         "sentinel address: host must be a DNS name or an IP address (letters, digits, '-', '.', "
         "'_'; at most " +
@@ -384,17 +387,7 @@ bool parse_sentinel(const std::string& rest, ParsedRedisUrl& out, std::string& e
     return false;
   }
   out.master_name = name;
-  if (has_query) {
-    if (query.compare(0, 3, "db=") != 0 || query.find('&') != std::string::npos) {
-      error = "the only query parameter allowed is ?db=N";
-      return false;
-    }
-    if (!parse_decimal(query.substr(3), 0, kMaxRedisDb, out.db)) {
-      error = "db must be a number in 0.." + std::to_string(kMaxRedisDb);
-      return false;
-    }
-  }
-  return true;
+  return !has_query || parse_db_query(query, out.db, error);
 }
 
 }  // namespace

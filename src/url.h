@@ -1,7 +1,7 @@
 // The one module that parses URLs: the upstream URL, browser origins and the
-// Redis URLs (parse_redis_url, below) all go through parse_url(), which is libcurl's URL parser
-// (curl_url(), RFC 3986 plus what browsers send) with a few checks where
-// curl is more lenient than a configuration file should be.
+// Redis URLs (parse_redis_url, below) all go through parse_url(), which is
+// libcurl's URL parser (curl_url(), RFC 3986 plus what browsers send) with a
+// few checks where curl is more lenient than a configuration file should be.
 //
 // This is the second module that includes libcurl (the first is upstream,
 // which does the transfers): URL parsing needs no easy handle, no global
